@@ -1,0 +1,88 @@
+"""Our receive stage (decode, queue, stats) vs a bare pyzmq PULL loop on the same unpaced V1 stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import zmq
+
+from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.simplon_client import SimplonClient
+from detpipe.pipeline.stream_receiver import StreamReceiver
+from detpipe.simulators import EigerSimulator
+
+from .frames import DISTINCT_FRAMES
+
+
+def bench_receiver(n_frames: int) -> dict[str, float]:
+    with EigerSimulator(model="4M", seed=3, distinct_frames=DISTINCT_FRAMES, paced=False) as sim:
+        for i in range(DISTINCT_FRAMES):
+            sim.encoded_blob(i)
+        client = SimplonClient(sim.rest_url)
+        configure_series(client, n_frames)
+        bare_s = _bare_pull(sim.stream_endpoint, client, n_frames)
+        ours_s = _our_receiver(sim.stream_endpoint, client, n_frames)
+    return {
+        "receiver.fps": n_frames / ours_s,
+        "receiver.bare_pull_fps": n_frames / bare_s,
+        "receiver.ratio_vs_bare_pull": bare_s / ours_s,
+    }
+
+
+def configure_series(client: SimplonClient, n_frames: int, stream_format: str = "legacy") -> None:
+    if client.detector_status() == "na":
+        client.command("initialize")
+    for key, value in (("count_time", 0.001), ("frame_time", 0.001), ("nimages", n_frames), ("ntrigger", 1),
+                       ("trigger_mode", "ints"), ("compression", "bslz4")):
+        client.set_config(key, value)
+    client.set_config("mode", "enabled", module="stream")
+    client.set_config("format", stream_format, module="stream")
+
+
+def _triggered(client: SimplonClient) -> threading.Thread:
+    thread = threading.Thread(target=client.command, args=("trigger",), daemon=True)
+    thread.start()
+    return thread
+
+
+def _bare_pull(endpoint: str, client: SimplonClient, n_frames: int) -> float:
+    socket = zmq.Context.instance().socket(zmq.PULL)
+    socket.connect(endpoint)
+    try:
+        client.command("arm")
+        socket.recv_multipart(copy=False)  # series header
+        t0 = time.perf_counter()
+        trigger = _triggered(client)
+        for _ in range(n_frames):
+            socket.recv_multipart(copy=False)
+        elapsed = time.perf_counter() - t0
+        trigger.join()
+        client.command("disarm")
+        socket.recv_multipart(copy=False)  # end of series
+    finally:
+        socket.close(linger=0)
+    return elapsed
+
+
+def _our_receiver(endpoint: str, client: SimplonClient, n_frames: int) -> float:
+    receiver = StreamReceiver(endpoint)
+    outbox: FrameQueue = FrameQueue(n_frames + 8, FullPolicy.DROP)
+    receiver.start()
+    try:
+        series_id = client.command("arm")
+        assert series_id is not None
+        receiver.listen(series_id, outbox, None)
+        outbox.get(timeout_s=30)  # series header
+        t0 = time.perf_counter()
+        trigger = _triggered(client)
+        for _ in range(n_frames):
+            outbox.get(timeout_s=30)
+        elapsed = time.perf_counter() - t0
+        trigger.join()
+        client.command("disarm")
+        outbox.get(timeout_s=30)  # end of series
+        assert receiver.stats.frames_received == n_frames and receiver.stats.frames_dropped_total == 0
+    finally:
+        receiver.close()
+    return elapsed

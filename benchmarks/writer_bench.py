@@ -1,0 +1,57 @@
+"""Direct-chunk NXmx writing vs plain sequential writes + fsync of the same bytes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detpipe.pipeline.nxmx_writer import NxmxWriter
+from detpipe.pipeline.saving_target import SavingParams
+from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
+
+from .frames import bslz4_frames
+
+
+def bench_writer(n_frames: int) -> dict[str, float]:
+    frames = bslz4_frames(n_frames)
+    total_bytes = sum(len(f.blob) for f in frames)
+    with tempfile.TemporaryDirectory(prefix="detpipe-bench-") as tmp:
+        root = Path(tmp)
+        raw_s = _raw_write(frames, root / "raw.bin")
+        writer_s = _nxmx_write(frames, root)
+    return {
+        "writer.fps": n_frames / writer_s,
+        "writer.mbps_on_disk": total_bytes / writer_s / 1e6,
+        "writer.raw_write_fps": n_frames / raw_s,
+        "writer.ratio_vs_raw_write": raw_s / writer_s,
+    }
+
+
+def _raw_write(frames: list, path: Path) -> float:
+    t0 = time.perf_counter()
+    with open(path, "wb") as out:
+        for frame in frames:
+            out.write(frame.blob)
+        out.flush()
+        os.fsync(out.fileno())
+    return time.perf_counter() - t0
+
+
+def _nxmx_write(frames: list, root: Path) -> float:
+    first = frames[0]
+    writer = NxmxWriter(SavingParams(directory=root / "nxmx", data_roots=(root,), frames_per_file=1000))
+    config = DetectorConfig(shape=first.shape, dtype=np.dtype(first.dtype), nimages=len(frames))
+    t0 = time.perf_counter()
+    writer.prepare(1)
+    writer.start_series(SeriesStart(series_id=1, config=config))
+    for frame in frames:
+        writer.process(frame)
+    writer.finish(EndOfSeries(1))
+    for path in (root / "nxmx").iterdir():
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    return time.perf_counter() - t0

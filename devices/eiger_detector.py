@@ -1,0 +1,330 @@
+"""Tango face of an EIGER: SIMPLON control plus the stream receiver, in LImA's vocabulary.
+
+Frames go from the receiver straight into the writer device's queue in the same process; only
+settings, counters and State travel through Tango.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tango import AttrWriteType, DevFailed, DevState, Util
+from tango.server import attribute, command, device_property
+
+from detpipe.pipeline.acquisition_params import COMPRESSIONS, StreamFormatChoice, TriggerMode
+from detpipe.pipeline.eiger_acquisition import EigerAcquisition, Phase
+from detpipe.pipeline.errors import DetectorRefused, DetectorUnreachable
+from detpipe.pipeline.simplon_client import SimplonClient
+from detpipe.pipeline.stream_receiver import StreamReceiver
+
+from .detpipe_device import DetpipeDevice
+from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
+
+WRITER_DRAIN_TIMEOUT_S = 60.0
+
+
+class EigerDetector(DetpipeDevice):
+    """Controls one EIGER/EIGER2 over SIMPLON REST and receives its ZMQ stream (V1 or V2, detected).
+
+    Sequence: set acq_* attributes, Prepare (configure + arm), Start (trigger), then the device goes
+    back to ON once the writer has saved the last frame. Stop drains; Abort closes files as they are.
+    """
+
+    EVENT_ATTRIBUTES = ("last_image_acquired", "frames_received", "frames_dropped", "receive_rate")
+
+    DetectorUrl = device_property(dtype=str, mandatory=True, doc="SIMPLON base URL of the DCU, e.g. http://dcu:80")
+    StreamEndpoint = device_property(
+        dtype=str, mandatory=True, doc="ZMQ endpoint the DCU's stream PUSH socket binds, e.g. tcp://dcu:9999"
+    )
+    WriterDevice = device_property(
+        dtype=str, mandatory=True, doc="Name of the NexusWriter device in this server that receives the frames"
+    )
+    StreamFormat = device_property(
+        dtype=str, default_value="legacy",
+        doc="Stream format asked of API 1.8 DCUs: legacy (Stream V1, JSON) or cbor (Stream V2)",
+    )
+    HeaderDetail = device_property(dtype=str, default_value="basic", doc="Stream header_detail: all, basic or none")
+    StreamTimeout = device_property(
+        dtype=float, default_value=5.0, doc="Seconds of stream silence, with frames still owed, before FAULT"
+    )
+    HttpTimeout = device_property(dtype=float, default_value=10.0, doc="Seconds allowed for an ordinary REST request")
+
+    async def init_device(self) -> None:
+        await super().init_device()
+        self._receiver = StreamReceiver(self.StreamEndpoint)
+        self._receiver.start()
+        self._acq = EigerAcquisition(
+            SimplonClient(self.DetectorUrl, timeout_s=self.HttpTimeout), self._receiver,
+            stream_timeout_s=self.StreamTimeout,
+        )
+        self._acq.request(stream_format=self.StreamFormat, header_detail=self.HeaderDetail)
+        self._run: asyncio.Task[None] | None = None
+        self._summary = "Connecting to the detector"
+        self.set_state_and_status(DevState.INIT, f"Connecting to {self.DetectorUrl}")
+        await self._connect()
+        self.start_monitor()
+
+    async def delete_device(self) -> None:
+        await self.stop_monitor()
+        if self._run is not None:
+            self._run.cancel()
+            await asyncio.gather(self._run, return_exceptions=True)
+        self._receiver.close()
+        await super().delete_device()
+
+    async def _connect(self) -> None:
+        client = self._acq.client
+        try:
+            version = await asyncio.to_thread(lambda: client.api_version)
+            if await asyncio.to_thread(client.detector_status) in ("na", "error"):
+                await asyncio.to_thread(client.command, "initialize")
+        except (DetectorUnreachable, DetectorRefused) as err:
+            self.set_fault(str(err))
+            return
+        self._summary = f"Ready: EIGER at {self.DetectorUrl}, SIMPLON API {version}"
+        self.refresh(force=True)
+
+    def _writer(self) -> NexusWriter:
+        """The writer device object in this process (raises DevFailed until it is created)."""
+        writer = Util.instance().get_device_by_name(self.WriterDevice)
+        if not isinstance(writer, NexusWriter):
+            raise TypeError(f"WriterDevice {self.WriterDevice} is a {type(writer).__name__}, not a NexusWriter")
+        return writer
+
+    def _writer_queue_fill(self) -> float:
+        try:
+            return self._writer().inbox.fill_percent
+        except DevFailed:  # the writer device is created after this one at server start-up
+            return 0.0
+
+    # --- State ---
+    def assess(self) -> tuple[DevState, str]:
+        stats, acq = self._receiver.stats, self._acq
+        queue_fill = self._writer_queue_fill()
+        if acq.phase is Phase.PREPARED:
+            return DevState.STANDBY, f"Armed series {acq.series_id}: {acq.frames_expected} frames; waiting for Start"
+        if self._run is not None and not self._run.done():
+            alarm = stats.frames_dropped_total > 0 or queue_fill > QUEUE_ALARM_PERCENT
+            return DevState.ALARM if alarm else DevState.RUNNING, (
+                f"Acquiring series {acq.series_id}: {stats.frames_received}/{acq.frames_expected} frames received, "
+                f"{stats.frames_dropped_total} dropped, queue {queue_fill:.0f}% full"
+            )
+        if stats.frames_dropped_total or stats.rejected_total or stats.frames_missing:
+            return DevState.ALARM, self._summary
+        return DevState.ON, self._summary
+
+    def event_values(self) -> dict[str, Any]:
+        stats = self._receiver.stats
+        return {
+            "last_image_acquired": stats.last_image_acquired,
+            "frames_received": stats.frames_received,
+            "frames_dropped": stats.frames_dropped_total,
+            "receive_rate": stats.rates()[1],
+        }
+
+    # --- acquisition settings (LImA names, memorized) ---
+    def _request(self, **changes: object) -> None:
+        if self._acq.phase is not Phase.IDLE:
+            raise RuntimeError("settings apply at Prepare; Stop or Abort the current acquisition first")
+        self._acq.request(**changes)
+
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="frame",
+               format="%d", min_value=1, label="Frames", description="Frames to acquire in the next series")
+    async def acq_nb_frames(self) -> int:
+        return self._acq.requested.nb_frames
+
+    @acq_nb_frames.write
+    async def acq_nb_frames(self, value: int) -> None:
+        self._request(nb_frames=value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="s",
+               format="%.6f", min_value=1e-6, label="Exposure time", description="Exposure per frame (count_time)")
+    async def acq_expo_time(self) -> float:
+        return self._acq.requested.expo_time_s
+
+    @acq_expo_time.write
+    async def acq_expo_time(self, value: float) -> None:
+        self._request(expo_time_s=value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="s",
+               format="%.6f", min_value=0.0, label="Latency time",
+               description="Dead time between frames: frame_time = acq_expo_time + latency_time (at least the readout time)")
+    async def latency_time(self) -> float:
+        return self._acq.requested.latency_time_s
+
+    @latency_time.write
+    async def latency_time(self, value: float) -> None:
+        self._request(latency_time_s=value)
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, label="Trigger mode",
+               description="One of " + ", ".join(m.value for m in TriggerMode))
+    async def acq_trigger_mode(self) -> str:
+        return self._acq.requested.trigger_mode.value
+
+    @acq_trigger_mode.write
+    async def acq_trigger_mode(self, value: str) -> None:
+        self._request(trigger_mode=value.upper())
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="eV",
+               format="%.1f", min_value=1000.0, label="Photon energy", description="Beam energy; sets the threshold")
+    async def photon_energy(self) -> float:
+        return self._acq.requested.photon_energy_ev
+
+    @photon_energy.write
+    async def photon_energy(self, value: float) -> None:
+        self._request(photon_energy_ev=value)
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               label="Compression", description="Detector compression: " + " or ".join(COMPRESSIONS))
+    async def compression_type(self) -> str:
+        return self._acq.requested.compression
+
+    @compression_type.write
+    async def compression_type(self, value: str) -> None:
+        self._request(compression=value.lower())
+
+    # --- counters and identity ---
+    @attribute(dtype=int, unit="frame", format="%d", description="Index of the last frame received; -1 before the first")
+    async def last_image_acquired(self) -> int:
+        return self._receiver.stats.last_image_acquired
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Frames received in this series")
+    async def frames_received(self) -> int:
+        return self._receiver.stats.frames_received
+
+    @attribute(dtype=int, unit="frame", format="%d",
+               description="Frames received but dropped because the writer queue was full")
+    async def frames_dropped(self) -> int:
+        return self._receiver.stats.frames_dropped_total
+
+    @attribute(dtype=int, unit="message", format="%d",
+               description="Stream messages rejected (malformed, other series…); see rejection_reasons")
+    async def frames_rejected(self) -> int:
+        return self._receiver.stats.rejected_total
+
+    @attribute(dtype=str, description="Rejected stream messages by reason, as JSON")
+    async def rejection_reasons(self) -> str:
+        return json.dumps(dict(self._receiver.stats.rejected))
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Holes in the frame numbering: sent but never received")
+    async def frames_missing(self) -> int:
+        return self._receiver.stats.frames_missing
+
+    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
+               description="Fill of the writer's ingress queue; ALARM above 75 %")
+    async def queue_fill(self) -> float:
+        return self._writer_queue_fill()
+
+    @attribute(dtype=float, unit="MB/s", format="%.1f", description="Compressed stream rate over the last second")
+    async def receive_rate(self) -> float:
+        return self._receiver.stats.rates()[1]
+
+    @attribute(dtype=float, unit="frame/s", format="%.1f", description="Frames received per second over the last second")
+    async def receive_frame_rate(self) -> float:
+        return self._receiver.stats.rates()[0]
+
+    @attribute(dtype=float, unit="ms", format="%.3f", description="Mean time to decode one stream message")
+    async def decode_time_mean(self) -> float:
+        return self._receiver.stats.time_mean_ms
+
+    @attribute(dtype=int, format="%d", description="Series (sequence) id returned by the last arm; -1 before")
+    async def series_id(self) -> int:
+        return -1 if self._acq.series_id is None else self._acq.series_id
+
+    @attribute(dtype=str, description="Stream format detected from the messages: legacy (V1), cbor (V2) or unknown")
+    async def stream_format(self) -> str:
+        fmt = self._receiver.decoder.stream_format
+        return fmt.value if fmt is not None else "unknown"
+
+    @attribute(dtype=str, description="SIMPLON API version discovered on the DCU")
+    async def api_version(self) -> str:
+        return await asyncio.to_thread(lambda: self._acq.client.api_version)
+
+    @attribute(dtype=str, description="Detector status/state as the DCU reports it (na, idle, ready, acquire, error)")
+    async def detector_state(self) -> str:
+        return str(await asyncio.to_thread(self._acq.client.detector_status))
+
+    @attribute(dtype=str, description="LImA-style acquisition status: Ready, Running (armed, acquiring or draining) or Fault")
+    async def acq_status(self) -> str:
+        if self.get_state() == DevState.FAULT:
+            return "Fault"
+        running = self._acq.phase is not Phase.IDLE or (self._run is not None and not self._run.done())
+        return "Running" if running else "Ready"
+
+    # --- commands ---
+    @command
+    async def Prepare(self) -> None:
+        """Apply the acq_* settings, arm the detector and prepare the writer's files (STANDBY)."""
+        if self.get_state() == DevState.FAULT:
+            raise RuntimeError(f"device is in FAULT ({self.get_status()}); Reset first")
+        if self._run is not None and not self._run.done():
+            raise RuntimeError("an acquisition is running; Stop or Abort it first")
+        writer = self._writer()
+        self._throttle.forget()
+        series_id = await asyncio.to_thread(self._acq.prepare, self._acq.requested, writer)
+        self._summary = f"Series {series_id} prepared"
+        self.refresh(force=True)
+
+    @command
+    async def Start(self) -> None:
+        """Trigger the prepared series (software trigger modes) and receive it; RUNNING until saved."""
+        if self._acq.phase is not Phase.PREPARED:
+            raise RuntimeError("Start needs a prepared series; call Prepare first")
+        self._run = asyncio.create_task(self._acquire(), name=f"{self.get_name()} acquisition")
+        self._run.add_done_callback(self._on_acquisition_done)
+        self.refresh(force=True)
+
+    @command
+    async def Stop(self) -> None:
+        """Stop after the current frame; every frame received is written, then files close."""
+        await asyncio.to_thread(self._acq.stop)
+        if self._run is not None:
+            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
+        self.refresh(force=True)
+
+    @command
+    async def Abort(self) -> None:
+        """Stop now: abort the detector and close the files with what was queued."""
+        await asyncio.to_thread(self._acq.abort)
+        if self._run is not None:
+            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
+        self.refresh(force=True)
+
+    @command
+    async def Reset(self) -> None:
+        """Leave FAULT: reconnect to the detector and clear the counters."""
+        self.clear_fault()
+        self._receiver.stats.reset()
+        self.set_state_and_status(DevState.INIT, f"Reconnecting to {self.DetectorUrl}")
+        await self._connect()
+
+    async def _acquire(self) -> None:
+        series_id = self._acq.series_id
+        try:
+            end = await asyncio.to_thread(self._acq.acquire)
+            await self._wait_writer_done()
+        except (DetectorUnreachable, DetectorRefused, TimeoutError) as err:
+            self.set_fault(f"Series {series_id} failed: {err}")
+            return
+        stats = self._receiver.stats
+        self._summary = (
+            f"Series {series_id} done ({end.reason.value}): {stats.frames_received} frames received, "
+            f"{stats.frames_dropped_total} dropped, {stats.rejected_total} rejected, {stats.frames_missing} missing"
+        )
+
+    def _on_acquisition_done(self, task: asyncio.Task[None]) -> None:
+        """Any error the acquisition did not handle itself ends in FAULT with its reason."""
+        if not task.cancelled() and (err := task.exception()) is not None:
+            self.set_fault(f"Series {self._acq.series_id} failed: {type(err).__name__}: {err}")
+        self.refresh(force=True)
+
+    async def _wait_writer_done(self) -> None:
+        writer, series_id = self._writer(), self._acq.series_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITER_DRAIN_TIMEOUT_S
+        while not writer.series_written(series_id):
+            if loop.time() > deadline:
+                raise TimeoutError(f"writer still draining after {WRITER_DRAIN_TIMEOUT_S:.0f}s")
+            await asyncio.sleep(0.01)

@@ -1,0 +1,104 @@
+"""Child processes the demo and tests start themselves and stop by PID (tango.md §8)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+
+
+class ProcessNotReady(RuntimeError):
+    def __init__(self, command: Sequence[str], marker: str, output: str, timeout_s: float) -> None:
+        super().__init__(
+            f"{' '.join(command)} did not print {marker!r} within {timeout_s:.0f}s; its output:\n{output}"
+        )
+
+
+class ManagedProcess:
+    """A child process that is ready once it prints ``ready_marker``; stopped by PID on exit.
+
+    Output is collected by a reader thread so a chatty child never blocks on a full pipe, and so a
+    failed start reports what the child said (ophyd-async's ManagedSubprocess does the same).
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        ready_marker: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.command = list(command)
+        self.ready_marker = ready_marker
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.ready_line = ""
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def start(self, timeout_s: float = 30.0) -> ManagedProcess:
+        self._process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=self.cwd,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read_output, daemon=True, name=f"out-{self.pid}").start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            if self.ready_marker in line:
+                self.ready_line = line
+                return self
+        self.stop()
+        raise ProcessNotReady(self.command, self.ready_marker, "".join(self.output[-50:]), timeout_s)
+
+    def _read_output(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            self.output.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self._process is None:
+            return None
+        if self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.kill(self._process.pid, signal.SIGKILL)
+                self._process.wait(timeout_s)
+        return self._process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once: what a crash or a pulled plug looks like to the others."""
+        if self._process is not None and self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+
+    def __enter__(self) -> ManagedProcess:
+        return self if self._process is not None else self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

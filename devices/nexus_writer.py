@@ -1,0 +1,220 @@
+"""Tango face of the NXmx writer. Frames arrive in-process from a detector device, never via Tango."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tango import AttrWriteType, DevState
+from tango.server import attribute, command, device_property
+
+from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.nxmx_writer import NxmxWriter
+from detpipe.pipeline.saving_target import OverwritePolicy, SavingParams, check_directory
+from detpipe.pipeline.stage_runner import Item, StageRunner
+
+from .detpipe_device import DetpipeDevice
+
+QUEUE_ALARM_PERCENT = 75.0
+
+
+class NexusWriter(DetpipeDevice):
+    """Writes each series as NXmx: a master file plus data files of saving_frame_per_file frames.
+
+    The detector's compressed chunks are written as they arrived (direct chunk write). Directories must
+    lie under DataRoots; existing files are never overwritten unless saving_overwrite_policy says so.
+    """
+
+    EVENT_ATTRIBUTES = ("last_image_saved", "frames_written", "bytes_written", "write_rate", "queue_fill")
+
+    DataRoots = device_property(
+        dtype=(str,), mandatory=True, doc="Absolute directories below which this writer may create files"
+    )
+    BufferFrames = device_property(
+        dtype=int, default_value=256,
+        doc="Frames the ingress queue holds before further frames are dropped (and counted); ~2-3 MB each for a 4M",
+    )
+    InstrumentName = device_property(
+        dtype=str, default_value="detpipe", doc="NXinstrument/name written into every master file"
+    )
+
+    async def init_device(self) -> None:
+        await super().init_device()
+        roots = tuple(Path(r) for r in self.DataRoots)
+        self._writer = NxmxWriter(
+            SavingParams(directory=roots[0], data_roots=roots, instrument_name=self.InstrumentName)
+        )
+        self.inbox: FrameQueue[Item] = FrameQueue(self.BufferFrames, FullPolicy.DROP)
+        self._runner = StageRunner("writer", self._writer, self.inbox, on_failure=self._on_writer_failure)
+        self._runner.start()
+        self.refresh(force=True)
+        self.start_monitor()
+
+    async def delete_device(self) -> None:
+        await self.stop_monitor()
+        self._runner.close()
+        await super().delete_device()
+
+    # --- frame sink used in-process by detector devices (eiger_acquisition.FrameSink) ---
+    def prepare(self, series_id: int) -> Path:
+        if self._runner.failure is not None:
+            raise RuntimeError(f"writer is in FAULT ({self._runner.failure}); Reset it first")
+        self._writer.stats.reset()
+        return self._writer.prepare(series_id)
+
+    def series_written(self, series_id: int | None) -> bool:
+        """True once the writer has handled the end of ``series_id`` (files closed, master final)."""
+        end = self._runner.last_end
+        return end is not None and end.series_id == series_id
+
+    def _on_writer_failure(self, reason: str) -> None:
+        self._fault = reason  # the monitor task pushes FAULT from the event loop thread
+
+    # --- State ---
+    def assess(self) -> tuple[DevState, str]:
+        stats = self._writer.stats
+        if self._runner.in_series:
+            state = DevState.ALARM if self.inbox.fill_percent > QUEUE_ALARM_PERCENT else DevState.RUNNING
+            return state, (
+                f"Writing {stats.frames_written}/{stats.frames_expected} frames to {stats.current_file or '…'}"
+                f" (queue {self.inbox.fill_percent:.0f}% full)"
+            )
+        if stats.rejected_total:
+            return DevState.ALARM, (
+                f"Last series kept {stats.frames_written} frames but rejected {stats.rejected_total}: "
+                f"{dict(stats.rejected)}; master {self._writer.master_path}"
+            )
+        if self._writer.master_path is not None:
+            return DevState.ON, f"Idle. Last series: {stats.frames_written} frames in {self._writer.master_path}"
+        return DevState.ON, "Idle, no series written yet"
+
+    def refresh(self, *, force: bool = False) -> None:
+        if self._fault is not None and self.get_state() != DevState.FAULT:
+            self.set_fault(self._fault)
+        super().refresh(force=force)
+
+    def event_values(self) -> dict[str, Any]:
+        return {
+            "last_image_saved": self._writer.stats.last_image_saved,
+            "frames_written": self._writer.stats.frames_written,
+            "bytes_written": self._writer.stats.bytes_written,
+            "write_rate": self._writer.stats.rates()[1],
+            "queue_fill": self.inbox.fill_percent,
+        }
+
+    # --- saving configuration (LImA names) ---
+    def _check_idle(self, what: str) -> None:
+        if self._runner.in_series:
+            raise RuntimeError(f"cannot change {what} while a series is being written; Stop it first")
+
+    def _configure(self, **changes: Any) -> None:
+        self._writer.configure(SavingParams.from_mapping({**_as_mapping(self._writer.params), **changes}))
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               label="Saving directory", description="Directory of the next series' files; must lie below DataRoots")
+    async def saving_directory(self) -> str:
+        return str(self._writer.params.directory)
+
+    @saving_directory.write
+    async def saving_directory(self, value: str) -> None:
+        self._check_idle("saving_directory")
+        self._configure(directory=check_directory(Path(value), self._writer.params.data_roots))
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               label="Saving prefix",
+               description="File name prefix; '$id' becomes the series id. Files: <prefix>_master.h5, <prefix>_data_000001.h5…")
+    async def saving_prefix(self) -> str:
+        return self._writer.params.prefix
+
+    @saving_prefix.write
+    async def saving_prefix(self, value: str) -> None:
+        self._check_idle("saving_prefix")
+        self._configure(prefix=value)
+
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="frame",
+               format="%d", min_value=1, label="Frames per file", description="Frames in each data file")
+    async def saving_frame_per_file(self) -> int:
+        return self._writer.params.frames_per_file
+
+    @saving_frame_per_file.write
+    async def saving_frame_per_file(self, value: int) -> None:
+        self._check_idle("saving_frame_per_file")
+        self._configure(frames_per_file=value)
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               label="Overwrite policy",
+               description="abort (default): refuse a series whose files exist; overwrite: replace them")
+    async def saving_overwrite_policy(self) -> str:
+        return self._writer.params.overwrite_policy.value
+
+    @saving_overwrite_policy.write
+    async def saving_overwrite_policy(self, value: str) -> None:
+        self._check_idle("saving_overwrite_policy")
+        self._configure(overwrite_policy=OverwritePolicy(value.lower()))
+
+    # --- counters ---
+    @attribute(dtype=int, unit="frame", format="%d", description="Index of the last frame written; -1 before the first")
+    async def last_image_saved(self) -> int:
+        return self._writer.stats.last_image_saved
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Frames on disk in this series; reset by Prepare")
+    async def frames_written(self) -> int:
+        return self._writer.stats.frames_written
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Frames the series announced")
+    async def frames_expected(self) -> int:
+        return self._writer.stats.frames_expected
+
+    @attribute(dtype=int, unit="frame", format="%d",
+               description="Frames refused by the writer (wrong shape, beyond the series…), all reasons")
+    async def frames_rejected(self) -> int:
+        return self._writer.stats.rejected_total
+
+    @attribute(dtype=float, unit="B", format="%d", description="Compressed bytes written to data files in this series")
+    async def bytes_written(self) -> float:
+        return float(self._writer.stats.bytes_written)
+
+    @attribute(dtype=float, unit="MB/s", format="%.1f", description="Write rate on disk over the last second")
+    async def write_rate(self) -> float:
+        return self._writer.stats.rates()[1]
+
+    @attribute(dtype=float, unit="frame/s", format="%.1f", description="Frames written per second over the last second")
+    async def write_frame_rate(self) -> float:
+        return self._writer.stats.rates()[0]
+
+    @attribute(dtype=float, unit="", format="%.2f", description="Uncompressed bytes / bytes on disk for this series")
+    async def compression_ratio(self) -> float:
+        return self._writer.stats.compression_ratio
+
+    @attribute(dtype=str, description="Data file being written now; empty when none is open")
+    async def current_file(self) -> str:
+        return self._writer.stats.current_file
+
+    @attribute(dtype=str, description="Master file of the current or last series")
+    async def master_file(self) -> str:
+        return str(self._writer.master_path or "")
+
+    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
+               description="Fill of the ingress queue; ALARM above 75 %")
+    async def queue_fill(self) -> float:
+        return self.inbox.fill_percent
+
+    @attribute(dtype=float, unit="ms", format="%.2f", description="Mean time to write one frame in this series")
+    async def write_time_mean(self) -> float:
+        return self._writer.stats.time_mean_ms
+
+    @attribute(dtype=float, unit="ms", format="%.2f", description="Longest time to write one frame in this series")
+    async def write_time_max(self) -> float:
+        return self._writer.stats.time_max_ms
+
+    @command
+    async def Reset(self) -> None:
+        """Leave FAULT: forget the failure and the counters; the next series is written normally."""
+        self._runner.reset()
+        self._writer.stats.reset()
+        self.clear_fault()
+        self.refresh(force=True)
+
+
+def _as_mapping(params: SavingParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}

@@ -1,0 +1,1 @@
+"""detpipe's engine: decoders, queues, stages and writers. Pure Python; never imports Tango."""

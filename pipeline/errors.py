@@ -1,0 +1,71 @@
+"""Every detpipe domain exception, in one hierarchy (style.md §5).
+
+Each subclasses the built-in it resembles, keeps the offending value, and says what to do next.
+Streaming code raises ``FrameRejected`` and the stage runner counts it; anything else ends the stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class FrameRejected(ValueError):
+    """A stream message or frame that cannot be used. ``reason`` is a short snake_case counter key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ConfigError(ValueError):
+    """Every problem of one configuration at once, so the user fixes them in one go."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+class PathOutsideDataRoots(ValueError):
+    def __init__(self, path: Path, roots: Sequence[Path]) -> None:
+        super().__init__(
+            f"{path} is not below any DataRoots entry {[str(r) for r in roots]}; pick a directory under one"
+        )
+        self.path = path
+        self.roots = list(roots)
+
+
+class TargetFileExists(FileExistsError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} already exists and saving_overwrite_policy is abort; change saving_prefix or move the file"
+        )
+        self.path = path
+
+
+class DetectorUnreachable(ConnectionError):
+    """The detector's REST interface did not answer (or answered with an HTTP error)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"detector at {url} unreachable: {reason}; check the DetectorUrl property and the DCU")
+        self.url = url
+        self.reason = reason
+
+
+class DetectorRefused(ValueError):
+    """The detector answered but refused a value or command (HTTP 4xx)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"detector refused {what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+class AcquisitionStateError(RuntimeError):
+    """A command that does not fit the current acquisition state (e.g. Start before Prepare)."""
+
+    def __init__(self, command: str, state: str, hint: str) -> None:
+        super().__init__(f"{command} is not allowed while {state}; {hint}")
+        self.command = command
+        self.state = state

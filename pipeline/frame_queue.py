@@ -1,0 +1,65 @@
+"""Bounded queue between stages; each instance states what happens when it is full (style.md §3)."""
+
+from __future__ import annotations
+
+import enum
+import queue
+from typing import Generic, TypeVar
+
+from .frame import Frame
+
+T = TypeVar("T")
+
+
+class FullPolicy(enum.Enum):
+    BLOCK = "block"  # backpressure between engine stages (odin-data's WorkQueue)
+    DROP = "drop"  # at ingress: the socket reader must never stall, so drop and count
+
+
+class FrameQueue(Generic[T]):
+    """A bounded FIFO of frames and series markers.
+
+    With ``FullPolicy.DROP`` a frame that finds the queue full is dropped and counted in
+    ``frames_dropped``; series markers (anything that is not a ``Frame``) always block instead,
+    because losing a start or end marker would corrupt the series rather than lose one frame.
+    Fill is read from the queue itself, never stored twice.
+    """
+
+    def __init__(self, capacity: int, policy: FullPolicy) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be ≥ 1, got {capacity}")
+        self.capacity = capacity
+        self.policy = policy
+        self.frames_dropped = 0
+        self._queue: queue.Queue[T] = queue.Queue(maxsize=capacity)
+
+    def put(self, item: T, timeout_s: float | None = None) -> bool:
+        """Enqueue; returns False only when a frame was dropped by the DROP policy."""
+        if self.policy is FullPolicy.DROP and isinstance(item, Frame):
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self.frames_dropped += 1
+                return False
+            return True
+        self._queue.put(item, timeout=timeout_s)
+        return True
+
+    def get(self, timeout_s: float | None = None) -> T:
+        """Raises ``queue.Empty`` after ``timeout_s``."""
+        return self._queue.get(timeout=timeout_s)
+
+    @property
+    def size(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.size
+
+    @property
+    def fill_percent(self) -> float:
+        return 100.0 * self.size / self.capacity
+
+    def reset_counters(self) -> None:
+        self.frames_dropped = 0

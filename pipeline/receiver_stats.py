@@ -1,0 +1,43 @@
+"""Receiver counters (tango.md §5: odin-data's frames received/dropped/timed-out, LImA's progress)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .rate_meter import RateMeter
+from .stage_stats import StageStats
+
+
+@dataclass
+class ReceiverStats(StageStats):
+    """Per-acquisition counters of the stream receiver; reset when an acquisition is prepared.
+
+    Every frame message is accounted for exactly once: forwarded (``frames_received`` minus drops),
+    ``frames_dropped`` by reason (the ingress queue was full), or ``rejected`` by reason (malformed,
+    from another series…). ``frames_missing`` counts holes in the frame numbering (frames the detector
+    sent that never arrived, e.g. taken by a second PULL client, eiger.md §9.11).
+    """
+
+    frames_received: int = 0
+    messages_received: int = 0
+    bytes_received: int = 0
+    frames_missing: int = 0
+    last_image_acquired: int = -1
+    frames_dropped: Counter[str] = field(default_factory=Counter)
+    rate_meter: RateMeter = field(default_factory=RateMeter)
+
+    def rates(self) -> tuple[float, float]:
+        """(frames/s, MB/s) over the last second."""
+        return self.rate_meter.rates()
+
+    @property
+    def frames_dropped_total(self) -> int:
+        return sum(self.frames_dropped.values())
+
+    def reset(self) -> None:
+        super().reset()
+        self.frames_received = self.messages_received = self.bytes_received = self.frames_missing = 0
+        self.last_image_acquired = -1
+        self.frames_dropped.clear()
+        self.rate_meter.reset()

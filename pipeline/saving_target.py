@@ -1,0 +1,234 @@
+"""Where a series is saved: the saving parameters, the file names, and the checks made before writing.
+
+Every check that can refuse a series runs here, from the control thread at Prepare, so an operator
+sees "directory outside DataRoots" or "file exists" as a command error instead of a FAULT mid-series.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError, PathOutsideDataRoots, TargetFileExists
+
+log = logging.getLogger(__name__)
+
+SERIES_ID_PLACEHOLDER = "$id"
+
+
+class OverwritePolicy(enum.Enum):
+    """LImA ``saving_overwrite_policy``; ABORT (the default) never replaces a file."""
+
+    ABORT = "abort"
+    OVERWRITE = "overwrite"
+
+
+@dataclass(frozen=True, slots=True)
+class SavingParams:
+    """How and where the writer saves a series (LImA ``saving_*`` / DECTRIS filewriter names).
+
+    ``prefix`` follows DECTRIS ``name_pattern``: ``$id`` becomes the series id. ``data_roots`` lists the
+    only directories below which files may be written; with none configured nothing may be written.
+    ``source_name`` (NXsource/name, the facility) is written as given; empty means not configured.
+    Constructing one validates it and raises ``ConfigError`` listing every problem.
+    """
+
+    directory: Path
+    prefix: str = "series_$id"
+    frames_per_file: int = 1000
+    overwrite_policy: OverwritePolicy = OverwritePolicy.ABORT
+    data_roots: tuple[Path, ...] = ()
+    instrument_name: str = "detpipe"
+    source_name: str = ""
+
+    def __post_init__(self) -> None:
+        if problems := _value_problems(self):
+            raise ConfigError(problems)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, object]) -> SavingParams:
+        """Builds params from a YAML mapping or device properties; strings are accepted for paths and the
+        policy (case-insensitive, so LImA's ``"Abort"`` works). Every problem is reported at once."""
+        known = {f.name for f in fields(cls)}
+        problems = [f"unknown key {key!r} (known: {sorted(known)})" for key in raw if key not in known]
+        if "directory" not in raw:
+            problems.append("directory is required")
+        values: dict[str, object] = {}
+        for key, value in raw.items():
+            if key in _CONVERTERS:
+                try:
+                    values[key] = _CONVERTERS[key](value)
+                except (TypeError, ValueError) as err:
+                    problems.append(f"{key}: {err}")
+        if not problems:
+            problems = _value_problems(_Candidate(**{**_defaults(), **values}))
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """The same fields as ``SavingParams`` without validation, so problems can be collected first."""
+
+    directory: Path
+    prefix: str
+    frames_per_file: int
+    overwrite_policy: OverwritePolicy
+    data_roots: tuple[Path, ...]
+    instrument_name: str
+    source_name: str
+
+
+def _defaults() -> dict[str, object]:
+    return {f.name: f.default for f in fields(SavingParams) if f.name != "directory"}
+
+
+def _to_path(value: object) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise TypeError(f"expected a path string, got {value!r}")
+    return Path(value)
+
+
+def _to_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _to_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _to_policy(value: object) -> OverwritePolicy:
+    if isinstance(value, OverwritePolicy):
+        return value
+    choices = [p.value for p in OverwritePolicy]
+    if isinstance(value, str) and value.lower() in choices:
+        return OverwritePolicy(value.lower())
+    raise ValueError(f"expected one of {choices}, got {value!r}")
+
+
+def _to_roots(value: object) -> tuple[Path, ...]:
+    if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, Sequence):
+        raise TypeError(f"expected a list of directories, got {value!r}")
+    return tuple(_to_path(v) for v in value)
+
+
+_CONVERTERS = {
+    "directory": _to_path,
+    "prefix": _to_str,
+    "frames_per_file": _to_int,
+    "overwrite_policy": _to_policy,
+    "data_roots": _to_roots,
+    "instrument_name": _to_str,
+    "source_name": _to_str,
+}
+
+
+def _value_problems(p: SavingParams | _Candidate) -> list[str]:
+    problems = []
+    if not p.directory.is_absolute():
+        problems.append(f"directory {str(p.directory)!r} must be an absolute path")
+    if not p.prefix or p.prefix in {".", ".."} or "/" in p.prefix or "\0" in p.prefix:
+        problems.append(f"prefix {p.prefix!r} must be a non-empty file name without '/'")
+    if p.frames_per_file < 1:
+        problems.append(f"frames_per_file must be >= 1, got {p.frames_per_file}")
+    problems += [f"data root {str(r)!r} must be an absolute path" for r in p.data_roots if not r.is_absolute()]
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFiles:
+    """The file set of one series (nexus.md §3.1): ``<stem>_master.h5`` and ``<stem>_data_<k:06d>.h5``,
+    k counted from 1."""
+
+    directory: Path
+    stem: str
+
+    @property
+    def master(self) -> Path:
+        return self.directory / f"{self.stem}_master.h5"
+
+    def data_file(self, number: int) -> Path:
+        return self.directory / f"{self.stem}_data_{number:06d}.h5"
+
+    def existing(self) -> list[Path]:
+        """Master and data files of this name already on disk (any data file number)."""
+        pattern = re.compile(re.escape(self.stem) + r"_data_\d{6}\.h5")
+        found = [self.master] if self.master.exists() else []
+        if self.directory.is_dir():
+            found += sorted(p for p in self.directory.iterdir() if pattern.fullmatch(p.name))
+        return found
+
+
+def series_file_names(params: SavingParams, series_id: int) -> SeriesFiles:
+    return SeriesFiles(params.directory, params.prefix.replace(SERIES_ID_PLACEHOLDER, str(series_id)))
+
+
+def check_directory(directory: Path, data_roots: Sequence[Path]) -> Path:
+    """The absolute, symlink- and ``..``-resolved ``directory``, if it lies under one of ``data_roots``.
+
+    Resolution happens before the comparison, so ``root/../etc`` or a symlink pointing out of a root is
+    refused. The directory need not exist yet. Raises ``PathOutsideDataRoots`` otherwise.
+    """
+    if not directory.is_absolute():
+        raise PathOutsideDataRoots(directory, data_roots)
+    resolved = directory.resolve()
+    if not any(resolved.is_relative_to(root.resolve()) for root in data_roots if root.is_absolute()):
+        raise PathOutsideDataRoots(directory, data_roots)
+    return resolved
+
+
+def claim_series_files(params: SavingParams, series_id: int) -> SeriesFiles:
+    """Checks and prepares the target of one series, before any of its files is written.
+
+    Creates the directory (never above its data root), proves it writable with a probe file (``os.access``
+    says yes to root even on a read-only mount), and, under ABORT, refuses when the master or any data
+    file of this name exists. Under OVERWRITE it removes the old set, so no stale higher-numbered data
+    file of an earlier, longer series survives next to the new master.
+    """
+    directory = check_directory(params.directory, params.data_roots)
+    if not directory.is_dir():
+        _make_directory(directory, params.data_roots)
+        directory = check_directory(directory, params.data_roots)  # a symlink swapped in meanwhile
+    _probe_writable(directory)
+    files = series_file_names(replace(params, directory=directory), series_id)
+    existing = files.existing()
+    if existing and params.overwrite_policy is OverwritePolicy.ABORT:
+        raise TargetFileExists(existing[0])
+    for path in existing:
+        log.info("overwrite policy: removing %s", path)
+        path.unlink()
+    return files
+
+
+def _make_directory(directory: Path, data_roots: Sequence[Path]) -> None:
+    root = next(r.resolve() for r in data_roots if r.is_absolute() and directory.is_relative_to(r.resolve()))
+    if not root.is_dir():
+        raise FileNotFoundError(f"DataRoots entry {root} does not exist; create it or fix DataRoots")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except PermissionError as err:
+        raise PermissionError(
+            f"cannot create saving directory {directory}: {err.strerror}; fix the permissions below {root}"
+        ) from err
+
+
+def _probe_writable(directory: Path) -> None:
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".detpipe-probe-"):
+            pass
+    except PermissionError as err:
+        raise PermissionError(
+            f"saving directory {directory} is not writable by uid {os.getuid()}: {err.strerror}; "
+            "fix its permissions or choose another saving_directory"
+        ) from err

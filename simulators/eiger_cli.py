@@ -1,0 +1,81 @@
+"""``detpipe sim eiger``: run a simulated EIGER2 DCU until SIGTERM or SIGINT.
+
+Prints exactly one line to stdout once both servers listen, so a parent process (a test, ``make demo``)
+can wait for it and read the ports:
+``EIGER simulator ready rest=http://127.0.0.1:PORT stream=tcp://127.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .detector_models import DetectorModel
+from .eiger_simulator import EigerSimulator
+from .frame_source import write_truth_sidecar
+from .simplon_parameters import API_1_8, API_VERSIONS
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detpipe sim eiger", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DetectorModel.EIGER2_4M.value, choices=[m.value for m in DetectorModel])
+    parser.add_argument("--host", default="127.0.0.1", help="address both servers bind (default: loopback)")
+    parser.add_argument("--rest-port", type=int, default=8000, help="SIMPLON REST port; 0 = any free port")
+    parser.add_argument("--stream-port", type=int, default=9999, help="ZMQ PUSH port; 0 = any free port")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hit-fraction", type=float, default=0.1)
+    parser.add_argument("--peaks-per-hit", type=int, nargs=2, default=(15, 60), metavar=("MIN", "MAX"))
+    parser.add_argument("--unpaced", action="store_true", help="send images as fast as possible, not at frame_time")
+    parser.add_argument("--dataset", help="replay frames from FILE or FILE::/path (default path /entry/data/data)")
+    parser.add_argument("--truth", help="write the ground-truth JSON sidecar to this file before serving")
+    parser.add_argument("--truth-frames", type=int, default=1000, help="frames described by --truth")
+    parser.add_argument("--api-version", default=API_1_8, choices=API_VERSIONS)
+    parser.add_argument("--distinct-frames", type=int, help="frame i repeats frame i %% N (benchmarks)")
+    parser.add_argument("--log-level", default="INFO", help="logging level of the messages on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        simulator = EigerSimulator(
+            args.model,
+            host=args.host,
+            rest_port=args.rest_port,
+            stream_port=args.stream_port,
+            seed=args.seed,
+            hit_fraction=args.hit_fraction,
+            peaks_per_hit=tuple(args.peaks_per_hit),
+            paced=not args.unpaced,
+            dataset=args.dataset,
+            distinct_frames=args.distinct_frames,
+            api_version=args.api_version,
+        )
+        with simulator:
+            if args.truth:
+                write_truth_sidecar(args.truth, simulator.frames, args.truth_frames)
+                log.info("truth of %d frames written to %s", args.truth_frames, args.truth)
+            print(f"EIGER simulator ready rest={simulator.rest_url} stream={simulator.stream_endpoint}", flush=True)
+            stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""Why the simulated DCU refuses a request; each maps to the HTTP status a client sees.
+
+The simulators may not import ``detpipe.pipeline.errors`` (they share no code with the receivers), so
+they keep this small hierarchy of their own, shaped the same way (style.md §5).
+"""
+
+from __future__ import annotations
+
+
+class RequestRejected(ValueError):
+    """A well-formed request the detector refuses in its current configuration or state (HTTP 400)."""
+
+    http_status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownResource(KeyError):
+    """A path that names no module, version, task or key of this detector (HTTP 404)."""
+
+    http_status = 404
+
+    def __init__(self, path: str, hint: str = "") -> None:
+        reason = f"{path} does not exist on this detector" + (f"; {hint}" if hint else "")
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason

@@ -1,0 +1,42 @@
+"""``detpipe sim eiger`` as a process: one ready line, serves, exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.simulators.eiger_sim_client import SimplonClient
+
+READY = re.compile(r"^EIGER simulator ready rest=(http://127\.0\.0\.1:\d+) stream=(tcp://127\.0\.0\.1:\d+)$")
+
+
+def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    command = [
+        sys.executable, "-m", "detpipe.simulators.eiger_cli", "--model", "500K", "--rest-port", "0",
+        "--stream-port", "0", "--seed", "3", "--hit-fraction", "0.5", "--truth", str(truth), "--truth-frames", "5",
+        "--api-version", "1.6.0", "--unpaced", "--distinct-frames", "2",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline().strip()  # type: ignore[union-attr]
+        match = READY.match(line)
+        assert match, (line, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
+        client = SimplonClient(match.group(1), version="1.6.0")
+        assert client.request("GET", f"{match.group(1)}/detector/api/version/")["value"] == "1.6.0"
+        assert client.value("detector", "config/description") == "Dectris EIGER2 Si 500K"
+        document = json.loads(truth.read_text())
+        assert document["seed"] == 3 and len(document["frames"]) == 5
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stdout.read() == ""  # type: ignore[union-attr]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
