@@ -35,7 +35,7 @@ def bench_e2e(n_frames: int) -> dict[str, float]:
             writer.saving_directory = str(Path(tmp))
             writer.saving_frame_per_file = 1000
             detector.acq_nb_frames = n_frames
-            detector.acq_expo_time = 0.001
+            detector.acq_expo_time = 0.002
             detector.Prepare()
             t0 = time.perf_counter()
             detector.Start()

@@ -10,19 +10,22 @@ import zmq
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.simplon_client import SimplonClient
 from detpipe.pipeline.stream_receiver import StreamReceiver
-from detpipe.simulators import EigerSimulator
 
+from .best_of import best_times
 from .frames import DISTINCT_FRAMES
+from .simulator_process import unpaced_simulator
 
 
 def bench_receiver(n_frames: int) -> dict[str, float]:
-    with EigerSimulator(model="4M", seed=3, distinct_frames=DISTINCT_FRAMES, paced=False) as sim:
-        for i in range(DISTINCT_FRAMES):
-            sim.encoded_blob(i)
+    with unpaced_simulator() as sim:
         client = SimplonClient(sim.rest_url)
+        configure_series(client, 2 * DISTINCT_FRAMES)
+        _bare_pull(sim.stream_endpoint, client, 2 * DISTINCT_FRAMES)  # warm-up: the simulator caches its blobs
         configure_series(client, n_frames)
-        bare_s = _bare_pull(sim.stream_endpoint, client, n_frames)
-        ours_s = _our_receiver(sim.stream_endpoint, client, n_frames)
+        bare_s, ours_s = best_times([
+            lambda: _bare_pull(sim.stream_endpoint, client, n_frames),
+            lambda: _our_receiver(sim.stream_endpoint, client, n_frames),
+        ])
     return {
         "receiver.fps": n_frames / ours_s,
         "receiver.bare_pull_fps": n_frames / bare_s,
@@ -33,7 +36,7 @@ def bench_receiver(n_frames: int) -> dict[str, float]:
 def configure_series(client: SimplonClient, n_frames: int, stream_format: str = "legacy") -> None:
     if client.detector_status() == "na":
         client.command("initialize")
-    for key, value in (("count_time", 0.001), ("frame_time", 0.001), ("nimages", n_frames), ("ntrigger", 1),
+    for key, value in (("count_time", 0.002), ("frame_time", 0.002), ("nimages", n_frames), ("ntrigger", 1),
                        ("trigger_mode", "ints"), ("compression", "bslz4")):
         client.set_config(key, value)
     client.set_config("mode", "enabled", module="stream")

@@ -13,6 +13,7 @@ from detpipe.pipeline.nxmx_writer import NxmxWriter
 from detpipe.pipeline.saving_target import SavingParams
 from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
 
+from .best_of import best_times
 from .frames import bslz4_frames
 
 
@@ -21,8 +22,11 @@ def bench_writer(n_frames: int) -> dict[str, float]:
     total_bytes = sum(len(f.blob) for f in frames)
     with tempfile.TemporaryDirectory(prefix="detpipe-bench-") as tmp:
         root = Path(tmp)
-        raw_s = _raw_write(frames, root / "raw.bin")
-        writer_s = _nxmx_write(frames, root)
+        runs = iter(range(1_000_000))
+        raw_s, writer_s = best_times([
+            lambda: _raw_write(frames, root / f"raw_{next(runs)}.bin"),
+            lambda: _nxmx_write(frames, root, next(runs)),
+        ])
     return {
         "writer.fps": n_frames / writer_s,
         "writer.mbps_on_disk": total_bytes / writer_s / 1e6,
@@ -41,9 +45,10 @@ def _raw_write(frames: list, path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _nxmx_write(frames: list, root: Path) -> float:
+def _nxmx_write(frames: list, root: Path, run: int) -> float:
     first = frames[0]
-    writer = NxmxWriter(SavingParams(directory=root / "nxmx", data_roots=(root,), frames_per_file=1000))
+    directory = root / f"nxmx_{run}"
+    writer = NxmxWriter(SavingParams(directory=directory, data_roots=(root,), frames_per_file=1000))
     config = DetectorConfig(shape=first.shape, dtype=np.dtype(first.dtype), nimages=len(frames))
     t0 = time.perf_counter()
     writer.prepare(1)
@@ -51,7 +56,7 @@ def _nxmx_write(frames: list, root: Path) -> float:
     for frame in frames:
         writer.process(frame)
     writer.finish(EndOfSeries(1))
-    for path in (root / "nxmx").iterdir():
+    for path in directory.iterdir():
         with open(path, "rb+") as f:
             os.fsync(f.fileno())
     return time.perf_counter() - t0

@@ -57,6 +57,7 @@ class DetpipeDevice(Device):
         self._fault = None
 
     def set_state_and_status(self, state: DevState, status: str) -> None:
+        status = as_latin1(status)
         changed = state != self.get_state() or status != self.get_status()
         self.set_state(state)
         self.set_status(status)
@@ -99,3 +100,10 @@ class DetpipeDevice(Device):
         if not task.cancelled() and task.exception() is not None:
             self.set_fault(f"monitor stopped: {task.exception()!r}")
 
+
+_LATIN1_SPELLINGS = str.maketrans({"…": "...", "≥": ">=", "≤": "<=", "×": "x", "—": "-", "–": "-", "→": "->"})
+
+
+def as_latin1(text: str) -> str:
+    """Tango strings are Latin-1; engine messages may quote file names or symbols that are not."""
+    return text.translate(_LATIN1_SPELLINGS).encode("latin-1", "replace").decode("latin-1")

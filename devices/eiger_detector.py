@@ -200,7 +200,7 @@ class EigerDetector(DetpipeDevice):
         return self._receiver.stats.frames_dropped_total
 
     @attribute(dtype=int, unit="message", format="%d",
-               description="Stream messages rejected (malformed, other series…); see rejection_reasons")
+               description="Stream messages rejected (malformed, other series...); see rejection_reasons")
     async def frames_rejected(self) -> int:
         return self._receiver.stats.rejected_total
 

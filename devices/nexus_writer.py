@@ -76,7 +76,7 @@ class NexusWriter(DetpipeDevice):
         if self._runner.in_series:
             state = DevState.ALARM if self.inbox.fill_percent > QUEUE_ALARM_PERCENT else DevState.RUNNING
             return state, (
-                f"Writing {stats.frames_written}/{stats.frames_expected} frames to {stats.current_file or '…'}"
+                f"Writing {stats.frames_written}/{stats.frames_expected} frames to {stats.current_file or '(none yet)'}"
                 f" (queue {self.inbox.fill_percent:.0f}% full)"
             )
         if stats.rejected_total:
@@ -122,7 +122,7 @@ class NexusWriter(DetpipeDevice):
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                label="Saving prefix",
-               description="File name prefix; '$id' becomes the series id. Files: <prefix>_master.h5, <prefix>_data_000001.h5…")
+               description="File name prefix; '$id' becomes the series id. Files: <prefix>_master.h5, <prefix>_data_000001.h5 ...")
     async def saving_prefix(self) -> str:
         return self._writer.params.prefix
 
@@ -166,7 +166,7 @@ class NexusWriter(DetpipeDevice):
         return self._writer.stats.frames_expected
 
     @attribute(dtype=int, unit="frame", format="%d",
-               description="Frames refused by the writer (wrong shape, beyond the series…), all reasons")
+               description="Frames refused by the writer (wrong shape, beyond the series...), all reasons")
     async def frames_rejected(self) -> int:
         return self._writer.stats.rejected_total
 

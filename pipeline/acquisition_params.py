@@ -61,11 +61,11 @@ class AcquisitionParams:
     def __post_init__(self) -> None:
         problems = []
         if self.nb_frames < 1:
-            problems.append(f"nb_frames must be ≥ 1, got {self.nb_frames}")
+            problems.append(f"nb_frames must be >= 1, got {self.nb_frames}")
         if self.expo_time_s <= 0:
             problems.append(f"expo_time_s must be > 0, got {self.expo_time_s}")
         if self.latency_time_s < 0:
-            problems.append(f"latency_time_s must be ≥ 0, got {self.latency_time_s}")
+            problems.append(f"latency_time_s must be >= 0, got {self.latency_time_s}")
         if self.photon_energy_ev <= 0:
             problems.append(f"photon_energy_ev must be > 0, got {self.photon_energy_ev}")
         if self.compression not in COMPRESSIONS:

@@ -46,7 +46,7 @@ class StreamSilent(TimeoutError):
     def __init__(self, seconds: float, received: int, expected: int) -> None:
         super().__init__(
             f"no stream message for {seconds:.1f}s with {received}/{expected} frames received; "
-            "the detector or its stream vanished — check the DCU, then Reset"
+            "the detector or its stream vanished; check the DCU, then Reset"
         )
 
 

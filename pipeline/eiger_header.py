@@ -129,7 +129,7 @@ def _shape(header: Mapping[str, Any], width_key: str, height_key: str, reason: s
         raise FrameRejected(reason, f"series header lacks {', '.join(missing)}")
     width, height = header[width_key], header[height_key]
     if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-        raise FrameRejected("bad_shape", f"image size {width!r} × {height!r} is not two positive integers")
+        raise FrameRejected("bad_shape", f"image size {width!r} x {height!r} is not two positive integers")
     return int(height), int(width)
 
 

@@ -43,14 +43,18 @@ _NS = 1e-9
 _JSON = json.JSONDecoder()
 
 
-def decode_v1(parts: Sequence[ChunkBlob], received_s: float) -> SeriesStart | Frame | EndOfSeries:
-    """Decode one V1 message; raises ``FrameRejected`` for anything that does not follow eiger.md §3."""
+def decode_v1(
+    parts: Sequence[ChunkBlob], received_s: float, *, verify_chain: bool = True
+) -> SeriesStart | Frame | EndOfSeries:
+    """Decode one V1 message; raises ``FrameRejected`` for anything that does not follow eiger.md §3.
+
+    ``verify_chain=False`` skips the bslz4 block-chain walk (see ``check_chunk``)."""
     if not parts:
         raise FrameRejected("wrong_part_count", "empty message")
     first = _json_object(parts[0], "part 1")
     htype = first.get("htype")
     if htype == "dimage-1.0":
-        return _image(first, parts, received_s)
+        return _image(first, parts, received_s, verify_chain)
     if htype == "dheader-1.0":
         return _header(first, parts, received_s)
     if htype == "dseries_end-1.0":
@@ -91,7 +95,7 @@ def _header(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float
     )
 
 
-def _image(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float) -> Frame:
+def _image(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float, verify_chain: bool) -> Frame:
     """Image message (§3): dimage-1.0, dimage_d-1.0, blob, dconfig-1.0 [, appendix]."""
     if len(parts) not in (IMAGE_PARTS, IMAGE_PARTS + 1):
         raise FrameRejected("wrong_part_count", f"dimage-1.0 has {len(parts)} parts, expected 4 or 5")
@@ -111,7 +115,7 @@ def _image(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float)
             raise FrameRejected("truncated_blob", f"blob has {len(blob)} bytes, dimage_d-1.0 size says {size}")
         if len(blob) != size:
             raise FrameRejected("size_mismatch", f"blob has {len(blob)} bytes, dimage_d-1.0 size says {size}")
-    encoding, chunk = _chunk(meta.get("encoding"), blob, shape[0] * shape[1] * dtype.itemsize, dtype)
+    encoding, chunk = _chunk(meta.get("encoding"), blob, shape[0] * shape[1] * dtype.itemsize, dtype, verify_chain)
     times = _json_object(parts[3], "part 4")
     if times.get("htype") != "dconfig-1.0":
         raise FrameRejected("unknown_htype", f"part 4 htype {times.get('htype')!r}, expected dconfig-1.0")
@@ -129,7 +133,9 @@ def _image(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float)
     )
 
 
-def _chunk(encoding: object, blob: ChunkBlob, nbytes: int, dtype: np.dtype) -> tuple[Encoding, ChunkBlob]:
+def _chunk(
+    encoding: object, blob: ChunkBlob, nbytes: int, dtype: np.dtype, verify_chain: bool
+) -> tuple[Encoding, ChunkBlob]:
     """The frame's HDF5 chunk for a V1 ``encoding`` string (§3; ``<`` is the only byte order seen)."""
     if encoding == "<":
         check_chunk(Encoding.RAW, blob, nbytes, dtype.itemsize)
@@ -143,7 +149,7 @@ def _chunk(encoding: object, blob: ChunkBlob, nbytes: int, dtype: np.dtype) -> t
         if _BSLZ4_ENCODINGS[encoding] != dtype.itemsize:
             raise FrameRejected("size_mismatch", f"encoding {encoding} does not fit pixel type {dtype.name}")
         chunk = frame_bslz4(blob, nbytes)
-        check_chunk(Encoding.BSLZ4, chunk, nbytes, dtype.itemsize)
+        check_chunk(Encoding.BSLZ4, chunk, nbytes, dtype.itemsize, walk_chain=verify_chain)
         return Encoding.BSLZ4, chunk
     raise FrameRejected("unknown_encoding", f"encoding {encoding!r}")
 

@@ -68,7 +68,7 @@ class _MultiDimArray:
 
 
 def decode_v2(
-    message: bytes, received_s: float, *, image_dtype: np.dtype | None = None
+    message: bytes, received_s: float, *, image_dtype: np.dtype | None = None, verify_chain: bool = True
 ) -> SeriesStart | list[Frame] | EndOfSeries:
     """Decode one V2 message. ``image_dtype`` (from the series' start) types a blob sent without a
     typed-array tag; frames otherwise take their dtype from the tag (old firmware sends no image_dtype)."""
@@ -82,7 +82,7 @@ def decode_v2(
         raise FrameRejected("bad_cbor", f"message is a CBOR {type(content).__name__}, not a map")
     kind = content.get("type")
     if kind == "image":
-        return _image(content, received_s, image_dtype)
+        return _image(content, received_s, image_dtype, verify_chain)
     if kind == "start":
         return _start(content, received_s)
     if kind == "end":
@@ -126,17 +126,19 @@ def _start(content: Mapping[str, Any], received_s: float) -> SeriesStart:
     )
 
 
-def _image(content: Mapping[str, Any], received_s: float, image_dtype: np.dtype | None) -> list[Frame]:
+def _image(
+    content: Mapping[str, Any], received_s: float, image_dtype: np.dtype | None, verify_chain: bool
+) -> list[Frame]:
     """``image`` (§4) → one Frame per channel; all channels of one exposure share the message."""
     series_id = _uint(content, "series_id")
     index = _uint(content, "image_id")
     channels = content.get("data")
     if not isinstance(channels, Mapping) or not channels:
-        raise FrameRejected("bad_cbor", "image has no data map of channel → MultiDimArray")
+        raise FrameRejected("bad_cbor", "image has no data map of channel -> MultiDimArray")
     start_s, stop_s, real_s = (as_float(content.get(key)) for key in ("start_time", "stop_time", "real_time"))
     frames = []
     for channel, array in channels.items():
-        shape, dtype, encoding, blob = _channel_chunk(channel, array, image_dtype)
+        shape, dtype, encoding, blob = _channel_chunk(channel, array, image_dtype, verify_chain)
         frames.append(
             Frame(
                 series_id=series_id,
@@ -156,7 +158,7 @@ def _image(content: Mapping[str, Any], received_s: float, image_dtype: np.dtype 
 
 
 def _channel_chunk(
-    channel: object, array: object, image_dtype: np.dtype | None
+    channel: object, array: object, image_dtype: np.dtype | None, verify_chain: bool
 ) -> tuple[tuple[int, int], np.dtype, Encoding, ChunkBlob]:
     """(shape, dtype, encoding, chunk) of one channel's MultiDimArray, checked against its declared size."""
     if not isinstance(array, _MultiDimArray):
@@ -187,10 +189,10 @@ def _channel_chunk(
                 "size_mismatch", f"bslz4 element size {payload.modifier!r} does not fit pixel type {dtype.name}"
             )
         chunk = frame_bslz4(payload.blob, nbytes)  # V2 always sends the header (§4); this is a no-op then
-        check_chunk(Encoding.BSLZ4, chunk, nbytes, dtype.itemsize)
+        check_chunk(Encoding.BSLZ4, chunk, nbytes, dtype.itemsize, walk_chain=verify_chain)
         return shape, dtype, Encoding.BSLZ4, chunk
     if payload.algorithm == "lz4":
-        check_chunk(Encoding.LZ4, payload.blob, nbytes, dtype.itemsize)
+        check_chunk(Encoding.LZ4, payload.blob, nbytes, dtype.itemsize, walk_chain=verify_chain)
         return shape, dtype, Encoding.LZ4, payload.blob
     raise FrameRejected("unknown_encoding", f"compression {payload.algorithm!r}")
 

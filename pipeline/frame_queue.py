@@ -27,7 +27,7 @@ class FrameQueue(Generic[T]):
 
     def __init__(self, capacity: int, policy: FullPolicy) -> None:
         if capacity < 1:
-            raise ValueError(f"queue capacity must be ≥ 1, got {capacity}")
+            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.policy = policy
         self.frames_dropped = 0

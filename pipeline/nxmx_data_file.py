@@ -14,6 +14,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from .chunk_framing import check_chunk
 from .errors import FrameRejected, TargetFileExists
 from .frame import Encoding, Frame
 
@@ -89,6 +90,9 @@ class FrameLayout:
         if blob.nbytes < _CHUNK_HEADER.size or _CHUNK_HEADER.unpack_from(blob)[0] != self.frame_nbytes:
             raise FrameRejected("chunk_header_mismatch", f"frame {frame.index} lacks the 12-byte chunk header "
                                 f"giving its size {self.frame_nbytes}")
+        # The receiver leaves the block-chain walk to this thread (chunk_framing.check_chunk): a truncated
+        # chunk would be accepted by HDF5 here and fail only when read.
+        check_chunk(frame.encoding, blob, self.frame_nbytes, self.dtype.itemsize)
         return 0
 
 

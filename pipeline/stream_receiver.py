@@ -26,7 +26,7 @@ from .series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 log = logging.getLogger(__name__)
 
 Item = Frame | SeriesStart | EndOfSeries
-POLL_MS = 20
+POLL_MS = 20  # receive timeout: how promptly a requested end or close is honoured
 
 
 class StreamReceiver:
@@ -40,7 +40,7 @@ class StreamReceiver:
         on_series_end: Callable[[EndOfSeries], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.decoder = EigerStreamDecoder()
+        self.decoder = EigerStreamDecoder(verify_block_chain=False)  # the writer walks the chain (check_chunk)
         self.stats = ReceiverStats()
         self.on_series_end = on_series_end
         self.last_message_monotonic = 0.0
@@ -90,9 +90,8 @@ class StreamReceiver:
         socket = context.socket(zmq.PULL)
         socket.setsockopt(zmq.RCVHWM, self._receive_buffer_messages)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RCVTIMEO, POLL_MS)
         socket.connect(self.endpoint)
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLIN)
         try:
             while not self._closing.is_set():
                 if self._pending_end is not None:
@@ -100,8 +99,11 @@ class StreamReceiver:
                     continue
                 if not self._listening.wait(0.05):
                     continue
-                if poller.poll(POLL_MS):
-                    self._handle_message(socket.recv_multipart(copy=False))
+                try:
+                    parts = socket.recv_multipart(copy=False)
+                except zmq.Again:
+                    continue
+                self._handle_message(parts)
         finally:
             socket.close(linger=0)
 
@@ -110,12 +112,14 @@ class StreamReceiver:
         self.last_message_monotonic = time.monotonic()
         stats = self.stats
         stats.messages_received += 1
+        t0 = time.perf_counter()
         try:
-            with stats.timed():
-                items = self.decoder.decode([p.buffer for p in parts], received_s)
+            items = self.decoder.decode([p.buffer for p in parts], received_s)
         except FrameRejected as err:
             self._reject(err.reason, err.detail)
             return
+        finally:
+            stats.record_time((time.perf_counter() - t0) * 1e3)
         for item in items:
             if item.series_id != self._series_id:
                 self._reject("stale_series", f"series {item.series_id} while listening to {self._series_id}")

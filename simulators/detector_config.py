@@ -13,6 +13,7 @@ Side effects a PUT has, as on hardware, reported in the PUT reply:
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +32,29 @@ from .simplon_parameters import (
 HC_EV_ANGSTROM = 12398.42
 READOUT_TIME_S = 1e-7  # EIGER2 counts continuously; 100 ns is what count_time = frame_time − readout shows
 SUMMATION_THRESHOLD_S = 0.1
-TRIGGER_MODES = ("ints", "inte", "exts", "exte")
 _ENERGY_RANGE_EV = (2500.0, 100000.0)
-_GONIOMETER_AXES = ("omega", "phi", "chi", "kappa", "two_theta")
+GONIOMETER_AXES = ("chi", "kappa", "omega", "phi", "two_theta")
 _EPS = 1e-12
 _R = AccessMode.READ
 _F, _I, _S, _B = ValueType.FLOAT, ValueType.INT, ValueType.STRING, ValueType.BOOL
+
+
+class TriggerMode(enum.Enum):
+    """``trigger_mode`` values of API 1.6 and 1.8 (1.8's ``eies``/``extg`` are not simulated)."""
+
+    INTS = "ints"  # internal series: one REST trigger exposes nimages images at frame_time
+    INTE = "inte"  # internal enable: the REST trigger's value is the exposure of each image
+    EXTS = "exts"  # external series: one trigger pulse exposes nimages images
+    EXTE = "exte"  # external enable: the gate length is the exposure
+
+    @property
+    def is_internal(self) -> bool:
+        return self in (TriggerMode.INTS, TriggerMode.INTE)
+
+    @property
+    def is_gated(self) -> bool:
+        """The trigger (or gate) carries the exposure time rather than count_time."""
+        return self in (TriggerMode.INTE, TriggerMode.EXTE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +105,7 @@ def _parameters(geometry: DetectorGeometry) -> list[Parameter]:
         Parameter("frame_time", _F, unit="s", min=min_frame_time, max=3600.0),
         Parameter("nimages", _I, min=1, max=2**31 - 1),
         Parameter("ntrigger", _I, min=1, max=2**31 - 1),
-        Parameter("trigger_mode", _S, allowed_values=TRIGGER_MODES),
+        Parameter("trigger_mode", _S, allowed_values=tuple(mode.value for mode in TriggerMode)),
         Parameter("photon_energy", _F, unit="eV", min=_ENERGY_RANGE_EV[0], max=_ENERGY_RANGE_EV[1]),
         Parameter(
             "incident_energy", _F, unit="eV", min=_ENERGY_RANGE_EV[0], max=_ENERGY_RANGE_EV[1], versions=ONLY_1_8
@@ -128,7 +146,7 @@ def _parameters(geometry: DetectorGeometry) -> list[Parameter]:
         Parameter("roi_mode", _S, allowed_values=("disabled",)),
     ]
     params += [Parameter(key, _B) for key in _CORRECTION_FLAGS]
-    for axis in _GONIOMETER_AXES:
+    for axis in GONIOMETER_AXES:
         params += [Parameter(f"{axis}_start", _F, unit="degree"), Parameter(f"{axis}_increment", _F, unit="degree")]
     return params
 
@@ -149,7 +167,7 @@ def _initial_values(geometry: DetectorGeometry, image: ImageFormat, api_version:
         "frame_time": 0.01,
         "nimages": 1,
         "ntrigger": 1,
-        "trigger_mode": "ints",
+        "trigger_mode": TriggerMode.INTS.value,
         "photon_energy": energy,
         "incident_energy": energy,
         "wavelength": HC_EV_ANGSTROM / energy,
@@ -181,7 +199,7 @@ def _initial_values(geometry: DetectorGeometry, image: ImageFormat, api_version:
         "roi_mode": "disabled",
     }
     values.update({key: True for key in _CORRECTION_FLAGS})
-    for axis in _GONIOMETER_AXES:
+    for axis in GONIOMETER_AXES:
         values[f"{axis}_start"] = 0.0
         values[f"{axis}_increment"] = 0.0
     return values

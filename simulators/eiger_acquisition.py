@@ -9,20 +9,12 @@ are out, as on hardware, so clients need long HTTP timeouts (LImA allows 5 min).
 from __future__ import annotations
 
 import enum
-import logging
 import threading
 from collections.abc import Callable
 
 from .eiger_stream import MessageKind, StopRequest, StreamJob, StreamSender
 from .simplon_errors import RequestRejected
 from .stream_series import StreamSeries
-
-log = logging.getLogger(__name__)
-
-INTERNAL_MODES = ("ints", "inte")
-EXTERNAL_MODES = ("exts", "exte")
-GATED_MODES = ("inte", "exte")  # the trigger (or gate) carries the exposure time
-
 
 class DetectorState(enum.Enum):
     NA = "na"
@@ -71,18 +63,22 @@ class EigerAcquisition:
             self._sequence_id = series.series_id
             self._series, self._next_index, self._triggers_done = series, 0, 0
             self._state = DetectorState.READY
-        if previous is not None:
-            self._wait(self._sender.submit(StreamJob(MessageKind.END, previous)))
-        self._wait(self._sender.submit(StreamJob(MessageKind.START, series)))
+            # Queued under the lock, so a concurrent arm cannot slip its messages in between.
+            jobs = [StreamJob(MessageKind.END, previous)] if previous is not None else []
+            jobs.append(StreamJob(MessageKind.START, series))
+            for job in jobs:
+                self._sender.submit(job)
+        for job in jobs:
+            self._wait(job)
         return series.series_id
 
     def trigger(self, exposure_s: float | None = None) -> None:
         """The REST ``trigger``: internal modes only; ``inte`` takes the exposure as its value."""
-        self._acquire_one_trigger(exposure_s, allowed_modes=INTERNAL_MODES)
+        self._acquire_one_trigger(exposure_s, internal=True)
 
     def fire_external_trigger(self, exposure_s: float | None = None) -> None:
         """A pulse (``exts``) or gate of ``exposure_s`` (``exte``) on the trigger input; blocks like ``trigger``."""
-        self._acquire_one_trigger(exposure_s, allowed_modes=EXTERNAL_MODES)
+        self._acquire_one_trigger(exposure_s, internal=False)
 
     def disarm(self) -> int:
         """Close the series: the end message goes out, state → idle. Stops a running trigger first."""
@@ -100,22 +96,22 @@ class EigerAcquisition:
             job.done.wait()
         return self._sequence_id
 
-    def _acquire_one_trigger(self, exposure_s: float | None, *, allowed_modes: tuple[str, ...]) -> None:
+    def _acquire_one_trigger(self, exposure_s: float | None, *, internal: bool) -> None:
         with self._lock:
             series = self._series
             if self._state is not DetectorState.READY or series is None:
                 raise RequestRejected(f"trigger needs an armed detector (ready), it is {self._state.value}")
             mode = series.trigger_mode
-            if mode not in allowed_modes:
+            if mode.is_internal != internal:
                 raise RequestRejected(
-                    f"trigger_mode {mode} does not take this trigger; "
-                    + ("use the REST trigger command" if mode in INTERNAL_MODES else "fire an external trigger")
+                    f"trigger_mode {mode.value} does not take this trigger; "
+                    + ("use the REST trigger command" if mode.is_internal else "fire an external trigger")
                 )
             if self._triggers_done >= series.ntrigger:
                 raise RequestRejected(f"all {series.ntrigger} triggers of series {series.series_id} are done; disarm")
-            if mode in GATED_MODES:
+            if mode.is_gated:
                 if exposure_s is None or exposure_s <= 0:
-                    raise RequestRejected(f"trigger_mode {mode} needs the exposure time (s) as the trigger value")
+                    raise RequestRejected(f"trigger_mode {mode.value} needs the exposure time (s) as the trigger value")
                 exposure, period = exposure_s, exposure_s + series.readout_time
             else:
                 exposure, period = series.count_time, series.frame_time

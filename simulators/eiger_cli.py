@@ -16,7 +16,6 @@ from types import FrameType
 
 from .detector_models import DetectorModel
 from .eiger_simulator import EigerSimulator
-from .frame_source import write_truth_sidecar
 from .simplon_parameters import API_1_8, API_VERSIONS
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,25 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        simulator = EigerSimulator(
+        simulator = _build(args)
+        if simulator is None:
+            return 1
+        with simulator:
+            if args.truth:
+                simulator.frames.write_truth(args.truth, args.truth_frames)
+                log.info("truth of %d frames written to %s", args.truth_frames, args.truth)
+            print(f"EIGER simulator ready rest={simulator.rest_url} stream={simulator.stream_endpoint}", flush=True)
+            stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> EigerSimulator | None:
+    """The simulator, or None after logging why not (busy port, bad option, unreadable dataset)."""
+    try:
+        return EigerSimulator(
             args.model,
             host=args.host,
             rest_port=args.rest_port,
@@ -65,16 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             distinct_frames=args.distinct_frames,
             api_version=args.api_version,
         )
-        with simulator:
-            if args.truth:
-                write_truth_sidecar(args.truth, simulator.frames, args.truth_frames)
-                log.info("truth of %d frames written to %s", args.truth_frames, args.truth)
-            print(f"EIGER simulator ready rest={simulator.rest_url} stream={simulator.stream_endpoint}", flush=True)
-            stop.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    except (OSError, ValueError, KeyError) as err:
+        log.error("cannot start the EIGER simulator: %s", err)
+        return None
 
 
 if __name__ == "__main__":

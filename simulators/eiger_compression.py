@@ -19,6 +19,8 @@ import lz4.block
 import numpy as np
 from numpy.typing import NDArray
 
+from .openmp_limit import use_one_openmp_thread
+
 # Every DECTRIS blob seen used 8192-byte blocks; bitshuffle's default is 8192 bytes for any element size.
 BLOCK_BYTES = 8192
 
@@ -41,6 +43,7 @@ class BlobLayout(enum.Enum):
 def bslz4_chunk(pixels: NDArray[np.unsignedinteger]) -> bytes:
     """bitshuffle-LZ4 with the filter-32008 header, byte-identical to what the HDF5 filter writes (§6)."""
     pixels = np.ascontiguousarray(pixels)
+    use_one_openmp_thread()
     header = struct.pack(">QI", pixels.nbytes, BLOCK_BYTES)
     return header + bitshuffle.compress_lz4(pixels, BLOCK_BYTES // pixels.itemsize).tobytes()
 

@@ -12,7 +12,6 @@ a PUT reports every key it changed, and the end message goes out on disarm. Ever
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ from .filewriter_config import FilewriterConfig
 from .frame_source import FrameSource
 from .sfx_frames import SfxFrames
 from .simplon_errors import RequestRejected
-from .simplon_parameters import API_1_8, utc_timestamp
+from .simplon_parameters import API_1_8, API_VERSIONS, utc_timestamp
 from .stream_config import HeaderDetail, StreamConfig, StreamFormat
 from .stream_series import EncodedImage, StreamSeries, new_series_unique_id
 
@@ -73,33 +72,39 @@ class EigerSimulator:
         send_timeout_s: float = 2.0,
         blob_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        if api_version not in API_VERSIONS:
+            raise ValueError(f"api_version {api_version!r} is not one of {list(API_VERSIONS)}")
         self.geometry = DetectorGeometry.of(model)
-        self._dataset = DatasetFrames(dataset) if dataset is not None else None
-        if self._dataset is not None:
-            height, width = self._dataset.shape
-            image = ImageFormat(height, width, fixed_bit_depth=self._dataset.dtype.itemsize * 8)
-        else:
-            image = ImageFormat(*self.geometry.shape)
-        self.detector_config = DetectorConfig(self.geometry, image, api_version=api_version)
-        self.stream_config = StreamConfig()
-        self.filewriter_config = FilewriterConfig()
+        # Built first so bad options fail before any file or port is opened; settings follow the config.
         self._sfx = SfxFrames(
             self.geometry.model,
             seed=seed,
             hit_fraction=hit_fraction,
             peaks_per_hit=peaks_per_hit,
             distinct_frames=distinct_frames,
-            **self._sfx_settings(),
         )
+        self._dataset = DatasetFrames(dataset) if dataset is not None else None
+        image = ImageFormat(*self.geometry.shape)
+        if self._dataset is not None:
+            height, width = self._dataset.shape
+            image = ImageFormat(height, width, fixed_bit_depth=self._dataset.dtype.itemsize * 8)
+        self.detector_config = DetectorConfig(self.geometry, image, api_version=api_version)
+        self.stream_config = StreamConfig()
+        self.filewriter_config = FilewriterConfig()
         self._cache: BlobCache[EncodedImage] = BlobCache(max_bytes=blob_cache_bytes)
         self._last_unique_id = ""
         self._stopped = False
-        self._sender = StreamSender(host=host, port=stream_port, paced=paced, send_timeout_s=send_timeout_s)
+        try:
+            self._sender = StreamSender(host=host, port=stream_port, paced=paced, send_timeout_s=send_timeout_s)
+        except OSError:
+            self._close_dataset()
+            raise
         self._acquisition = EigerAcquisition(self._sender)
         try:
             self._rest = EigerRestServer(self._modules(), host=host, port=rest_port, api_version=api_version)
         except OSError:
             self._sender.stop()
+            self._close_dataset()
             raise
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -118,8 +123,7 @@ class EigerSimulator:
         self._acquisition.abort()
         self._rest.stop()
         self._sender.stop()
-        if self._dataset is not None:
-            self._dataset.close()
+        self._close_dataset()
 
     def kill(self) -> None:
         """Die mid-series like a detector losing power: no end message, sockets and HTTP server closed,
@@ -130,6 +134,9 @@ class EigerSimulator:
         self._rest.kill()
         self._sender.kill()
         self._rest.stop()
+        self._close_dataset()
+
+    def _close_dataset(self) -> None:
         if self._dataset is not None:
             self._dataset.close()
 
@@ -142,6 +149,15 @@ class EigerSimulator:
         self.stop()
 
     # -- what tests and benchmarks read ------------------------------------------------------------
+    @property
+    def paced(self) -> bool:
+        """Whether images leave at frame_time intervals (True) or as fast as possible; settable between series."""
+        return self._sender.paced
+
+    @paced.setter
+    def paced(self, value: bool) -> None:
+        self._sender.paced = value
+
     @property
     def rest_url(self) -> str:
         return self._rest.url
@@ -198,8 +214,7 @@ class EigerSimulator:
 
     def _encoded_image(self, frames: FrameSource, layout: BlobLayout, index: int) -> EncodedImage:
         def make() -> EncodedImage:
-            blob = encode(frames.pixels(index), layout)
-            return EncodedImage(blob=blob, md5_hex=hashlib.md5(blob).hexdigest())
+            return EncodedImage(encode(frames.pixels(index), layout))
 
         return self._cache.get_or_make((frames, frames.frame_key(index), layout), make)
 

@@ -34,6 +34,7 @@ _MESSAGES: dict[StreamFormat, ModuleType] = {
     StreamFormat.CBOR: stream_v2_messages,
 }
 _POLL_MS = 20
+_LINGER_MS = 500  # on a graceful stop, queued messages (the end message) get this long to leave
 
 
 class MessageKind(enum.Enum):
@@ -100,10 +101,11 @@ class StreamSender:
                 port = self._socket.bind_to_random_port(f"tcp://{host}")
             else:
                 self._socket.bind(f"tcp://{host}:{port}")
-        except zmq.ZMQError:
+        except zmq.ZMQError as err:
             self._socket.close()
             self._context.term()
-            raise
+            # An OSError like the REST server's, so callers handle a busy port one way for both.
+            raise OSError(err.errno, f"cannot bind the stream to tcp://{host}:{port}: {err}") from err
         self.endpoint = f"tcp://{host}:{port}"
         self._jobs: queue.Queue[StreamJob | None] = queue.Queue()
         self._killed = threading.Event()
@@ -122,7 +124,7 @@ class StreamSender:
 
     def stop(self) -> None:
         """Finish queued jobs, then close; call after the acquisition stopped queueing."""
-        self._shutdown(linger_ms=500)
+        self._shutdown()
 
     def kill(self) -> None:
         """Vanish: drop whatever is queued or in flight, send nothing more, close the socket at once."""
@@ -130,18 +132,18 @@ class StreamSender:
         current = self._current
         if current is not None:
             current.request_stop(StopRequest.ABORT)
-        self._shutdown(linger_ms=0)
+        self._shutdown()
 
-    def _shutdown(self, *, linger_ms: int) -> None:
+    def _shutdown(self) -> None:
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join()
         elif not self._socket.closed:
-            self._close(linger_ms)
+            self._close()
         self._finish_pending()
 
-    def _close(self, linger_ms: int) -> None:
-        self._socket.close(linger=0 if self._killed.is_set() else linger_ms)
+    def _close(self) -> None:
+        self._socket.close(linger=0 if self._killed.is_set() else _LINGER_MS)
         self._context.term()
 
     def _run(self) -> None:
@@ -159,7 +161,7 @@ class StreamSender:
                 self._current = None
                 self.sending = False
                 job.done.set()
-        self._close(500)
+        self._close()
         self._finish_pending()
 
     def _finish_pending(self) -> None:
@@ -174,15 +176,21 @@ class StreamSender:
     def _execute(self, job: StreamJob) -> None:
         series = job.series
         messages = _MESSAGES[series.stream_format]
+        if job.kind is MessageKind.IMAGES:
+            self._send_images(job, messages)
+            return
         if job.kind is MessageKind.START:
             self.frames_sent = self.frames_dropped = 0
-            if series.stream_enabled:
-                self._send(messages.start_message(series), patience_s=self.send_timeout_s, abort=job.aborted)
-        elif job.kind is MessageKind.END:
-            if series.stream_enabled:
-                self._send(messages.end_message(series), patience_s=self.send_timeout_s, abort=job.aborted)
-        else:
-            self._send_images(job, messages)
+        if not series.stream_enabled:
+            return
+        build = messages.start_message if job.kind is MessageKind.START else messages.end_message
+        if not self._send(build(series), patience_s=self.send_timeout_s, abort=job.aborted):
+            log.warning(
+                "series %d %s message dropped: no receiver took it within %.1f s",
+                series.series_id,
+                job.kind.value,
+                self.send_timeout_s,
+            )
 
     def _send_images(self, job: StreamJob, messages: ModuleType) -> None:
         series = job.series
@@ -222,7 +230,6 @@ class StreamSender:
                 self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
                 return True
             except zmq.Again:
-                pass
-            if self._killed.is_set() or abort.is_set() or time.monotonic() >= deadline:
-                return False
+                if self._killed.is_set() or abort.is_set() or time.monotonic() >= deadline:
+                    return False
             self._socket.poll(_POLL_MS, zmq.POLLOUT)

@@ -72,6 +72,10 @@ class FrameSource(Protocol):
         """JSON-ready facts identifying the source (model, seed, file …) for the truth sidecar."""
         ...
 
+    def write_truth(self, path: str | Path, n_frames: int) -> Path:
+        """The truth of frames 0 … n_frames-1 as a JSON sidecar (``write_truth_sidecar``)."""
+        ...
+
 
 def write_truth_sidecar(path: str | Path, source: FrameSource, n_frames: int) -> Path:
     """Write the truth of frames 0 … n_frames-1 as JSON, so tools outside Python can score a pipeline.

@@ -15,6 +15,7 @@ import numpy as np
 from cbor2 import CBORTag
 
 from .detector_calibration import countrate_table, flatfield
+from .detector_config import GONIOMETER_AXES
 from .eiger_compression import Compression
 from .simplon_parameters import utc_timestamp
 from .stream_config import HeaderDetail
@@ -32,7 +33,6 @@ TYPED_ARRAY_TAGS = {
     np.dtype(np.uint32): 70,
     np.dtype(np.float32): 85,
 }
-_GONIOMETER_AXES = ("chi", "kappa", "omega", "phi", "two_theta")
 
 
 def _message(fields: dict[str, Any]) -> list[bytes]:
@@ -84,7 +84,7 @@ def start_message(series: StreamSeries) -> list[bytes]:
         "frame_time": config["frame_time"],
         "goniometer": {
             axis: {"increment": config[f"{axis}_increment"], "start": config[f"{axis}_start"]}
-            for axis in _GONIOMETER_AXES
+            for axis in GONIOMETER_AXES
         },
         "image_dtype": series.dtype.name,
         "image_size_x": width,

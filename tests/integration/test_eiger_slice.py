@@ -36,8 +36,12 @@ def acquire(detector: tango.DeviceProxy, timeout_s: float = 120.0) -> str:
     return wait_until(lambda: detector.acq_status, lambda s: s != "Running", timeout_s, "acq_status")
 
 
-@pytest.mark.parametrize("detpipe_server", [{"StreamFormat": "legacy"}, {"StreamFormat": "cbor"}],
-                         ids=["stream_v1", "stream_v2"], indirect=True)
+@pytest.mark.parametrize(
+    "detpipe_server",
+    [{"StreamFormat": "legacy"}, {"StreamFormat": "cbor"},
+     {"StreamFormat": "legacy", "HeaderDetail": "none"}, {"StreamFormat": "cbor", "HeaderDetail": "all"}],
+    ids=["stream_v1", "stream_v2", "stream_v1_header_none", "stream_v2_header_all"], indirect=True,
+)
 def test_every_pixel_and_chunk_of_a_series_reaches_the_nxmx_files(detpipe_server, eiger_sim: EigerSimulator,
                                                                     data_root: Path) -> None:
     detector, writer = detpipe_server

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import selectors
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
+from detpipe.simulators import EigerSimulator
 from tests.simulators.eiger_sim_client import SimplonClient
+
+def read_line(stream: IO[str], timeout_s: float) -> str:
+    """One line from a child's pipe, or "" if none came within ``timeout_s`` (no test hangs on a mute child)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        return stream.readline() if selector.select(timeout_s) else ""
+
 
 READY = re.compile(r"^EIGER simulator ready rest=(http://127\.0\.0\.1:\d+) stream=(tcp://127\.0\.0\.1:\d+)$")
 
@@ -23,7 +34,7 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path:
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = process.stdout.readline().strip()  # type: ignore[union-attr]
+        line = read_line(process.stdout, timeout_s=30).strip()  # type: ignore[arg-type]
         match = READY.match(line)
         assert match, (line, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
         client = SimplonClient(match.group(1), version="1.6.0")
@@ -40,3 +51,11 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path:
             process.wait()
         process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
+
+
+def test_cli_exits_1_with_a_reason_when_its_port_is_taken(make_sim: Callable[..., EigerSimulator]) -> None:
+    taken = make_sim().stream_endpoint.rsplit(":", 1)[1]
+    command = [sys.executable, "-m", "detpipe.simulators.eiger_cli", "--rest-port", "0", "--stream-port", taken]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1 and finished.stdout == ""
+    assert "cannot start the EIGER simulator" in finished.stderr and taken in finished.stderr

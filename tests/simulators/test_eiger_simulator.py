@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-import zmq
 
 from detpipe.simulators import DetectorState, EigerSimulator
 from tests.simulators.eiger_sim_client import RestError, SimplonClient, StreamReceiver
@@ -200,6 +199,9 @@ def test_two_simulators_run_side_by_side_on_their_own_ports(make_sim: Callable[.
 
 
 def test_a_busy_port_is_reported_at_construction(sim: EigerSimulator) -> None:
-    port = int(sim.stream_endpoint.rsplit(":", 1)[1])
-    with pytest.raises(zmq.ZMQError):
-        EigerSimulator("500K", stream_port=port)
+    stream_port = int(sim.stream_endpoint.rsplit(":", 1)[1])
+    rest_port = int(sim.rest_url.rsplit(":", 1)[1])
+    with pytest.raises(OSError, match="stream"):
+        EigerSimulator("500K", stream_port=stream_port)
+    with pytest.raises(OSError):
+        EigerSimulator("500K", rest_port=rest_port)

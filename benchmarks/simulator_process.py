@@ -1,0 +1,23 @@
+"""The EIGER simulator in its own process, as a real DCU is: it must not share a GIL with the receiver measured."""
+
+from __future__ import annotations
+
+import sys
+
+from detpipe.devices.managed_process import ManagedProcess
+from detpipe.devices.tango_database import free_tcp_port
+
+from .frames import DISTINCT_FRAMES
+
+
+def unpaced_simulator(model: str = "4M") -> ManagedProcess:
+    """A started-on-enter simulator streaming cached frames as fast as it can; see ``.rest_url``/``.stream_endpoint``."""
+    rest_port, stream_port = free_tcp_port(), free_tcp_port()
+    process = ManagedProcess(
+        [sys.executable, "-m", "detpipe.simulators.eiger_cli", "--model", model, "--unpaced", "--seed", "3",
+         "--distinct-frames", str(DISTINCT_FRAMES), "--rest-port", str(rest_port), "--stream-port", str(stream_port)],
+        ready_marker="EIGER simulator ready",
+    )
+    process.rest_url = f"http://127.0.0.1:{rest_port}"  # type: ignore[attr-defined]
+    process.stream_endpoint = f"tcp://127.0.0.1:{stream_port}"  # type: ignore[attr-defined]
+    return process
