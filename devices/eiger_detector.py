@@ -280,17 +280,13 @@ class EigerDetector(DetpipeDevice):
     async def Stop(self) -> None:
         """Stop after the current frame; every frame received is written, then files close."""
         await asyncio.to_thread(self._acq.stop)
-        if self._run is not None:
-            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
-        self.refresh(force=True)
+        await self._acquisition_finished()
 
     @command
     async def Abort(self) -> None:
         """Stop now: abort the detector and close the files with what was queued."""
         await asyncio.to_thread(self._acq.abort)
-        if self._run is not None:
-            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
-        self.refresh(force=True)
+        await self._acquisition_finished()
 
     @command
     async def Reset(self) -> None:
@@ -313,6 +309,12 @@ class EigerDetector(DetpipeDevice):
             f"Series {series_id} done ({end.reason.value}): {stats.frames_received} frames received, "
             f"{stats.frames_dropped_total} dropped, {stats.rejected_total} rejected, {stats.frames_missing} missing"
         )
+
+    async def _acquisition_finished(self) -> None:
+        """Return once the running acquisition (if any) has drained into the writer."""
+        if self._run is not None:
+            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
+        self.refresh(force=True)
 
     def _on_acquisition_done(self, task: asyncio.Task[None]) -> None:
         """Any error the acquisition did not handle itself ends in FAULT with its reason."""

@@ -225,8 +225,7 @@ def _make_directory(directory: Path, data_roots: Sequence[Path]) -> None:
 
 def _probe_writable(directory: Path) -> None:
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".detpipe-probe-"):
-            pass
+        tempfile.TemporaryFile(dir=directory, prefix=".detpipe-probe-").close()
     except PermissionError as err:
         raise PermissionError(
             f"saving directory {directory} is not writable by uid {os.getuid()}: {err.strerror}; "

@@ -29,8 +29,7 @@ def test_demo_acquires_through_a_registered_server_and_loses_nothing(tmp_path: P
     assert (tmp_path / "tango_database.db").exists()
     masters = list((tmp_path / "data").glob("*_master.h5"))
     assert len(masters) == 1
-    truth = EigerSimulator("1M", seed=1, hit_fraction=0.1)  # the demo's simulator settings; not started
-    with h5py.File(masters[0]) as f:
+    with EigerSimulator("1M", seed=1, hit_fraction=0.1) as truth, h5py.File(masters[0]) as f:  # the demo's settings
         stack = f["/entry/data/data"]
         assert stack.shape[0] == FRAMES
         for i in (0, FRAMES - 1):

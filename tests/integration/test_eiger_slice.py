@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -75,14 +77,21 @@ def test_every_pixel_and_chunk_of_a_series_reaches_the_nxmx_files(detpipe_server
         assert tuple(module.data_size) == eiger_sim.frames.shape
 
 
-def test_stop_mid_series_keeps_exactly_the_frames_received(eiger_sim: EigerSimulator, data_root: Path) -> None:
-    eiger_sim.paced = True
-    with MultiDeviceTestContext(server_devices(eiger_sim, data_root), process=True, host="127.0.0.1") as ctx:
+@contextmanager
+def series_under_way(sim: EigerSimulator, data_root: Path, frames_first: int) -> Iterator[tuple]:
+    """A paced 400-frame series through a fresh server, yielded once ``frames_first`` frames arrived."""
+    sim.paced = True
+    with MultiDeviceTestContext(server_devices(sim, data_root), process=True, host="127.0.0.1") as ctx:
         detector, writer = ctx.get_device(DETECTOR), ctx.get_device(WRITER)
         configure(detector, writer, data_root, 400, expo_s=0.02)
         detector.Prepare()
         detector.Start()
-        wait_until(lambda: detector.frames_received, lambda n: n >= 20, 30, "frames_received")
+        wait_until(lambda: detector.frames_received, lambda n: n >= frames_first, 30, "frames_received")
+        yield detector, writer
+
+
+def test_stop_mid_series_keeps_exactly_the_frames_received(eiger_sim: EigerSimulator, data_root: Path) -> None:
+    with series_under_way(eiger_sim, data_root, 20) as (detector, writer):
         detector.Stop()
         wait_until(lambda: detector.acq_status, lambda s: s != "Running", 30, "acq_status")
         received = detector.frames_received
@@ -117,13 +126,7 @@ def test_existing_target_file_is_refused_and_never_overwritten(detpipe_server, d
 
 def test_detector_killed_mid_series_gives_fault_with_a_status_that_says_so(eiger_sim: EigerSimulator,
                                                                            data_root: Path) -> None:
-    eiger_sim.paced = True
-    with MultiDeviceTestContext(server_devices(eiger_sim, data_root), process=True, host="127.0.0.1") as ctx:
-        detector, writer = ctx.get_device(DETECTOR), ctx.get_device(WRITER)
-        configure(detector, writer, data_root, 400, expo_s=0.02)
-        detector.Prepare()
-        detector.Start()
-        wait_until(lambda: detector.frames_received, lambda n: n >= 10, 30, "frames_received")
+    with series_under_way(eiger_sim, data_root, 10) as (detector, writer):
         eiger_sim.kill()
         state = wait_until(detector.State, lambda s: s in (tango.DevState.FAULT, tango.DevState.ALARM), 20, "State")
         assert state == tango.DevState.FAULT

@@ -1,34 +1,12 @@
-"""Fixtures for the simulator tests: simulators on loopback with OS-chosen ports, and a thread-leak guard."""
+"""Fixtures for the simulator tests: simulators on loopback with OS-chosen ports."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from detpipe.simulators import EigerSimulator
 from tests.simulators.eiger_sim_client import SimplonClient, StreamReceiver
-
-
-def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
-    # pyzmq's process-wide garbage collector thread (started by the first zero-copy send) is no leak.
-    return [
-        t
-        for t in threading.enumerate()
-        if t not in before and t.is_alive() and type(t).__name__ != "GarbageCollectorThread"
-    ]
-
-
-@pytest.fixture(autouse=True)
-def fail_test_on_leaked_threads() -> Iterator[None]:
-    """Every simulator thread (HTTP server, handlers, stream sender) must be joined by stop()/kill()."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5.0
-    while (leaked := _new_threads(before)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
 
 
 @pytest.fixture

@@ -1,0 +1,30 @@
+"""Suite-wide guards (style.md §6): a test that leaves threads running fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+
+def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    # pyzmq's process-wide garbage collector thread (started by the first zero-copy send) is no leak.
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and type(t).__name__ != "GarbageCollectorThread"
+    ]
+
+
+@pytest.fixture(autouse=True)
+def fail_test_on_leaked_threads() -> Iterator[None]:
+    """Every thread a test starts (simulator servers, receivers, runners) must be joined by the end of the test:
+    a leaked socket thread in this process would be inherited by the next forked device server."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while (leaked := _new_threads(before)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
