@@ -225,9 +225,17 @@ class EigerDetector(DetpipeDevice):
     async def receive_frame_rate(self) -> float:
         return self._receiver.stats.rates()[0]
 
+    @attribute(dtype=float, unit="ms", format="%.3f", description="Time to decode the last stream message")
+    async def decode_time_last(self) -> float:
+        return self._receiver.stats.time_last_ms
+
     @attribute(dtype=float, unit="ms", format="%.3f", description="Mean time to decode one stream message")
     async def decode_time_mean(self) -> float:
         return self._receiver.stats.time_mean_ms
+
+    @attribute(dtype=float, unit="ms", format="%.3f", description="Longest time to decode one stream message")
+    async def decode_time_max(self) -> float:
+        return self._receiver.stats.time_max_ms
 
     @attribute(dtype=int, format="%d", description="Series (sequence) id returned by the last arm; -1 before")
     async def series_id(self) -> int:

@@ -170,7 +170,7 @@ class NexusWriter(DetpipeDevice):
     async def frames_rejected(self) -> int:
         return self._writer.stats.rejected_total
 
-    @attribute(dtype=float, unit="B", format="%d", description="Compressed bytes written to data files in this series")
+    @attribute(dtype=float, unit="B", format="%.0f", description="Compressed bytes written to data files in this series")
     async def bytes_written(self) -> float:
         return float(self._writer.stats.bytes_written)
 
@@ -198,6 +198,10 @@ class NexusWriter(DetpipeDevice):
                description="Fill of the ingress queue; ALARM above 75 %")
     async def queue_fill(self) -> float:
         return self.inbox.fill_percent
+
+    @attribute(dtype=float, unit="ms", format="%.2f", description="Time to write the last frame")
+    async def write_time_last(self) -> float:
+        return self._writer.stats.time_last_ms
 
     @attribute(dtype=float, unit="ms", format="%.2f", description="Mean time to write one frame in this series")
     async def write_time_mean(self) -> float:
