@@ -1,4 +1,4 @@
-"""``make bench``: throughput of writer, receiver and the whole chain, as ratios to baselines of the same run.
+"""``make bench``: throughput of writers, receivers and whole chains, as ratios to baselines of the same run.
 
 Prints a table and writes ``benchmarks/results/latest.json`` (a flat object of named numbers). Absolute
 numbers depend on the machine; the ratios are what the targets are about (goal ≥ 0.95 for both).
@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .agipd_bench import bench_agipd
 from .e2e_bench import bench_e2e
 from .receiver_bench import bench_receiver
 from .writer_bench import bench_writer
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results: dict[str, float] = {}
-    for bench in (bench_writer, bench_receiver, bench_e2e):
+    for bench in (bench_writer, bench_receiver, bench_e2e, bench_agipd):
         results.update(bench(args.frames))
         print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)

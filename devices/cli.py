@@ -12,7 +12,8 @@ from pathlib import Path
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(output=args.output, frames=args.frames, model=args.model)
+    return run_demo(output=args.output, frames=args.frames, model=args.model, detector=args.detector,
+                    trains=args.trains, cells=args.cells)
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -20,7 +21,9 @@ def _sim(args: argparse.Namespace) -> int:
         from detpipe.simulators.eiger_cli import main as eiger_main
 
         return eiger_main(args.sim_args)
-    raise SystemExit(f"unknown simulator {args.detector!r}")
+    from detpipe.simulators.agipd_cli import main as agipd_main
+
+    return agipd_main(args.sim_args)
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -35,14 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="simulator → devices → NXmx files on an embedded Tango database")
+    demo = sub.add_parser("demo", help="simulator -> devices -> files on an embedded Tango database")
     demo.add_argument("--output", type=Path, default=None, help="folder for the run (default: ./detpipe-demo/<time>)")
     demo.add_argument("--frames", type=int, default=200, help="frames to acquire (default 200)")
+    demo.add_argument("--detector", choices=["eiger", "agipd"], default="eiger", help="which slice to run")
     demo.add_argument("--model", default="4M", help="EIGER2 model of the simulator (default 4M)")
+    demo.add_argument("--trains", type=int, default=20, help="AGIPD: trains to acquire (default 20)")
+    demo.add_argument("--cells", type=int, default=64, help="AGIPD: memory cells per train (default 64)")
     demo.set_defaults(func=_demo)
 
-    sim = sub.add_parser("sim", help="run a detector simulator (eiger)")
-    sim.add_argument("detector", choices=["eiger"])
+    sim = sub.add_parser("sim", help="run a detector simulator (eiger, agipd)")
+    sim.add_argument("detector", choices=["eiger", "agipd"])
     sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="simulator options (see detpipe sim eiger --help)")
     sim.set_defaults(func=_sim)
 

@@ -20,71 +20,66 @@ from .managed_process import ManagedProcess
 from .server_config import load_server_config, register
 from .tango_database import EmbeddedTangoDatabase, free_tcp_port
 
-CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo-eiger.yaml"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DETECTOR, WRITER = "eiger/detector/1", "eiger/writer/1"
+AGIPD, AGIPD_WRITER = "spb/agipd1m/1", "spb/writer/1"
 EXPO_TIME_S = 0.002
 ACQUISITION_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
 class DemoSummary:
-    frames_acquired: int
-    frames_written: int
-    frames_lost: int
-    megabytes_written: float
-    compression_ratio: float
-    frames_per_s: float
-    master_file: str
+    """What the demo prints: (label, value) rows; ``ok`` decides the exit code."""
+
+    rows: tuple[tuple[str, str], ...]
+    ok: bool
 
     def lines(self) -> list[str]:
-        return [
-            f"frames acquired   {self.frames_acquired}",
-            f"frames written    {self.frames_written}",
-            f"frames lost       {self.frames_lost}",
-            f"MB written        {self.megabytes_written:.1f}",
-            f"compression ratio {self.compression_ratio:.2f}",
-            f"frames/s          {self.frames_per_s:.1f}",
-            f"master file       {self.master_file}",
-        ]
+        width = max(len(label) for label, _ in self.rows)
+        return [f"{label:<{width}} {value}" for label, value in self.rows]
 
 
-def config_file() -> Path:
-    """The demo's YAML: next to the sources in a checkout, else in the working directory."""
-    for candidate in (CONFIG, Path.cwd() / "config" / "demo-eiger.yaml"):
+def config_file(name: str) -> Path:
+    """A demo YAML: next to the sources in a checkout, else in the working directory."""
+    for candidate in (CONFIG_DIR / name, Path.cwd() / "config" / name):
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"config/demo-eiger.yaml not found (looked at {CONFIG} and ./config)")
+    raise FileNotFoundError(f"config/{name} not found (looked in {CONFIG_DIR} and ./config)")
 
 
-def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M") -> int:
+def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detector: str = "eiger",
+             trains: int = 20, cells: int = 64) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = (output or Path.cwd() / "detpipe-demo" / stamp).resolve()
     data_root = output / "data"
     data_root.mkdir(parents=True, exist_ok=True)
     detpipe = [sys.executable, "-m", "detpipe.devices.cli"]
-    rest_port, stream_port = free_tcp_port(), free_tcp_port()
+    ports = {"EIGER_REST_PORT": free_tcp_port(), "EIGER_STREAM_PORT": free_tcp_port(),
+             "AGIPD_BRIDGE_PORT": free_tcp_port()}
+    if detector == "eiger":
+        simulator = [*detpipe, "sim", "eiger", "--model", model, "--rest-port", str(ports["EIGER_REST_PORT"]),
+                     "--stream-port", str(ports["EIGER_STREAM_PORT"]), "--seed", "1", "--hit-fraction", "0.1"]
+        ready, config = "EIGER simulator ready", "demo-eiger.yaml"
+    else:
+        simulator = [*detpipe, "sim", "agipd", "--port", str(ports["AGIPD_BRIDGE_PORT"]), "--socket", "REP",
+                     "--product", "raw", "--cells", str(cells), "--seed", "1", "--hit-fraction", "0.1"]
+        ready, config = "AGIPD simulator ready", "demo-agipd.yaml"
     with ExitStack() as stack:
         print(f"[demo] starting embedded Tango database (sqlite in {output})", flush=True)
         db = stack.enter_context(EmbeddedTangoDatabase(output / "tango_database.db"))
-        env = {"TANGO_HOST": db.tango_host}
-        register(db.client(), load_server_config(config_file(), {
-            "EIGER_REST_PORT": str(rest_port), "EIGER_STREAM_PORT": str(stream_port), "DATA_ROOT": str(data_root),
-        }))
-        print(f"[demo] TANGO_HOST={db.tango_host}; starting EIGER2 {model} simulator", flush=True)
-        stack.enter_context(ManagedProcess(
-            [*detpipe, "sim", "eiger", "--model", model, "--rest-port", str(rest_port),
-             "--stream-port", str(stream_port), "--seed", "1", "--hit-fraction", "0.1"],
-            ready_marker="EIGER simulator ready",
-        ))
+        register(db.client(), load_server_config(config_file(config), {
+            **{name: str(port) for name, port in ports.items()}, "DATA_ROOT": str(data_root)}))
+        print(f"[demo] TANGO_HOST={db.tango_host}; starting the {detector} simulator", flush=True)
+        stack.enter_context(ManagedProcess(simulator, ready_marker=ready))
         print("[demo] starting device server detpipe/demo", flush=True)
         stack.enter_context(ManagedProcess([*detpipe, "server", "demo"], ready_marker="Ready to accept request",
-                                           env=env))
+                                           env={"TANGO_HOST": db.tango_host}))
         os.environ["TANGO_HOST"] = db.tango_host
-        summary = acquire(frames, data_root)
+        summary = acquire(frames, data_root) if detector == "eiger" else acquire_agipd(trains, cells, data_root)
     print("[demo] summary")
     for line in summary.lines():
         print(f"  {line}")
-    return 0 if summary.frames_lost == 0 and summary.frames_written == frames else 1
+    return 0 if summary.ok else 1
 
 
 def acquire(frames: int, data_root: Path) -> DemoSummary:
@@ -105,19 +100,44 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
         raise RuntimeError(f"acquisition ended in {detector.State()}: {detector.Status()}")
     print(f"[demo] {detector.Status()}", flush=True)
     received, written = detector.frames_received, writer.frames_written
-    return DemoSummary(
-        frames_acquired=received,
-        frames_written=written,
-        frames_lost=frames - written,
-        megabytes_written=writer.bytes_written / 1e6,
-        compression_ratio=writer.compression_ratio,
-        frames_per_s=written / elapsed if elapsed > 0 else 0.0,
-        master_file=writer.master_file,
-    )
+    return DemoSummary(rows=(
+        ("frames acquired", str(received)),
+        ("frames written", str(written)),
+        ("frames lost", str(frames - written)),
+        ("MB written", f"{writer.bytes_written / 1e6:.1f}"),
+        ("compression ratio", f"{writer.compression_ratio:.2f}"),
+        ("frames/s", f"{written / elapsed if elapsed > 0 else 0.0:.1f}"),
+        ("master file", writer.master_file),
+    ), ok=written == frames)
+
+
+def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
+    detector, writer = tango.DeviceProxy(AGIPD), tango.DeviceProxy(AGIPD_WRITER)
+    writer.saving_directory = str(data_root)
+    detector.run_number = 1
+    detector.acq_nb_trains = trains
+    detector.Prepare()
+    print(f"[demo] {detector.Status()}", flush=True)
+    t0 = time.monotonic()
+    detector.Start()
+    status = wait_until_done(detector, ACQUISITION_TIMEOUT_S)
+    elapsed = time.monotonic() - t0
+    if status != "Ready":
+        raise RuntimeError(f"run ended in {detector.State()}: {detector.Status()}")
+    print(f"[demo] {detector.Status()}", flush=True)
+    received, written = detector.frames_received, writer.frames_written
+    return DemoSummary(rows=(
+        ("trains", str(detector.trains_received)),
+        ("frames", str(received)),
+        ("frames lost", str(received - written)),
+        ("MB written", f"{writer.bytes_written / 1e6:.1f}"),
+        ("trains/s", f"{detector.trains_received / elapsed if elapsed > 0 else 0.0:.1f}"),
+        ("run directory", str(Path(writer.master_file).parent)),
+    ), ok=written == received == trains * cells)
 
 
 def wait_until_done(detector: tango.DeviceProxy, timeout_s: float) -> str:
-    """Poll acq_status until the series is saved (Ready) or failed (Fault); raise on timeout."""
+    """Poll acq_status until the series or run is saved (Ready) or failed (Fault); raise on timeout."""
     deadline = time.monotonic() + timeout_s
     while (status := detector.acq_status) == "Running":
         if time.monotonic() > deadline:

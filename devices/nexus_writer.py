@@ -1,4 +1,6 @@
-"""Tango face of the NXmx writer. Frames arrive in-process from a detector device, never via Tango."""
+"""Tango face of detpipe's file writers (NXmx for Eiger series, EuXFEL run files for AGIPD runs).
+
+Frames and trains arrive in-process from a detector device, never via Tango."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.exdf_writer import ExdfWriter
 from detpipe.pipeline.nxmx_writer import NxmxWriter
 from detpipe.pipeline.saving_target import OverwritePolicy, SavingParams, check_directory
 from detpipe.pipeline.stage_runner import Item, StageRunner
+from detpipe.pipeline.writer_selector import FileFormat, WriterSelector
 
 from .detpipe_device import DetpipeDevice
 
@@ -19,10 +23,11 @@ QUEUE_ALARM_PERCENT = 75.0
 
 
 class NexusWriter(DetpipeDevice):
-    """Writes each series as NXmx: a master file plus data files of saving_frame_per_file frames.
+    """Writes each Eiger series as NXmx (master + data files of saving_frame_per_file frames) and each
+    AGIPD run as an EuXFEL run directory; the detector device that prepares the series picks the format.
 
-    The detector's compressed chunks are written as they arrived (direct chunk write). Directories must
-    lie under DataRoots; existing files are never overwritten unless saving_overwrite_policy says so.
+    Eiger chunks are written as the detector compressed them (direct chunk write). Directories must lie
+    under DataRoots; existing files are never overwritten unless saving_overwrite_policy says so.
     """
 
     EVENT_ATTRIBUTES = ("last_image_saved", "frames_written", "bytes_written", "write_rate", "queue_fill")
@@ -34,6 +39,9 @@ class NexusWriter(DetpipeDevice):
         dtype=int, default_value=256,
         doc="Frames the ingress queue holds before further frames are dropped (and counted); ~2-3 MB each for a 4M",
     )
+    TrainsPerSequence = device_property(
+        dtype=int, default_value=256, doc="AGIPD runs: trains per sequence file (EuXFEL S00000, S00001, ...)"
+    )
     InstrumentName = device_property(
         dtype=str, default_value="detpipe", doc="NXinstrument/name written into every master file"
     )
@@ -41,8 +49,9 @@ class NexusWriter(DetpipeDevice):
     async def init_device(self) -> None:
         await super().init_device()
         roots = tuple(Path(r) for r in self.DataRoots)
-        self._writer = NxmxWriter(
-            SavingParams(directory=roots[0], data_roots=roots, instrument_name=self.InstrumentName)
+        params = SavingParams(directory=roots[0], data_roots=roots, instrument_name=self.InstrumentName)
+        self._writer = WriterSelector(
+            NxmxWriter(params), ExdfWriter(params, trains_per_sequence=self.TrainsPerSequence)
         )
         self.inbox: FrameQueue[Item] = FrameQueue(self.BufferFrames, FullPolicy.DROP)
         self._runner = StageRunner("writer", self._writer, self.inbox, on_failure=self._on_writer_failure)
@@ -55,12 +64,24 @@ class NexusWriter(DetpipeDevice):
         self._runner.close()
         await super().delete_device()
 
-    # --- frame sink used in-process by detector devices (eiger_acquisition.FrameSink) ---
+    # --- sink used in-process by detector devices (eiger_acquisition.FrameSink, agipd_acquisition.RunSink) ---
     def prepare(self, series_id: int) -> Path:
+        """An Eiger series: NXmx files."""
+        return self._prepare(FileFormat.NXMX, series_id)
+
+    def prepare_run(self, run_number: int) -> Path:
+        """An AGIPD run: an EuXFEL run directory."""
+        return self._prepare(FileFormat.EXDF, run_number)
+
+    def _prepare(self, file_format: FileFormat, series_id: int) -> Path:
         if self._runner.failure is not None:
             raise RuntimeError(f"writer is in FAULT ({self._runner.failure}); Reset it first")
+        if self._runner.in_series:
+            raise RuntimeError("the writer is still writing the previous series; wait or Abort it")
+        path = self._writer.prepare(file_format, series_id)
         self._writer.stats.reset()
-        return self._writer.prepare(series_id)
+        self._runner.last_end = None
+        return path
 
     def series_written(self, series_id: int | None) -> bool:
         """True once the writer has handled the end of ``series_id`` (files closed, master final)."""
@@ -189,6 +210,10 @@ class NexusWriter(DetpipeDevice):
     @attribute(dtype=str, description="Data file being written now; empty when none is open")
     async def current_file(self) -> str:
         return self._writer.stats.current_file
+
+    @attribute(dtype=str, description="Format of the current or last series: nxmx (Eiger) or exdf (AGIPD run)")
+    async def saving_format(self) -> str:
+        return self._writer.format.value
 
     @attribute(dtype=str, description="Master file of the current or last series")
     async def master_file(self) -> str:

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from tango import GreenMode
 from tango.server import run
 
+from .agipd_detector import AgipdDetector
 from .eiger_detector import EigerDetector
 from .nexus_writer import NexusWriter
 
 SERVER_NAME = "detpipe"
-DEVICE_CLASSES = (NexusWriter, EigerDetector)  # writers first: detectors look them up
+DEVICE_CLASSES = (NexusWriter, EigerDetector, AgipdDetector)  # writers first: detectors look them up
 
 
 def run_server(instance: str, tango_args: Sequence[str] = ()) -> None:

@@ -6,7 +6,7 @@ import enum
 import queue
 from typing import Generic, TypeVar
 
-from .frame import Frame
+from .series import EndOfSeries, SeriesStart
 
 T = TypeVar("T")
 
@@ -19,8 +19,8 @@ class FullPolicy(enum.Enum):
 class FrameQueue(Generic[T]):
     """A bounded FIFO of frames and series markers.
 
-    With ``FullPolicy.DROP`` a frame that finds the queue full is dropped and counted in
-    ``frames_dropped``; series markers (anything that is not a ``Frame``) always block instead,
+    With ``FullPolicy.DROP`` a data item (an Eiger frame or an AGIPD train) that finds the queue full is
+    dropped and counted in ``frames_dropped``; series markers always block instead,
     because losing a start or end marker would corrupt the series rather than lose one frame.
     Fill is read from the queue itself, never stored twice.
     """
@@ -34,8 +34,8 @@ class FrameQueue(Generic[T]):
         self._queue: queue.Queue[T] = queue.Queue(maxsize=capacity)
 
     def put(self, item: T, timeout_s: float | None = None) -> bool:
-        """Enqueue; returns False only when a frame was dropped by the DROP policy."""
-        if self.policy is FullPolicy.DROP and isinstance(item, Frame):
+        """Enqueue; returns False only when a data item was dropped by the DROP policy."""
+        if self.policy is FullPolicy.DROP and not isinstance(item, (SeriesStart, EndOfSeries)):
             try:
                 self._queue.put_nowait(item)
             except queue.Full:

@@ -1,0 +1,75 @@
+"""AGIPD: our receiver + EXDF writer vs a bare ``karabo_bridge.Client`` loop on the same unpaced 64-cell
+raw stream (simulator in its own process, REQ/REP)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from karabo_bridge import Client
+
+from detpipe.devices.managed_process import ManagedProcess
+from detpipe.devices.tango_database import free_tcp_port
+from detpipe.pipeline.agipd_receiver import AgipdReceiver
+from detpipe.pipeline.exdf_writer import ExdfWriter
+from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.saving_target import SavingParams
+from detpipe.pipeline.stage_runner import StageRunner
+
+from .best_of import best_times
+
+TRAINS = 10
+CELLS = 64
+
+
+def bench_agipd(_n_frames: int) -> dict[str, float]:
+    port = free_tcp_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    simulator = ManagedProcess(
+        [sys.executable, "-m", "detpipe.simulators.agipd_cli", "--port", str(port), "--socket", "REP",
+         "--product", "raw", "--cells", str(CELLS), "--unpaced", "--seed", "3"],
+        ready_marker="AGIPD simulator ready",
+    )
+    with simulator, tempfile.TemporaryDirectory(prefix="detpipe-agipd-") as tmp:
+        _bare_client(endpoint, 2)  # warm-up: the simulator builds its constants and background pools
+        runs = iter(range(1000))
+        bare_s, ours_s = best_times([
+            lambda: _bare_client(endpoint, TRAINS),
+            lambda: _receive_and_write(endpoint, Path(tmp), next(runs) + 1),
+        ], rounds=3)
+    return {
+        "agipd.trains_per_s": TRAINS / ours_s,
+        "agipd.bare_client_trains_per_s": TRAINS / bare_s,
+        "agipd.ratio_vs_bare_client": bare_s / ours_s,
+    }
+
+
+def _bare_client(endpoint: str, trains: int) -> float:
+    with Client(endpoint, sock="REQ", timeout=30) as client:
+        t0 = time.perf_counter()
+        for _ in range(trains):
+            client.next()
+        return time.perf_counter() - t0
+
+
+def _receive_and_write(endpoint: str, root: Path, run_number: int) -> float:
+    writer = ExdfWriter(SavingParams(directory=root, data_roots=(root,)), trains_per_sequence=256)
+    inbox: FrameQueue = FrameQueue(4, FullPolicy.DROP)
+    runner = StageRunner("writer", writer, inbox)
+    receiver = AgipdReceiver(endpoint)
+    runner.start()
+    receiver.start()
+    try:
+        writer.prepare(run_number)
+        t0 = time.perf_counter()
+        receiver.listen(run_number, inbox, max_trains=TRAINS)
+        if not runner.series_done.wait(300):
+            raise TimeoutError("run not written within 300 s")
+        elapsed = time.perf_counter() - t0
+        assert writer.stats.frames_written == TRAINS * CELLS, writer.stats
+    finally:
+        receiver.close()
+        runner.close()
+    return elapsed

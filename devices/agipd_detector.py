@@ -1,0 +1,263 @@
+"""Tango face of an AGIPD-1M fed by a Karabo bridge: receiver, optional correction, run control.
+
+Trains go from the receiver (and the correction stage, when constants are configured) straight into
+the writer device's queue in this process; Tango carries settings, counters and State only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from tango import AttrWriteType, DevFailed, DevState, Util
+from tango.server import attribute, command, device_property
+
+from detpipe.pipeline.agipd_acquisition import AgipdAcquisition
+from detpipe.pipeline.agipd_constants import load_constants
+from detpipe.pipeline.agipd_correction import AgipdCorrection
+from detpipe.pipeline.agipd_receiver import AgipdReceiver
+from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.series import EndReason
+from detpipe.pipeline.stage_runner import Item, StageRunner
+from detpipe.pipeline.train import AGIPD_MODULES
+
+from .detpipe_device import DetpipeDevice
+from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
+
+WRITER_DRAIN_TIMEOUT_S = 120.0
+CORRECTION_QUEUE_TRAINS = 4
+
+
+class AgipdDetector(DetpipeDevice):
+    """Receives AGIPD-1M trains from a Karabo bridge (protocol 1.0 or 2.2, REQ or PULL) into EuXFEL run files.
+
+    Sequence: set run_number and acq_nb_trains, Prepare (the writer claims r<run>/), Start (receive that
+    many trains), then ON once the writer closed the run. Stop drains what was received; Abort too, at once.
+    """
+
+    EVENT_ATTRIBUTES = ("trains_received", "frames_received", "last_train_id", "frames_dropped")
+
+    BridgeEndpoint = device_property(dtype=str, mandatory=True, doc="Karabo bridge endpoint, e.g. tcp://host:4545")
+    BridgeSocket = device_property(
+        dtype=str, default_value="REQ", doc="REQ (asks b'next' per train; bridge in REP mode) or PULL (bridge PUSH)"
+    )
+    WriterDevice = device_property(dtype=str, mandatory=True, doc="NexusWriter device in this server")
+    ConstantsFile = device_property(
+        dtype=str, default_value="",
+        doc="Correction constants (docs/agipd_constants.md); when set, raw trains are corrected and CORR files written",
+    )
+    StreamTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds of bridge silence before FAULT")
+
+    async def init_device(self) -> None:
+        await super().init_device()
+        self._receiver = AgipdReceiver(self.BridgeEndpoint, socket_type=self.BridgeSocket.upper())
+        self._receiver.start()
+        self._acq = AgipdAcquisition(self._receiver, stream_timeout_s=self.StreamTimeout)
+        self._correction: StageRunner | None = None
+        if self.ConstantsFile:
+            self._correction_inbox: FrameQueue[Item] = FrameQueue(CORRECTION_QUEUE_TRAINS, FullPolicy.DROP)
+            stage = AgipdCorrection(load_constants(Path(self.ConstantsFile)))
+            self._correction = StageRunner("correction", stage, self._correction_inbox,
+                                           on_failure=self.set_fault)
+            self._correction.start()
+        self._nb_trains, self._run_number = 20, 1
+        self._run: asyncio.Task[None] | None = None
+        self._summary = f"Ready: Karabo bridge {self.BridgeEndpoint} ({self.BridgeSocket})"
+        self.refresh(force=True)
+        self.start_monitor()
+
+    async def delete_device(self) -> None:
+        await self.stop_monitor()
+        if self._run is not None:
+            self._run.cancel()
+            await asyncio.gather(self._run, return_exceptions=True)
+        self._receiver.close()
+        if self._correction is not None:
+            self._correction.close()
+        await super().delete_device()
+
+    def _writer(self) -> NexusWriter:
+        writer = Util.instance().get_device_by_name(self.WriterDevice)
+        if not isinstance(writer, NexusWriter):
+            raise TypeError(f"WriterDevice {self.WriterDevice} is a {type(writer).__name__}, not a NexusWriter")
+        return writer
+
+    def _writer_queue_fill(self) -> float:
+        try:
+            return self._writer().inbox.fill_percent
+        except DevFailed:  # the writer device is created after this one at server start-up
+            return 0.0
+
+    # --- State ---
+    def assess(self) -> tuple[DevState, str]:
+        stats = self._receiver.stats
+        if self._acq.prepared:
+            return DevState.STANDBY, f"Run {self._run_number} prepared: {self._nb_trains} trains; waiting for Start"
+        if self._run is not None and not self._run.done():
+            fill = self._writer_queue_fill()
+            alarm = stats.frames_dropped_total > 0 or fill > QUEUE_ALARM_PERCENT
+            return DevState.ALARM if alarm else DevState.RUNNING, (
+                f"Run {self._run_number}: {stats.trains_received}/{self._nb_trains} trains received, "
+                f"{stats.frames_dropped_total} frames dropped, writer queue {fill:.0f}% full"
+            )
+        if stats.frames_dropped_total or stats.rejected_total or stats.trains_missing or sum(stats.modules_missing.values()):
+            return DevState.ALARM, self._summary
+        return DevState.ON, self._summary
+
+    def event_values(self) -> dict[str, Any]:
+        stats = self._receiver.stats
+        return {"trains_received": stats.trains_received, "frames_received": stats.frames_received,
+                "last_train_id": stats.last_train_id, "frames_dropped": stats.frames_dropped_total}
+
+    # --- settings ---
+    def _check_idle(self) -> None:
+        if self._acq.prepared or self._acq.running:
+            raise RuntimeError("settings apply at Prepare; Stop or Abort the current run first")
+
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="train",
+               format="%d", min_value=1, label="Trains", description="Trains to receive in the next run")
+    async def acq_nb_trains(self) -> int:
+        return self._nb_trains
+
+    @acq_nb_trains.write
+    async def acq_nb_trains(self, value: int) -> None:
+        self._check_idle()
+        self._nb_trains = value
+
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, format="%d",
+               min_value=1, max_value=9999, label="Run number", description="EuXFEL run number of the next run (r<run>/)")
+    async def run_number(self) -> int:
+        return self._run_number
+
+    @run_number.write
+    async def run_number(self, value: int) -> None:
+        self._check_idle()
+        self._run_number = value
+
+    # --- counters ---
+    @attribute(dtype=int, unit="train", format="%d", description="Trains received in this run")
+    async def trains_received(self) -> int:
+        return self._receiver.stats.trains_received
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Frames (memory cells) received in this run")
+    async def frames_received(self) -> int:
+        return self._receiver.stats.frames_received
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Frames dropped because the next queue was full")
+    async def frames_dropped(self) -> int:
+        return self._receiver.stats.frames_dropped_total
+
+    @attribute(dtype=int, unit="message", format="%d", description="Bridge messages rejected; see rejection_reasons")
+    async def frames_rejected(self) -> int:
+        return self._receiver.stats.rejected_total
+
+    @attribute(dtype=str, description="Rejected bridge messages by reason, as JSON")
+    async def rejection_reasons(self) -> str:
+        return json.dumps(dict(self._receiver.stats.rejected))
+
+    @attribute(dtype=int, unit="train", format="%d", description="Gaps in the train ids: trains never received")
+    async def trains_missing(self) -> int:
+        return self._receiver.stats.trains_missing
+
+    @attribute(dtype=(int,), max_dim_x=AGIPD_MODULES, unit="train", format="%d",
+               description="Per module 0..15: trains in which that module was missing")
+    async def modules_missing(self) -> list[int]:
+        missing = self._receiver.stats.modules_missing
+        return [missing.get(m, 0) for m in range(AGIPD_MODULES)]
+
+    @attribute(dtype=int, format="%d", description="Train id of the last train received; -1 before the first")
+    async def last_train_id(self) -> int:
+        return self._receiver.stats.last_train_id
+
+    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
+               description="Fill of the writer's ingress queue; ALARM above 75 %")
+    async def queue_fill(self) -> float:
+        return self._writer_queue_fill()
+
+    @attribute(dtype=float, unit="MB/s", format="%.1f", description="Received data rate over the last second")
+    async def receive_rate(self) -> float:
+        return self._receiver.stats.rates()[1]
+
+    @attribute(dtype=float, unit="ms", format="%.2f", description="Mean time to decode and assemble one train")
+    async def decode_time_mean(self) -> float:
+        return self._receiver.stats.time_mean_ms
+
+    @attribute(dtype=float, unit="ms", format="%.2f", description="Mean time to correct one train; 0 without constants")
+    async def correction_time_mean(self) -> float:
+        return self._correction.stage.stats.time_mean_ms if self._correction else 0.0
+
+    @attribute(dtype=str, description="LImA-style acquisition status: Ready, Running (prepared, receiving or draining) or Fault")
+    async def acq_status(self) -> str:
+        if self.get_state() == DevState.FAULT:
+            return "Fault"
+        running = self._acq.prepared or (self._run is not None and not self._run.done())
+        return "Running" if running else "Ready"
+
+    # --- commands ---
+    @command
+    async def Prepare(self) -> None:
+        """Claim the run directory in the writer (refused if it exists) and arm the receiver (STANDBY)."""
+        if self.get_state() == DevState.FAULT:
+            raise RuntimeError(f"device is in FAULT ({self.get_status()}); Reset first")
+        writer = self._writer()
+        outbox = writer.inbox
+        if self._correction is not None:
+            self._correction.outbox = writer.inbox
+            outbox = self._correction_inbox
+        self._throttle.forget()
+        await asyncio.to_thread(self._acq.prepare, self._run_number, self._nb_trains, writer, outbox)
+        self.refresh(force=True)
+
+    @command
+    async def Start(self) -> None:
+        """Receive the prepared run's trains; RUNNING until the writer closed the run."""
+        if not self._acq.prepared:
+            raise RuntimeError("Start needs a prepared run; call Prepare first")
+        self._run = asyncio.create_task(self._acquire(), name=f"{self.get_name()} run")
+        self._run.add_done_callback(self._on_run_done)
+        self.refresh(force=True)
+
+    @command
+    async def Stop(self) -> None:
+        """End the run after the trains already received; they are all written."""
+        await asyncio.to_thread(self._acq.stop, EndReason.STOP)
+        await self._run_finished()
+
+    @command
+    async def Abort(self) -> None:
+        """End the run now; files are closed with what was queued."""
+        await asyncio.to_thread(self._acq.stop, EndReason.ABORT)
+        await self._run_finished()
+
+    @command
+    async def Reset(self) -> None:
+        """Leave FAULT and clear the counters."""
+        self.clear_fault()
+        self._receiver.stats.reset()
+        self.refresh(force=True)
+
+    async def _run_finished(self) -> None:
+        if self._run is not None:
+            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
+        self.refresh(force=True)
+
+    async def _acquire(self) -> None:
+        run = self._run_number
+        end = await asyncio.to_thread(self._acq.acquire)
+        writer, loop = self._writer(), asyncio.get_running_loop()
+        deadline = loop.time() + WRITER_DRAIN_TIMEOUT_S
+        while not writer.series_written(run):
+            if loop.time() > deadline:
+                raise TimeoutError(f"writer still draining run {run} after {WRITER_DRAIN_TIMEOUT_S:.0f}s")
+            await asyncio.sleep(0.01)
+        stats = self._receiver.stats
+        self._summary = (f"Run {run} done ({end.reason.value}): {stats.trains_received} trains, "
+                         f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "
+                         f"{stats.trains_missing} trains missing")
+
+    def _on_run_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (err := task.exception()) is not None:
+            self.set_fault(f"Run {self._run_number} failed: {type(err).__name__}: {err}")
+        self.refresh(force=True)

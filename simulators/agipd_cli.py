@@ -1,0 +1,105 @@
+"""``detpipe sim agipd``: serve simulated AGIPD-1M trains on a Karabo bridge until SIGTERM or SIGINT.
+
+Prints exactly one line to stdout once the socket listens, so a parent process (a test, ``make demo``)
+can wait for it and read the port: ``AGIPD simulator ready endpoint=tcp://127.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .agipd_layout import AgipdLayout, AgipdProduct, AgipdSources
+from .agipd_simulator import FIRST_TRAIN_ID, AgipdSimulator
+from .karabo_bridge_messages import BridgeProtocol
+from .karabo_bridge_server import BridgeSocketType
+
+log = logging.getLogger(__name__)
+
+
+def _values(kind: type[BridgeSocketType | BridgeProtocol | AgipdProduct | AgipdLayout | AgipdSources]) -> list[str]:
+    return [str(member.value) for member in kind]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detpipe sim agipd", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address the bridge binds (default: loopback)")
+    parser.add_argument("--port", type=int, default=4545, help="bridge port (default 4545); 0 = any free port")
+    parser.add_argument("--socket", default="REP", choices=_values(BridgeSocketType), help="REP (REQ clients) or PUSH")
+    parser.add_argument("--protocol", default="2.2", choices=_values(BridgeProtocol))
+    parser.add_argument("--product", default="raw", choices=_values(AgipdProduct))
+    parser.add_argument("--layout", default="file", choices=_values(AgipdLayout))
+    parser.add_argument("--sources", default="combined", choices=_values(AgipdSources))
+    parser.add_argument("--cells", type=int, default=64, help="memory cells (frames) per train, 1 … 352")
+    parser.add_argument("--unpaced", action="store_true", help="send trains as fast as possible, not at 10 Hz")
+    parser.add_argument("--first-train-id", type=int, default=FIRST_TRAIN_ID)
+    parser.add_argument("--trains", type=int, default=None, help="stop sending after N trains (default: endless)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hit-fraction", type=float, default=0.1)
+    parser.add_argument("--peaks-per-hit", type=int, nargs=2, default=(15, 60), metavar=("MIN", "MAX"))
+    parser.add_argument("--write-constants", metavar="FILE", help="write the correction constants (HDF5) first")
+    parser.add_argument("--log-level", default="INFO", help="logging level of the messages on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        simulator = _build(args)
+        if simulator is None:
+            return 1
+        try:
+            if args.write_constants:
+                simulator.write_constants(args.write_constants)
+                log.info("correction constants written to %s", args.write_constants)
+        except OSError as err:
+            simulator.stop()
+            log.error("cannot write the constants file: %s", err)
+            return 1
+        with simulator:
+            print(f"AGIPD simulator ready endpoint={simulator.endpoint}", flush=True)
+            stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> AgipdSimulator | None:
+    """The simulator, or None after logging why not (busy port, bad option)."""
+    try:
+        return AgipdSimulator(
+            host=args.host,
+            port=args.port,
+            socket_type=args.socket,
+            protocol=args.protocol,
+            product=args.product,
+            layout=args.layout,
+            sources=args.sources,
+            cells=args.cells,
+            paced=not args.unpaced,
+            first_train_id=args.first_train_id,
+            n_trains=args.trains,
+            seed=args.seed,
+            hit_fraction=args.hit_fraction,
+            peaks_per_hit=tuple(args.peaks_per_hit),
+        )
+    except (OSError, ValueError) as err:
+        log.error("cannot start the AGIPD simulator: %s", err)
+        return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

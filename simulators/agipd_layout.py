@@ -1,0 +1,121 @@
+"""AGIPD-1M geometry, source names and the array layouts the simulated Karabo bridge sends.
+
+Geometry (agipd.md §1.1): 16 modules of 512 × 128 pixels (slow scan ss × fast scan fs), each module 8
+ASICs of 64 × 128; up to 352 memory cells per train (§1.2).
+
+Canonical order (what ``AgipdSimulator.train(i)`` returns, detpipe's in-memory layout, §3.3):
+raw ``(pulse, module, 2, ss, fs)`` uint16 with ``[:, :, 0]`` analog and ``[:, :, 1]`` digital gain;
+corrected ``(pulse, module, ss, fs)`` float32, ``gain`` uint8 and ``mask`` uint32 alike.
+
+Wire layouts of ``image.data`` (``image.gain``/``image.mask`` follow ``image.data`` without the 2 axis):
+
+=====================  ==============================  ==============================
+source                 ``file``                         ``online``
+=====================  ==============================  ==============================
+combined, corrected    (pulse, module, ss, fs)          (module, fs, ss, pulse)
+combined, raw          (pulse, module, 2, ss, fs)       (module, 2, fs, ss, pulse)
+per module, corrected  (pulse, ss, fs)                  (fs, ss, pulse)
+per module, raw        (pulse, 2, ss, fs)               (2, fs, ss, pulse)
+=====================  ==============================  ==============================
+
+The corrected combined layouts are those of karabo-bridge's simulator (§3.2, online → file is
+``np.transpose(a, (3, 0, 2, 1))``). The position of the raw analog/digital axis in online order is this
+simulator's convention (the spec gives none; karabo-bridge's simulator has no such axis, §3.3 item 1):
+it stays right after the module, so every online array is "pulse moved last, ss and fs swapped".
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+MODULES = 16
+MODULE_SS = 512
+MODULE_FS = 128
+ASIC_SS = 64  # an ASIC spans 64 rows × all 128 columns of its module
+ASICS_PER_MODULE = MODULE_SS // ASIC_SS
+MEMORY_CELLS = 352
+DETECTOR = "SPB_DET_AGIPD1M-1"
+
+
+class AgipdProduct(enum.Enum):
+    """What the bridge streams (agipd.md §1.3)."""
+
+    RAW = "raw"
+    CORRECTED = "corrected"
+
+
+class AgipdLayout(enum.Enum):
+    """Array order on the wire: as in EuXFEL files, or as the online calibration pipeline sends it."""
+
+    FILE = "file"
+    ONLINE = "online"
+
+
+class AgipdSources(enum.Enum):
+    """One source with all modules stacked (as SPB's APPEND devices send), or one source per module."""
+
+    COMBINED = "combined"
+    MODULES = "modules"
+
+
+def combined_source(product: AgipdProduct) -> str:
+    suffix = "APPEND_RAW" if product is AgipdProduct.RAW else "APPEND_CORRECTED"
+    return f"{DETECTOR}/CAL/{suffix}"
+
+
+def module_source(module: int) -> str:
+    """The per-module source name; the combined source's ``sources`` list names these too."""
+    return f"{DETECTOR}/DET/{module}CH0:xtdf"
+
+
+def online_axes(ndim: int) -> tuple[int, ...]:
+    """Axes that turn a file-order array (pulse first, ss and fs last) into online order."""
+    return (*range(1, ndim - 2), ndim - 1, ndim - 2, 0)
+
+
+def file_axes(ndim: int) -> tuple[int, ...]:
+    """The inverse of ``online_axes``: online order back to file order."""
+    return tuple(int(a) for a in np.argsort(online_axes(ndim)))
+
+
+def canonical_view(buffer: np.ndarray, layout: AgipdLayout, *, module_major: bool = False) -> np.ndarray:
+    """File-order view (pulse, module, …) of a train buffer allocated in its wire order.
+
+    Trains are generated straight into the order they are sent in, so sending never transposes:
+    ``file`` buffers are (pulse, module, …), or (module, pulse, …) when ``module_major`` so that each
+    per-module source is one contiguous slice; ``online`` buffers are (module, …, fs, ss, pulse), where
+    each module is contiguous anyway.
+    """
+    if layout is AgipdLayout.ONLINE:
+        return buffer.transpose(file_axes(buffer.ndim))
+    return buffer.swapaxes(0, 1) if module_major else buffer
+
+
+def train_buffer(
+    cells: int,
+    module_shape: tuple[int, ...],
+    dtype: np.dtype,
+    layout: AgipdLayout,
+    *,
+    module_major: bool = False,
+    zeros: bool = False,
+) -> np.ndarray:
+    """A buffer in wire order for ``cells`` frames of modules of ``module_shape`` ([2,] ss, fs);
+    uninitialised unless ``zeros`` (calloc'd, so untouched pages cost nothing to send)."""
+    allocate = np.zeros if zeros else np.empty
+    if layout is AgipdLayout.ONLINE:
+        canonical = (cells, MODULES, *module_shape)
+        return allocate([canonical[a] for a in online_axes(len(canonical))], dtype=dtype)
+    if module_major:
+        return allocate((MODULES, cells, *module_shape), dtype=dtype)
+    return allocate((cells, MODULES, *module_shape), dtype=dtype)
+
+
+def wire_array(array: np.ndarray, layout: AgipdLayout) -> np.ndarray:
+    """A file-order array (pulse first) in ``layout``, C-contiguous; no copy when it already is, which
+    holds for the views ``canonical_view`` gives of a buffer allocated in wire order."""
+    if layout is AgipdLayout.ONLINE:
+        array = array.transpose(online_axes(array.ndim))
+    return np.ascontiguousarray(array)

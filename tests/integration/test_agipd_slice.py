@@ -1,0 +1,81 @@
+"""AGIPD simulator (Karabo bridge) → AgipdDetector + NexusWriter server → EuXFEL run files + VDS master."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import extra_data
+import h5py
+import hdf5plugin  # noqa: F401 - bitshuffle/LZ4 filters for reading
+import numpy as np
+import tango
+from extra_data.components import AGIPD1M
+from tango.test_context import MultiDeviceTestContext
+
+from detpipe.devices.agipd_detector import AgipdDetector
+from detpipe.devices.nexus_writer import NexusWriter
+from detpipe.simulators.agipd_simulator import AgipdSimulator
+from tests.waiting import wait_until
+
+AGIPD, WRITER = "test/agipd/1", "test/writer/1"
+
+
+@contextmanager
+def agipd_server(sim: AgipdSimulator, data_root: Path, **props: object) -> Iterator[tuple]:
+    devices = [
+        {"class": AgipdDetector, "devices": [{"name": AGIPD, "properties": {
+            "BridgeEndpoint": sim.endpoint, "BridgeSocket": "REQ", "WriterDevice": WRITER, "StreamTimeout": 20.0,
+            **props}}]},
+        {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
+            "DataRoots": [str(data_root)], "BufferFrames": 8, "TrainsPerSequence": 8}}]},
+    ]
+    with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
+        detector, writer = ctx.get_device(AGIPD), ctx.get_device(WRITER)
+        detector.set_timeout_millis(60000)
+        writer.saving_directory = str(data_root)
+        yield detector, writer
+
+
+def run(detector: tango.DeviceProxy, trains: int, run_number: int = 1, timeout_s: float = 300) -> str:
+    detector.run_number = run_number
+    detector.acq_nb_trains = trains
+    detector.Prepare()
+    assert detector.State() == tango.DevState.STANDBY, detector.Status()
+    detector.Start()
+    return wait_until(lambda: detector.acq_status, lambda s: s != "Running", timeout_s, "acq_status")
+
+
+def readable_copy(run_dir: Path, tmp_path: Path) -> Path:
+    """extra_data writes a cache file into a writable run directory; read a copy (agipd.md §5)."""
+    copy = tmp_path / "copy" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def test_twenty_raw_trains_of_64_cells_land_in_a_run_extra_data_reads_pixel_exact(tmp_path: Path) -> None:
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    with AgipdSimulator(cells=64, product="raw", paced=False, seed=5) as sim:
+        with agipd_server(sim, data_root) as (detector, writer):
+            assert run(detector, 20) == "Ready", detector.Status()
+            assert detector.trains_received == 20 and detector.frames_received == 20 * 64
+            assert writer.frames_written == 20 * 64 and detector.frames_dropped == 0
+            master_path = Path(writer.master_file)
+        run_dir = master_path.parent
+        assert len(list(run_dir.glob("RAW-R0001-AGIPD*-S*.h5"))) == 16 * 3  # 20 trains, 8 per sequence
+        agipd = AGIPD1M(extra_data.RunDirectory(str(readable_copy(run_dir, tmp_path))), raw=True)
+        assert list(agipd.train_ids) == [sim.train(i).train_id for i in range(20)]
+        with h5py.File(master_path) as master:
+            stack = master["/entry/data/data"]
+            assert stack.shape == (20 * 64, 16, 2, 512, 128)
+            for k in range(20):
+                truth = sim.train(k)
+                one = agipd.select_trains(extra_data.by_index[k])
+                data = one.get_array("image.data").values[:, 0]  # (module, train, pulse, 2, ss, fs) -> one train
+                np.testing.assert_array_equal(np.moveaxis(data, 0, 1), truth.data, err_msg=f"train {k}")
+                np.testing.assert_array_equal(one.get_array("image.cellId").values[0, 0].ravel(), truth.cell_ids)
+                np.testing.assert_array_equal(stack[64 * k + 3], truth.data[3])
+            assert list(master["/entry/data/trainId"][::64]) == [sim.train(i).train_id for i in range(20)]

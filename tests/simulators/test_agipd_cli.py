@@ -1,0 +1,61 @@
+"""``detpipe sim agipd`` as a process: one ready line, serves trains, exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from detpipe.simulators import AgipdSimulator
+from tests.simulators.agipd_bridge_helpers import COMBINED_CORRECTED, bridge_client
+from tests.simulators.test_eiger_cli import read_line
+
+READY = re.compile(r"^AGIPD simulator ready endpoint=(tcp://127\.0\.0\.1:\d+)$")
+MODULE = "detpipe.simulators.agipd_cli"
+
+
+def test_cli_prints_one_ready_line_serves_trains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    constants = tmp_path / "constants.h5"
+    command = [
+        sys.executable, "-m", MODULE, "--port", "0", "--socket", "PUSH", "--product", "corrected", "--layout",
+        "online", "--cells", "2", "--unpaced", "--first-train-id", "500", "--trains", "2", "--seed", "4",
+        "--hit-fraction", "1", "--write-constants", str(constants),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = read_line(process.stdout, timeout_s=30).strip()  # type: ignore[arg-type]
+        match = READY.match(line)
+        assert match, (line, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
+        with bridge_client(match.group(1), "PUSH") as client:
+            trains = [client.next() for _ in range(2)]
+        assert [meta[COMBINED_CORRECTED]["timestamp.tid"] for _, meta in trains] == [500, 501]
+        assert trains[0][0][COMBINED_CORRECTED]["image.data"].shape == (16, 128, 512, 2)
+        with AgipdSimulator(product="corrected", layout="online", cells=2, seed=4, hit_fraction=1.0) as same:
+            np.testing.assert_array_equal(trains[1][0][COMBINED_CORRECTED]["image.gain"].transpose(3, 0, 2, 1),
+                                          same.train(1).gain)
+        with h5py.File(constants, "r") as f:
+            assert f["relgain"].shape == (16, 3, 512, 128)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stdout.read() == ""  # type: ignore[union-attr]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+
+
+def test_cli_exits_1_with_a_reason_when_its_port_is_taken() -> None:
+    with AgipdSimulator(cells=1) as sim:
+        taken = sim.endpoint.rsplit(":", 1)[1]
+        finished = subprocess.run(
+            [sys.executable, "-m", MODULE, "--port", taken], capture_output=True, text=True, timeout=60
+        )
+    assert finished.returncode == 1 and finished.stdout == ""
+    assert "cannot start the AGIPD simulator" in finished.stderr and taken in finished.stderr
