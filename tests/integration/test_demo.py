@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import extra_data
 import h5py
 import hdf5plugin  # noqa: F401 - bitshuffle/LZ4 filters for reading
 import numpy as np
+from extra_data.components import AGIPD1M
 
 from detpipe.simulators import EigerSimulator
 
@@ -34,3 +37,20 @@ def test_demo_acquires_through_a_registered_server_and_loses_nothing(tmp_path: P
         assert stack.shape[0] == FRAMES
         for i in (0, FRAMES - 1):
             np.testing.assert_array_equal(stack[i], truth.frames.pixels(i))
+
+
+def test_agipd_demo_writes_a_run_extra_data_opens(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "detpipe.devices.cli", "demo", "--detector", "agipd", "--output", str(tmp_path),
+         "--trains", "3", "--cells", "8"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = dict(line.strip().rsplit(None, 1) for line in run.stdout.split("[demo] summary")[1].splitlines()
+                   if line.strip())
+    assert (summary["trains"], summary["frames"], summary["frames lost"]) == ("3", "24", "0")
+    run_dir = Path(summary["run directory"])
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)  # extra_data writes a cache file into writable run directories
+    agipd = AGIPD1M(extra_data.RunDirectory(str(copy)), raw=True)
+    assert len(agipd.train_ids) == 3 and agipd.get_array("image.data").shape[:3] == (16, 3, 8)
