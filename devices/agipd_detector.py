@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tango import AttrWriteType, DevFailed, DevState, Util
+from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
 from detpipe.pipeline.agipd_acquisition import AgipdAcquisition
@@ -23,14 +23,12 @@ from detpipe.pipeline.series import EndReason
 from detpipe.pipeline.stage_runner import Item, StageRunner
 from detpipe.pipeline.train import AGIPD_MODULES
 
-from .detpipe_device import DetpipeDevice
-from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
+from .detector_device import DetectorDevice
 
-WRITER_DRAIN_TIMEOUT_S = 120.0
 CORRECTION_QUEUE_TRAINS = 4
 
 
-class AgipdDetector(DetpipeDevice):
+class AgipdDetector(DetectorDevice):
     """Receives AGIPD-1M trains from a Karabo bridge (protocol 1.0 or 2.2, REQ or PULL) into EuXFEL run files.
 
     Sequence: set run_number and acq_nb_trains, Prepare (the writer claims r<run>/), Start (receive that
@@ -43,7 +41,6 @@ class AgipdDetector(DetpipeDevice):
     BridgeSocket = device_property(
         dtype=str, default_value="REQ", doc="REQ (asks b'next' per train; bridge in REP mode) or PULL (bridge PUSH)"
     )
-    WriterDevice = device_property(dtype=str, mandatory=True, doc="NexusWriter device in this server")
     ConstantsFile = device_property(
         dtype=str, default_value="",
         doc="Correction constants (docs/agipd_constants.md); when set, raw trains are corrected and CORR files written",
@@ -63,44 +60,33 @@ class AgipdDetector(DetpipeDevice):
                                            on_failure=self.set_fault)
             self._correction.start()
         self._nb_trains, self._run_number = 20, 1
-        self._run: asyncio.Task[None] | None = None
         self._summary = f"Ready: Karabo bridge {self.BridgeEndpoint} ({self.BridgeSocket})"
         self.refresh(force=True)
         self.start_monitor()
 
     async def delete_device(self) -> None:
-        await self.stop_monitor()
-        if self._run is not None:
-            self._run.cancel()
-            await asyncio.gather(self._run, return_exceptions=True)
+        await super().delete_device()
         self._receiver.close()
         if self._correction is not None:
             self._correction.close()
-        await super().delete_device()
 
-    def _writer(self) -> NexusWriter:
-        writer = Util.instance().get_device_by_name(self.WriterDevice)
-        if not isinstance(writer, NexusWriter):
-            raise TypeError(f"WriterDevice {self.WriterDevice} is a {type(writer).__name__}, not a NexusWriter")
-        return writer
+    @property
+    def armed(self) -> bool:
+        return self._acq.prepared
 
-    def _writer_queue_fill(self) -> float:
-        try:
-            return self._writer().inbox.fill_percent
-        except DevFailed:  # the writer device is created after this one at server start-up
-            return 0.0
+    @property
+    def acquisition_label(self) -> str:
+        return f"Run {self._run_number}"
 
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         stats = self._receiver.stats
         if self._acq.prepared:
             return DevState.STANDBY, f"Run {self._run_number} prepared: {self._nb_trains} trains; waiting for Start"
-        if self._run is not None and not self._run.done():
-            fill = self._writer_queue_fill()
-            alarm = stats.frames_dropped_total > 0 or fill > QUEUE_ALARM_PERCENT
-            return DevState.ALARM if alarm else DevState.RUNNING, (
+        if self.acquiring:
+            return self.running_state(stats.frames_dropped_total), (
                 f"Run {self._run_number}: {stats.trains_received}/{self._nb_trains} trains received, "
-                f"{stats.frames_dropped_total} frames dropped, writer queue {fill:.0f}% full"
+                f"{stats.frames_dropped_total} frames dropped, writer queue {self._writer_queue_fill():.0f}% full"
             )
         if stats.frames_dropped_total or stats.rejected_total or stats.trains_missing or sum(stats.modules_missing.values()):
             return DevState.ALARM, self._summary
@@ -171,11 +157,6 @@ class AgipdDetector(DetpipeDevice):
     async def last_train_id(self) -> int:
         return self._receiver.stats.last_train_id
 
-    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
-               description="Fill of the writer's ingress queue; ALARM above 75 %")
-    async def queue_fill(self) -> float:
-        return self._writer_queue_fill()
-
     @attribute(dtype=float, unit="MB/s", format="%.1f", description="Received data rate over the last second")
     async def receive_rate(self) -> float:
         return self._receiver.stats.rates()[1]
@@ -188,19 +169,11 @@ class AgipdDetector(DetpipeDevice):
     async def correction_time_mean(self) -> float:
         return self._correction.stage.stats.time_mean_ms if self._correction else 0.0
 
-    @attribute(dtype=str, description="LImA-style acquisition status: Ready, Running (prepared, receiving or draining) or Fault")
-    async def acq_status(self) -> str:
-        if self.get_state() == DevState.FAULT:
-            return "Fault"
-        running = self._acq.prepared or (self._run is not None and not self._run.done())
-        return "Running" if running else "Ready"
-
     # --- commands ---
     @command
     async def Prepare(self) -> None:
         """Claim the run directory in the writer (refused if it exists) and arm the receiver (STANDBY)."""
-        if self.get_state() == DevState.FAULT:
-            raise RuntimeError(f"device is in FAULT ({self.get_status()}); Reset first")
+        self.check_can_prepare()
         writer = self._writer()
         outbox = writer.inbox
         if self._correction is not None:
@@ -215,21 +188,19 @@ class AgipdDetector(DetpipeDevice):
         """Receive the prepared run's trains; RUNNING until the writer closed the run."""
         if not self._acq.prepared:
             raise RuntimeError("Start needs a prepared run; call Prepare first")
-        self._run = asyncio.create_task(self._acquire(), name=f"{self.get_name()} run")
-        self._run.add_done_callback(self._on_run_done)
-        self.refresh(force=True)
+        self.start_acquisition(self._acquire())
 
     @command
     async def Stop(self) -> None:
         """End the run after the trains already received; they are all written."""
         await asyncio.to_thread(self._acq.stop, EndReason.STOP)
-        await self._run_finished()
+        await self.acquisition_finished()
 
     @command
     async def Abort(self) -> None:
         """End the run now; files are closed with what was queued."""
         await asyncio.to_thread(self._acq.stop, EndReason.ABORT)
-        await self._run_finished()
+        await self.acquisition_finished()
 
     @command
     async def Reset(self) -> None:
@@ -238,26 +209,11 @@ class AgipdDetector(DetpipeDevice):
         self._receiver.stats.reset()
         self.refresh(force=True)
 
-    async def _run_finished(self) -> None:
-        if self._run is not None:
-            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
-        self.refresh(force=True)
-
     async def _acquire(self) -> None:
         run = self._run_number
         end = await asyncio.to_thread(self._acq.acquire)
-        writer, loop = self._writer(), asyncio.get_running_loop()
-        deadline = loop.time() + WRITER_DRAIN_TIMEOUT_S
-        while not writer.series_written(run):
-            if loop.time() > deadline:
-                raise TimeoutError(f"writer still draining run {run} after {WRITER_DRAIN_TIMEOUT_S:.0f}s")
-            await asyncio.sleep(0.01)
+        await self.wait_writer_done(run)
         stats = self._receiver.stats
         self._summary = (f"Run {run} done ({end.reason.value}): {stats.trains_received} trains, "
                          f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "
                          f"{stats.trains_missing} trains missing")
-
-    def _on_run_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (err := task.exception()) is not None:
-            self.set_fault(f"Run {self._run_number} failed: {type(err).__name__}: {err}")
-        self.refresh(force=True)

@@ -90,15 +90,7 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
     detector.acq_nb_frames = frames
     detector.acq_expo_time = EXPO_TIME_S
     detector.compression_type = "bslz4"
-    detector.Prepare()
-    print(f"[demo] {detector.Status()}", flush=True)
-    t0 = time.monotonic()
-    detector.Start()
-    status = wait_until_done(detector, ACQUISITION_TIMEOUT_S)
-    elapsed = time.monotonic() - t0
-    if status != "Ready":
-        raise RuntimeError(f"acquisition ended in {detector.State()}: {detector.Status()}")
-    print(f"[demo] {detector.Status()}", flush=True)
+    elapsed = prepare_and_run(detector)
     received, written = detector.frames_received, writer.frames_written
     return DemoSummary(rows=(
         ("frames acquired", str(received)),
@@ -116,15 +108,7 @@ def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
     writer.saving_directory = str(data_root)
     detector.run_number = 1
     detector.acq_nb_trains = trains
-    detector.Prepare()
-    print(f"[demo] {detector.Status()}", flush=True)
-    t0 = time.monotonic()
-    detector.Start()
-    status = wait_until_done(detector, ACQUISITION_TIMEOUT_S)
-    elapsed = time.monotonic() - t0
-    if status != "Ready":
-        raise RuntimeError(f"run ended in {detector.State()}: {detector.Status()}")
-    print(f"[demo] {detector.Status()}", flush=True)
+    elapsed = prepare_and_run(detector)
     received, written = detector.frames_received, writer.frames_written
     return DemoSummary(rows=(
         ("trains", str(detector.trains_received)),
@@ -134,6 +118,20 @@ def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
         ("trains/s", f"{detector.trains_received / elapsed if elapsed > 0 else 0.0:.1f}"),
         ("run directory", str(Path(writer.master_file).parent)),
     ), ok=written == received == trains * cells)
+
+
+def prepare_and_run(detector: tango.DeviceProxy) -> float:
+    """Prepare, Start, wait until everything is saved; returns the seconds from Start to saved."""
+    detector.Prepare()
+    print(f"[demo] {detector.Status()}", flush=True)
+    t0 = time.monotonic()
+    detector.Start()
+    status = wait_until_done(detector, ACQUISITION_TIMEOUT_S)
+    elapsed = time.monotonic() - t0
+    if status != "Ready":
+        raise RuntimeError(f"acquisition ended in {detector.State()}: {detector.Status()}")
+    print(f"[demo] {detector.Status()}", flush=True)
+    return elapsed
 
 
 def wait_until_done(detector: tango.DeviceProxy, timeout_s: float) -> str:

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from tango import AttrWriteType, DevFailed, DevState, Util
+from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
 from detpipe.pipeline.acquisition_params import COMPRESSIONS, StreamFormatChoice, TriggerMode
@@ -19,13 +19,10 @@ from detpipe.pipeline.errors import DetectorRefused, DetectorUnreachable
 from detpipe.pipeline.simplon_client import SimplonClient
 from detpipe.pipeline.stream_receiver import StreamReceiver
 
-from .detpipe_device import DetpipeDevice
-from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
-
-WRITER_DRAIN_TIMEOUT_S = 60.0
+from .detector_device import DetectorDevice
 
 
-class EigerDetector(DetpipeDevice):
+class EigerDetector(DetectorDevice):
     """Controls one EIGER/EIGER2 over SIMPLON REST and receives its ZMQ stream (V1 or V2, detected).
 
     Sequence: set acq_* attributes, Prepare (configure + arm), Start (trigger), then the device goes
@@ -37,9 +34,6 @@ class EigerDetector(DetpipeDevice):
     DetectorUrl = device_property(dtype=str, mandatory=True, doc="SIMPLON base URL of the DCU, e.g. http://dcu:80")
     StreamEndpoint = device_property(
         dtype=str, mandatory=True, doc="ZMQ endpoint the DCU's stream PUSH socket binds, e.g. tcp://dcu:9999"
-    )
-    WriterDevice = device_property(
-        dtype=str, mandatory=True, doc="Name of the NexusWriter device in this server that receives the frames"
     )
     StreamFormat = device_property(
         dtype=str, default_value="legacy",
@@ -60,19 +54,22 @@ class EigerDetector(DetpipeDevice):
             stream_timeout_s=self.StreamTimeout,
         )
         self._acq.request(stream_format=self.StreamFormat, header_detail=self.HeaderDetail)
-        self._run: asyncio.Task[None] | None = None
         self._summary = "Connecting to the detector"
         self.set_state_and_status(DevState.INIT, f"Connecting to {self.DetectorUrl}")
         await self._connect()
         self.start_monitor()
 
     async def delete_device(self) -> None:
-        await self.stop_monitor()
-        if self._run is not None:
-            self._run.cancel()
-            await asyncio.gather(self._run, return_exceptions=True)
-        self._receiver.close()
         await super().delete_device()
+        self._receiver.close()
+
+    @property
+    def armed(self) -> bool:
+        return self._acq.phase is not Phase.IDLE and not self.acquiring
+
+    @property
+    def acquisition_label(self) -> str:
+        return f"Series {self._acq.series_id}"
 
     async def _connect(self) -> None:
         client = self._acq.client
@@ -86,28 +83,14 @@ class EigerDetector(DetpipeDevice):
         self._summary = f"Ready: EIGER at {self.DetectorUrl}, SIMPLON API {version}"
         self.refresh(force=True)
 
-    def _writer(self) -> NexusWriter:
-        """The writer device object in this process (raises DevFailed until it is created)."""
-        writer = Util.instance().get_device_by_name(self.WriterDevice)
-        if not isinstance(writer, NexusWriter):
-            raise TypeError(f"WriterDevice {self.WriterDevice} is a {type(writer).__name__}, not a NexusWriter")
-        return writer
-
-    def _writer_queue_fill(self) -> float:
-        try:
-            return self._writer().inbox.fill_percent
-        except DevFailed:  # the writer device is created after this one at server start-up
-            return 0.0
-
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         stats, acq = self._receiver.stats, self._acq
         queue_fill = self._writer_queue_fill()
         if acq.phase is Phase.PREPARED:
             return DevState.STANDBY, f"Armed series {acq.series_id}: {acq.frames_expected} frames; waiting for Start"
-        if self._run is not None and not self._run.done():
-            alarm = stats.frames_dropped_total > 0 or queue_fill > QUEUE_ALARM_PERCENT
-            return DevState.ALARM if alarm else DevState.RUNNING, (
+        if self.acquiring:
+            return self.running_state(stats.frames_dropped_total), (
                 f"Acquiring series {acq.series_id}: {stats.frames_received}/{acq.frames_expected} frames received, "
                 f"{stats.frames_dropped_total} dropped, queue {queue_fill:.0f}% full"
             )
@@ -212,11 +195,6 @@ class EigerDetector(DetpipeDevice):
     async def frames_missing(self) -> int:
         return self._receiver.stats.frames_missing
 
-    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
-               description="Fill of the writer's ingress queue; ALARM above 75 %")
-    async def queue_fill(self) -> float:
-        return self._writer_queue_fill()
-
     @attribute(dtype=float, unit="MB/s", format="%.1f", description="Compressed stream rate over the last second")
     async def receive_rate(self) -> float:
         return self._receiver.stats.rates()[1]
@@ -254,21 +232,11 @@ class EigerDetector(DetpipeDevice):
     async def detector_state(self) -> str:
         return str(await asyncio.to_thread(self._acq.client.detector_status))
 
-    @attribute(dtype=str, description="LImA-style acquisition status: Ready, Running (armed, acquiring or draining) or Fault")
-    async def acq_status(self) -> str:
-        if self.get_state() == DevState.FAULT:
-            return "Fault"
-        running = self._acq.phase is not Phase.IDLE or (self._run is not None and not self._run.done())
-        return "Running" if running else "Ready"
-
     # --- commands ---
     @command
     async def Prepare(self) -> None:
         """Apply the acq_* settings, arm the detector and prepare the writer's files (STANDBY)."""
-        if self.get_state() == DevState.FAULT:
-            raise RuntimeError(f"device is in FAULT ({self.get_status()}); Reset first")
-        if self._run is not None and not self._run.done():
-            raise RuntimeError("an acquisition is running; Stop or Abort it first")
+        self.check_can_prepare()
         writer = self._writer()
         self._throttle.forget()
         series_id = await asyncio.to_thread(self._acq.prepare, self._acq.requested, writer)
@@ -280,21 +248,19 @@ class EigerDetector(DetpipeDevice):
         """Trigger the prepared series (software trigger modes) and receive it; RUNNING until saved."""
         if self._acq.phase is not Phase.PREPARED:
             raise RuntimeError("Start needs a prepared series; call Prepare first")
-        self._run = asyncio.create_task(self._acquire(), name=f"{self.get_name()} acquisition")
-        self._run.add_done_callback(self._on_acquisition_done)
-        self.refresh(force=True)
+        self.start_acquisition(self._acquire())
 
     @command
     async def Stop(self) -> None:
         """Stop after the current frame; every frame received is written, then files close."""
         await asyncio.to_thread(self._acq.stop)
-        await self._acquisition_finished()
+        await self.acquisition_finished()
 
     @command
     async def Abort(self) -> None:
         """Stop now: abort the detector and close the files with what was queued."""
         await asyncio.to_thread(self._acq.abort)
-        await self._acquisition_finished()
+        await self.acquisition_finished()
 
     @command
     async def Reset(self) -> None:
@@ -308,7 +274,7 @@ class EigerDetector(DetpipeDevice):
         series_id = self._acq.series_id
         try:
             end = await asyncio.to_thread(self._acq.acquire)
-            await self._wait_writer_done()
+            await self.wait_writer_done(series_id)
         except (DetectorUnreachable, DetectorRefused, TimeoutError) as err:
             self.set_fault(f"Series {series_id} failed: {err}")
             return
@@ -317,24 +283,3 @@ class EigerDetector(DetpipeDevice):
             f"Series {series_id} done ({end.reason.value}): {stats.frames_received} frames received, "
             f"{stats.frames_dropped_total} dropped, {stats.rejected_total} rejected, {stats.frames_missing} missing"
         )
-
-    async def _acquisition_finished(self) -> None:
-        """Return once the running acquisition (if any) has drained into the writer."""
-        if self._run is not None:
-            await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
-        self.refresh(force=True)
-
-    def _on_acquisition_done(self, task: asyncio.Task[None]) -> None:
-        """Any error the acquisition did not handle itself ends in FAULT with its reason."""
-        if not task.cancelled() and (err := task.exception()) is not None:
-            self.set_fault(f"Series {self._acq.series_id} failed: {type(err).__name__}: {err}")
-        self.refresh(force=True)
-
-    async def _wait_writer_done(self) -> None:
-        writer, series_id = self._writer(), self._acq.series_id
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WRITER_DRAIN_TIMEOUT_S
-        while not writer.series_written(series_id):
-            if loop.time() > deadline:
-                raise TimeoutError(f"writer still draining after {WRITER_DRAIN_TIMEOUT_S:.0f}s")
-            await asyncio.sleep(0.01)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
-import threading
-from types import FrameType
 
 from .agipd_layout import AgipdLayout, AgipdProduct, AgipdSources
 from .agipd_simulator import FIRST_TRAIN_ID, AgipdSimulator
 from .karabo_bridge_messages import BridgeProtocol
 from .karabo_bridge_server import BridgeSocketType
+from .signal_stop import configure_cli_logging, stop_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    configure_cli_logging(args.log_level)
+    with stop_on_signal() as stop:
         simulator = _build(args)
         if simulator is None:
             return 1
@@ -71,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         with simulator:
             print(f"AGIPD simulator ready endpoint={simulator.endpoint}", flush=True)
             stop.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
-import threading
-from types import FrameType
 
 from .detector_models import DetectorModel
 from .eiger_simulator import EigerSimulator
 from .simplon_parameters import API_1_8, API_VERSIONS
+from .signal_stop import configure_cli_logging, stop_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    configure_cli_logging(args.log_level)
+    with stop_on_signal() as stop:
         simulator = _build(args)
         if simulator is None:
             return 1
@@ -60,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("truth of %d frames written to %s", args.truth_frames, args.truth)
             print(f"EIGER simulator ready rest={simulator.rest_url} stream={simulator.stream_endpoint}", flush=True)
             stop.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 
