@@ -20,7 +20,8 @@ from detpipe.pipeline.agipd_correction import AgipdCorrection
 from detpipe.pipeline.agipd_receiver import AgipdReceiver
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.series import EndReason
-from detpipe.pipeline.stage_runner import Item, StageRunner
+from detpipe.pipeline.stage import Item
+from detpipe.pipeline.stage_runner import StageRunner
 from detpipe.pipeline.train import AGIPD_MODULES
 
 from .detector_device import DetectorDevice

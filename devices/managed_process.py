@@ -38,7 +38,6 @@ class ManagedProcess:
         self.ready_marker = ready_marker
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
-        self.ready_line = ""
         self.output: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._process: subprocess.Popen[str] | None = None
@@ -63,7 +62,6 @@ class ManagedProcess:
             if line is None:
                 break
             if self.ready_marker in line:
-                self.ready_line = line
                 return self
         self.stop()
         raise ProcessNotReady(self.command, self.ready_marker, "".join(self.output[-50:]), timeout_s)
@@ -74,9 +72,6 @@ class ManagedProcess:
             self.output.append(line)
             self._lines.put(line)
         self._lines.put(None)
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""

@@ -4,6 +4,7 @@ Frames and trains arrive in-process from a detector device, never via Tango."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.exdf_writer import ExdfWriter
 from detpipe.pipeline.nxmx_writer import NxmxWriter
 from detpipe.pipeline.saving_target import OverwritePolicy, SavingParams, check_directory
-from detpipe.pipeline.stage_runner import Item, StageRunner
+from detpipe.pipeline.stage import Item
+from detpipe.pipeline.stage_runner import StageRunner
 from detpipe.pipeline.writer_selector import FileFormat, WriterSelector
 
 from .detpipe_device import DetpipeDevice
@@ -129,7 +131,7 @@ class NexusWriter(DetpipeDevice):
             raise RuntimeError(f"cannot change {what} while a series is being written; Stop it first")
 
     def _configure(self, **changes: Any) -> None:
-        self._writer.configure(SavingParams.from_mapping({**_as_mapping(self._writer.params), **changes}))
+        self._writer.configure(replace(self._writer.params, **changes))  # SavingParams validates itself
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                label="Saving directory", description="Directory of the next series' files; must lie below DataRoots")
@@ -244,6 +246,3 @@ class NexusWriter(DetpipeDevice):
         self.clear_fault()
         self.refresh(force=True)
 
-
-def _as_mapping(params: SavingParams) -> dict[str, Any]:
-    return {name: getattr(params, name) for name in params.__dataclass_fields__}

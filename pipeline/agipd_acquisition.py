@@ -17,7 +17,7 @@ from .agipd_receiver import AgipdReceiver
 from .errors import AcquisitionStateError, ConfigError
 from .frame_queue import FrameQueue
 from .series import EndOfSeries, EndReason
-from .stream_receiver import Item
+from .stage import Item
 
 log = logging.getLogger(__name__)
 

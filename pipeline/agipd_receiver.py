@@ -35,11 +35,11 @@ from .errors import FrameRejected
 from .frame_queue import FrameQueue, FullPolicy
 from .karabo_bridge_decoder import decode_bridge_message
 from .series import EndOfSeries, EndReason, SeriesStart
+from .stage import Item
 from .train import Train
 
 log = logging.getLogger(__name__)
 
-Item = Train | SeriesStart | EndOfSeries
 POLL_MS = 20  # how promptly a requested end or close is honoured while waiting for a train
 NEXT_REQUEST = b"next"  # the bridge's only valid request (agipd.md §2.1)
 

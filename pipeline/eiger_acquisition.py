@@ -22,7 +22,8 @@ from .errors import AcquisitionStateError, DetectorRefused, DetectorUnreachable
 from .frame_queue import FrameQueue
 from .series import DetectorConfig, EndOfSeries, EndReason
 from .simplon_client import SimplonClient
-from .stream_receiver import Item, StreamReceiver
+from .stage import Item
+from .stream_receiver import StreamReceiver
 
 log = logging.getLogger(__name__)
 

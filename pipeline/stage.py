@@ -7,6 +7,10 @@ from typing import Protocol
 from .frame import Frame
 from .series import EndOfSeries, SeriesStart
 from .stage_stats import StageStats
+from .train import Train
+
+Item = Frame | Train | SeriesStart | EndOfSeries
+"""What travels the queues: data (an Eiger frame or an AGIPD train) between its series markers."""
 
 
 class Stage(Protocol):
@@ -21,7 +25,7 @@ class Stage(Protocol):
 
     def start_series(self, start: SeriesStart) -> None: ...
 
-    def process(self, frame: Frame) -> Frame | None: ...
+    def process(self, frame: Frame | Train) -> Frame | Train | None: ...
 
     def finish(self, end: EndOfSeries) -> None: ...
 

@@ -11,11 +11,11 @@ from .errors import FrameRejected
 from .frame import Frame
 from .frame_queue import FrameQueue
 from .series import EndOfSeries, SeriesStart
-from .stage import Stage
+from .stage import Item, Stage
+from .train import Train
 
 log = logging.getLogger(__name__)
 
-Item = Frame | SeriesStart | EndOfSeries
 
 
 class StageRunner:
@@ -95,7 +95,7 @@ class StageRunner:
         else:
             self._process_frame(item)
 
-    def _process_frame(self, frame: Frame) -> None:
+    def _process_frame(self, frame: Frame | Train) -> None:
         stats = self.stage.stats
         if self.failure is not None:
             stats.rejected["stage_failed"] += 1

@@ -22,10 +22,10 @@ from .frame import Frame
 from .frame_queue import FrameQueue
 from .receiver_stats import ReceiverStats
 from .series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
+from .stage import Item
 
 log = logging.getLogger(__name__)
 
-Item = Frame | SeriesStart | EndOfSeries
 POLL_MS = 20  # receive timeout: how promptly a requested end or close is honoured
 
 

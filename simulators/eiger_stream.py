@@ -26,6 +26,7 @@ import zmq
 from . import stream_v1_messages, stream_v2_messages
 from .stream_config import StreamFormat
 from .stream_series import ImageTiming, StreamSeries
+from .zmq_binding import bind_socket
 
 log = logging.getLogger(__name__)
 
@@ -92,25 +93,13 @@ class StreamSender:
         self.frames_sent = 0
         self.frames_dropped = 0
         self.sending = False
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        try:
-            if port == 0:
-                port = self._socket.bind_to_random_port(f"tcp://{host}")
-            else:
-                self._socket.bind(f"tcp://{host}:{port}")
-        except zmq.ZMQError as err:
-            self._socket.close()
-            self._context.term()
-            # An OSError like the REST server's, so callers handle a busy port one way for both.
-            raise OSError(err.errno, f"cannot bind the stream to tcp://{host}:{port}: {err}") from err
-        self.endpoint = f"tcp://{host}:{port}"
+        self._context, self._socket, self.endpoint = bind_socket(
+            zmq.PUSH, host, port, what="stream", send_hwm=high_water_mark
+        )
         self._jobs: queue.Queue[StreamJob | None] = queue.Queue()
         self._killed = threading.Event()
         self._current: StreamJob | None = None
-        self._thread = threading.Thread(target=self._run, name=f"eiger-stream-{port}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"eiger-stream {self.endpoint}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

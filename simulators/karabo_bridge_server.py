@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import zmq
 
 from .karabo_bridge_messages import Part
+from .zmq_binding import bind_socket
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +68,10 @@ class KaraboBridgeServer:
         self.trains_sent = 0
         self.error: BaseException | None = None
         self._encode_train = encode_train
-        self._context = zmq.Context()
         kind = zmq.REP if self.socket_type is BridgeSocketType.REP else zmq.PUSH
-        self._socket = self._context.socket(kind)
-        self._socket.setsockopt(zmq.SNDHWM, 1)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        try:
-            if port == 0:
-                port = self._socket.bind_to_random_port(f"tcp://{host}")
-            else:
-                self._socket.bind(f"tcp://{host}:{port}")
-        except zmq.ZMQError as err:
-            self._socket.close()
-            self._context.term()
-            raise OSError(err.errno, f"cannot bind the Karabo bridge to tcp://{host}:{port}: {err}") from err
-        self.endpoint = f"tcp://{host}:{port}"
+        self._context, self._socket, self.endpoint = bind_socket(kind, host, port, what="Karabo bridge", send_hwm=1)
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"karabo-bridge-{port}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"karabo-bridge {self.endpoint}", daemon=True)
         self._closed = False
 
     def start(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from extra_data.components import AGIPD1M
 
 from detpipe.simulators import EigerSimulator
+from detpipe.simulators.agipd_simulator import AgipdSimulator
 
 FRAMES = 20
 
@@ -53,4 +54,11 @@ def test_agipd_demo_writes_a_run_extra_data_opens(tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)  # extra_data writes a cache file into writable run directories
     agipd = AGIPD1M(extra_data.RunDirectory(str(copy)), raw=True)
-    assert len(agipd.train_ids) == 3 and agipd.get_array("image.data").shape[:3] == (16, 3, 8)
+    data = agipd.get_array("image.data").values  # (module, train, cell, 2, ss, fs)
+    assert data.shape[:3] == (16, 3, 8)
+    truth = AgipdSimulator(cells=8, seed=1, hit_fraction=0.1, paced=False)  # the demo's simulator settings
+    try:
+        for k in range(3):
+            np.testing.assert_array_equal(np.moveaxis(data[:, k], 0, 1), truth.train(k).data)
+    finally:
+        truth.stop()

@@ -9,7 +9,7 @@ import pytest
 
 from detpipe.pipeline.acquisition_params import AcquisitionParams
 from detpipe.pipeline.eiger_acquisition import EigerAcquisition, Phase, StreamSilent
-from detpipe.pipeline.errors import DetectorRefused, DetectorUnreachable, TargetFileExists
+from detpipe.pipeline.errors import AcquisitionStateError, DetectorRefused, DetectorUnreachable, TargetFileExists
 from detpipe.pipeline.frame import Frame
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.series import EndOfSeries, EndReason, SeriesStart
@@ -78,7 +78,7 @@ def test_a_writer_refusal_disarms_the_detector_and_nothing_is_forwarded(sim, acq
 
 
 def test_start_without_prepare_is_refused(acquisition) -> None:
-    with pytest.raises(Exception, match="call Prepare first"):
+    with pytest.raises(AcquisitionStateError, match="call Prepare first"):
         acquisition.acquire()
 
 
