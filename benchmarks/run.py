@@ -1,7 +1,8 @@
 """``make bench``: throughput of writers, receivers and whole chains, as ratios to baselines of the same run.
 
 Prints a table and writes ``benchmarks/results/latest.json`` (a flat object of named numbers). Absolute
-numbers depend on the machine; the ratios are what the targets are about (goal ≥ 0.95 for both).
+numbers depend on the machine; the ratios are what the targets are about (goal ≥ 0.95 for both). Triage
+numbers are per frame on one core (``triage.*_ms_*``) and whole-chain frames/s (``triage.e2e_fps``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import sys
 from pathlib import Path
 
 from .agipd_bench import bench_agipd
-from .e2e_bench import bench_e2e
+from .e2e_bench import bench_e2e, bench_triage_e2e
 from .receiver_bench import bench_receiver
+from .triage_kernel_bench import triage_kernel_bench
 from .writer_bench import bench_writer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results: dict[str, float] = {}
-    for bench in (bench_writer, bench_receiver, bench_e2e, bench_agipd):
+    for bench in (bench_writer, bench_receiver, bench_e2e, bench_agipd, triage_kernel_bench, bench_triage_e2e):
         results.update(bench(args.frames))
         print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from detpipe.pipeline.series import EndReason
 from detpipe.pipeline.stage import Item
 from detpipe.pipeline.stage_runner import StageRunner
 from detpipe.pipeline.train import AGIPD_MODULES
+from detpipe.pipeline.triage_setup import DetectorKind
 
 from .detector_device import DetectorDevice
 
@@ -176,9 +177,9 @@ class AgipdDetector(DetectorDevice):
         """Claim the run directory in the writer (refused if it exists) and arm the receiver (STANDBY)."""
         self.check_can_prepare()
         writer = self._writer()
-        outbox = writer.inbox
+        outbox = self.data_inbox(DetectorKind.AGIPD)
         if self._correction is not None:
-            self._correction.outbox = writer.inbox
+            self._correction.outbox = outbox
             outbox = self._correction_inbox
         self._throttle.forget()
         await asyncio.to_thread(self._acq.prepare, self._run_number, self._nb_trains, writer, outbox)

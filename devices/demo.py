@@ -21,7 +21,7 @@ from .server_config import load_server_config, register
 from .tango_database import EmbeddedTangoDatabase, free_tcp_port
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-DETECTOR, WRITER = "eiger/detector/1", "eiger/writer/1"
+DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitfinder/1"
 AGIPD, AGIPD_WRITER = "spb/agipd1m/1", "spb/writer/1"
 EXPO_TIME_S = 0.002
 ACQUISITION_TIMEOUT_S = 600.0
@@ -83,7 +83,8 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
 
 
 def acquire(frames: int, data_root: Path) -> DemoSummary:
-    detector, writer = tango.DeviceProxy(DETECTOR), tango.DeviceProxy(WRITER)
+    detector, writer, hit_finder = (tango.DeviceProxy(name) for name in (DETECTOR, WRITER, HIT_FINDER))
+    wait_for_workers(hit_finder)
     writer.saving_directory = str(data_root)
     writer.saving_prefix = "demo_$id"
     writer.saving_frame_per_file = 100
@@ -96,6 +97,8 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
         ("frames acquired", str(received)),
         ("frames written", str(written)),
         ("frames lost", str(frames - written)),
+        ("frames triaged", str(hit_finder.frames_triaged)),
+        ("hits", f"{hit_finder.hits} ({100.0 * hit_finder.hits / max(frames, 1):.1f}%; simulated 10%)"),
         ("MB written", f"{writer.bytes_written / 1e6:.1f}"),
         ("compression ratio", f"{writer.compression_ratio:.2f}"),
         ("frames/s", f"{written / elapsed if elapsed > 0 else 0.0:.1f}"),
@@ -132,6 +135,18 @@ def prepare_and_run(detector: tango.DeviceProxy) -> float:
         raise RuntimeError(f"acquisition ended in {detector.State()}: {detector.Status()}")
     print(f"[demo] {detector.Status()}", flush=True)
     return elapsed
+
+
+def wait_for_workers(hit_finder: tango.DeviceProxy, timeout_s: float = 120.0) -> None:
+    """The hit finder is in INIT while its worker processes compile peakfinder8 (once per machine: numba
+    caches the result, later starts take about a second)."""
+    deadline = time.monotonic() + timeout_s
+    if hit_finder.State() == tango.DevState.INIT:
+        print(f"[demo] {hit_finder.Status()}", flush=True)
+    while hit_finder.State() == tango.DevState.INIT:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{hit_finder.name()} still starting after {timeout_s}s: {hit_finder.Status()}")
+        time.sleep(0.1)
 
 
 def wait_until_done(detector: tango.DeviceProxy, timeout_s: float) -> str:

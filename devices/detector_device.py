@@ -10,7 +10,13 @@ from typing import Any
 from tango import DevFailed, DevState, Util
 from tango.server import attribute, device_property
 
+from detpipe.pipeline.frame_queue import FrameQueue
+from detpipe.pipeline.series import DetectorConfig
+from detpipe.pipeline.stage import Item
+from detpipe.pipeline.triage_setup import DetectorKind
+
 from .detpipe_device import DetpipeDevice
+from .hit_finder import HitFinder
 from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
 
 WRITER_DRAIN_TIMEOUT_S = 120.0
@@ -22,6 +28,10 @@ class DetectorDevice(DetpipeDevice):
 
     WriterDevice = device_property(
         dtype=str, mandatory=True, doc="Name of the NexusWriter device in this server that receives the data"
+    )
+    HitFinderDevice = device_property(
+        dtype=str, default_value="",
+        doc="Name of the HitFinder device in this server that triages the data before the writer; empty = none",
     )
 
     async def init_device(self) -> None:
@@ -50,10 +60,28 @@ class DetectorDevice(DetpipeDevice):
 
     def _writer(self) -> NexusWriter:
         """The writer device object in this process (raises DevFailed until it is created)."""
-        writer = Util.instance().get_device_by_name(self.WriterDevice)
-        if not isinstance(writer, NexusWriter):
-            raise TypeError(f"WriterDevice {self.WriterDevice} is a {type(writer).__name__}, not a NexusWriter")
+        writer: NexusWriter = self._device(self.WriterDevice, NexusWriter)
         return writer
+
+    def _device(self, name: str, kind: type[Any]) -> Any:
+        """A device object of this process (raises DevFailed until it is created)."""
+        device = Util.instance().get_device_by_name(name)
+        if not isinstance(device, kind):
+            raise TypeError(f"{name} is a {type(device).__name__}, not a {kind.__name__}")
+        return device
+
+    def data_inbox(self, kind: DetectorKind) -> FrameQueue[Item]:
+        """Where the next series' data goes: the hit finder when one is configured and enabled, else the writer."""
+        writer_inbox = self._writer().inbox
+        if not self.HitFinderDevice:
+            return writer_inbox
+        finder: HitFinder = self._device(self.HitFinderDevice, HitFinder)
+        return finder.connect(kind, writer_inbox)
+
+    async def expect_series(self, config: DetectorConfig | None) -> None:
+        """Tell the hit finder (if any) what the armed series looks like; returns when triage is ready for it."""
+        if self.HitFinderDevice:
+            await self._device(self.HitFinderDevice, HitFinder).expect(config)
 
     def _writer_queue_fill(self) -> float:
         try:

@@ -18,6 +18,7 @@ from detpipe.pipeline.eiger_acquisition import EigerAcquisition, Phase
 from detpipe.pipeline.errors import DetectorRefused, DetectorUnreachable
 from detpipe.pipeline.simplon_client import SimplonClient
 from detpipe.pipeline.stream_receiver import StreamReceiver
+from detpipe.pipeline.triage_setup import DetectorKind
 
 from .detector_device import DetectorDevice
 
@@ -239,7 +240,9 @@ class EigerDetector(DetectorDevice):
         self.check_can_prepare()
         writer = self._writer()
         self._throttle.forget()
-        series_id = await asyncio.to_thread(self._acq.prepare, self._acq.requested, writer)
+        inbox = self.data_inbox(DetectorKind.EIGER)
+        series_id = await asyncio.to_thread(self._acq.prepare, self._acq.requested, writer, inbox)
+        await self.expect_series(self._acq.rest_config)
         self._summary = f"Series {series_id} prepared"
         self.refresh(force=True)
 

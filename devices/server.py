@@ -9,10 +9,12 @@ from tango.server import run
 
 from .agipd_detector import AgipdDetector
 from .eiger_detector import EigerDetector
+from .hit_finder import HitFinder
 from .nexus_writer import NexusWriter
 
 SERVER_NAME = "detpipe"
-DEVICE_CLASSES = (NexusWriter, EigerDetector, AgipdDetector)  # writers first: detectors look them up
+# Writers and hit finders first: detectors look them up when they prepare.
+DEVICE_CLASSES = (NexusWriter, HitFinder, EigerDetector, AgipdDetector)
 
 
 def run_server(instance: str, tango_args: Sequence[str] = ()) -> None:

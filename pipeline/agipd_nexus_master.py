@@ -8,12 +8,17 @@ wavelength, a sample and per-module geometry that an AGIPD stream does not carry
 required fields are invented would mislead validators. The same way as the module files, the master also
 holds an EXDF METADATA/INDEX skeleton without sources, so extra-data's ``RunDirectory`` (which opens every
 ``*.h5`` of the directory) reads it as an empty member of the run instead of reporting it as a broken file.
+A triaged run (triage_process.py) gets its master at the start instead, holding the EXDF skeleton, root
+attributes, ``/entry/process_01`` and the CXI peak list, so the per-frame rows can be flushed into it as
+sequences close; the end of the run then adds the rest. Peak rows follow the VDS frame axis (row k = frame
+k of the run) and are in the stacked (16·512, 128) frame, ss' = module·512 + ss (nexus.md §6).
 Readers should take the VDS frame by frame: HDF5 (up to 2.0.0) reads a multi-frame slice of a VDS over
 chunked sources ~100 times slower (8 frames x 16 modules: ~2 s as one slice, ~20 ms one by one; h5py #1597).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,8 @@ from .exdf_index import RunIndex
 from .exdf_module_file import PIXEL_KEYS, PixelKey, RunMetadata, write_metadata, write_train_index
 from .nxmx_master import NxmxMaster, iso_time
 from .train import AGIPD_MODULES, Product
+from .series import SeriesStart
+from .triage_process import TriageProcess
 
 PIXEL_SIZE_M = 200e-6  # agipd.md §1.1
 SENSOR_THICKNESS_M = 500e-6
@@ -34,6 +41,10 @@ SENSOR_THICKNESS_M = 500e-6
 # modules_present tells them apart), and as every bad-pixel bit in the mask, so a masked reader drops them.
 _FILL = {"data": 0, "gain": 0, "mask": 0xFFFFFFFF}
 _AXES = {Product.RAW: "frame:module:data_gain:y:x", Product.CORRECTED: "frame:module:y:x"}
+
+
+def master_file_name(run: int) -> str:
+    return f"AGIPD-R{run:04d}-master.h5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,24 +66,50 @@ def _field(group: h5py.Group, name: str, value: Any, units: str | None = None) -
 
 
 def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
-    group = parent.create_group(name)
+    group = parent.require_group(name)  # /entry exists already in a triaged run's master
     group.attrs["NX_class"] = nx_class
     return group
 
 
 class AgipdNexusMaster:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, triage: TriageProcess | None = None) -> None:
         self.path = path
+        self.triage = triage  # None: the run is not triaged; the master is written once, at the end
+
+    def _create(self, overwrite: bool) -> h5py.File:
+        try:
+            return h5py.File(self.path, "w" if overwrite else "w-")
+        except FileExistsError as err:
+            raise TargetFileExists(self.path) from err
+
+    @classmethod
+    def begin(cls, directory: Path, start: SeriesStart, metadata: RunMetadata, *, overwrite: bool) -> TriageProcess:
+        """Creates the master of a triaged run (``start.triage`` set) in ``directory`` at the run's start and
+        returns the ``TriageProcess`` that flushes rows into it. Until ``write`` completes it, the file is an
+        empty EXDF member (extra-data opens it mid-run, or after a crash, without a warning) plus the triage
+        groups. Raises ``TargetFileExists`` (ABORT policy) before the run starts any thread."""
+        if start.triage is None:
+            raise ValueError(f"series {start.series_id} is not triaged; its master is written when the run ends")
+        path = directory / master_file_name(metadata.run)
+        triage = TriageProcess(start.triage, path)
+        with cls(path, triage=triage)._create(overwrite) as handle:
+            write_metadata(handle, metadata, 0, [])
+            write_train_index(handle, [])
+            NxmxMaster._write_root(handle)  # noqa: SLF001
+            _group(handle, "entry", "NXentry")
+            triage.create(handle, image_path="/entry/data/data", date=iso_time(start.received_s or time.time()))
+        return triage
 
     def write(self, index: RunIndex, product: Product | None, extents: Sequence[ModuleFileExtent], *,
               metadata: RunMetadata, detector: str, instrument_name: str, source_name: str,
               overwrite: bool) -> None:
-        """Writes the whole master at the end of the run; ``product`` is None when no train was written."""
-        try:
-            handle = h5py.File(self.path, "w" if overwrite else "w-")
-        except FileExistsError as err:
-            raise TargetFileExists(self.path) from err
+        """Writes the whole master at the end of the run (completes it, for a triaged run); ``product`` is
+        None when no train was written."""
+        handle = h5py.File(self.path, "r+") if self.triage is not None else self._create(overwrite)
         with handle:
+            for placeholder in ("METADATA", "INDEX"):  # begin's empty skeleton, rewritten below
+                if placeholder in handle:
+                    del handle[placeholder]
             write_metadata(handle, metadata, 0, [])
             write_train_index(handle, index.trains)
             # The Eiger master's root attributes (file_name, file_time, creator…), shared rather than copied.
@@ -89,6 +126,8 @@ class AgipdNexusMaster:
             self._write_detector(_group(instrument, "detector", "NXdetector"), detector)
             if source_name:
                 _field(_group(entry, "source", "NXsource"), "name", source_name)
+            if self.triage is not None:
+                self.triage.flush(handle, index.frames)
             data = _group(entry, "data", "NXdata")
             if product is None or index.frames == 0:
                 return

@@ -76,6 +76,7 @@ class EigerAcquisition:
         self.params: AcquisitionParams | None = None
         self.requested = AcquisitionParams()
         self.detector_values: dict[str, object] = {}
+        self.rest_config: DetectorConfig | None = None  # the armed series' settings as read over REST
         self._series_ended = threading.Event()
         self._last_end: EndOfSeries | None = None
         self._stop_requested = threading.Event()
@@ -89,8 +90,11 @@ class EigerAcquisition:
     def frames_expected(self) -> int:
         return self.params.nb_frames if self.params else 0
 
-    def prepare(self, params: AcquisitionParams, sink: FrameSink) -> int:
-        """Configure, arm and point the receiver at the new series; returns the series id."""
+    def prepare(self, params: AcquisitionParams, sink: FrameSink, inbox: FrameQueue[Item] | None = None) -> int:
+        """Configure, arm and point the receiver at the new series; returns the series id.
+
+        Frames go to ``inbox`` (a hit finder in front of the writer) or, by default, to ``sink.inbox``.
+        """
         if self.phase in (Phase.ACQUIRING, Phase.ENDING):
             raise AcquisitionStateError("Prepare", self.phase.value, "Stop or Abort the running acquisition first")
         if self.phase is Phase.PREPARED:
@@ -110,7 +114,8 @@ class EigerAcquisition:
         self._series_ended.clear()
         self._stop_requested.clear()
         self.series_id, self.params = series_id, params
-        self.receiver.listen(series_id, sink.inbox, self._config_from_rest(params))
+        self.rest_config = self._config_from_rest(params)
+        self.receiver.listen(series_id, inbox or sink.inbox, self.rest_config)
         self.phase = Phase.PREPARED
         log.info("series %d armed: %d frames", series_id, params.nb_frames)
         return series_id

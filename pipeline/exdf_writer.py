@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .agipd_nexus_master import AgipdNexusMaster, ModuleFileExtent
+from .agipd_nexus_master import AgipdNexusMaster, ModuleFileExtent, master_file_name
 from .errors import AcquisitionStateError, ConfigError, FrameRejected, TargetFileExists
 from .exdf_index import RunIndex, TrainRecord
 from .exdf_module_file import (PIXEL_KEYS, ExdfModuleFile, ModuleChunks, RunMetadata, check_train_layout,
@@ -35,16 +35,13 @@ from .exdf_module_file import (PIXEL_KEYS, ExdfModuleFile, ModuleChunks, RunMeta
 from .saving_target import OverwritePolicy, SavingParams, check_directory, claim_series_files
 from .series import EndOfSeries, SeriesStart
 from .train import AGIPD_MODULES, Product, Train
+from .triage_process import TriageProcess
 from .writer_stats import WriterStats
 
 log = logging.getLogger(__name__)
 
 # Files a new run of the same number replaces under OVERWRITE; extra-data's cache map would describe old files.
 _STALE_FILES = r"((RAW|CORR)-R{run:04d}-AGIPD\d{{2}}-S\d{{5}}\.h5|AGIPD-R{run:04d}-master\.h5|karabo_data_map\.json)"
-
-
-def master_file_name(run: int) -> str:
-    return f"AGIPD-R{run:04d}-master.h5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +65,7 @@ class _Run:
     product: Product | None = None
     open_files: list[ExdfModuleFile] = field(default_factory=list)
     extents: list[ModuleFileExtent] = field(default_factory=list)
+    triage: TriageProcess | None = None  # the run's frames carry triage results, stored in its master
 
     @property
     def overwrite(self) -> bool:
@@ -164,9 +162,11 @@ class ExdfWriter:
         target, self._prepared, self._run_number = self._prepared, None, None
         if target.run != start.series_id:
             log.info("series %d is written as run %d", start.series_id, target.run)
+        metadata = RunMetadata(self.proposal, target.run)
+        triage = None if start.triage is None else AgipdNexusMaster.begin(  # refused here, before any thread starts
+            target.directory, start, metadata, overwrite=target.params.overwrite_policy is OverwritePolicy.OVERWRITE)
         pool = ThreadPoolExecutor(self.compression_threads, thread_name_prefix=f"detpipe-exdf-r{target.run:04d}")
-        self._run = _Run(start.series_id, target, RunMetadata(self.proposal, target.run),
-                         RunIndex(self.trains_per_sequence), pool)
+        self._run = _Run(start.series_id, target, metadata, RunIndex(self.trains_per_sequence), pool, triage=triage)
         log.info("run %d: writing to %s, %d trains per sequence", target.run, target.directory, self.trains_per_sequence)
 
     def process(self, train: Train) -> None:
@@ -194,6 +194,8 @@ class ExdfWriter:
             if not record.modules_present[module_file.module]:
                 module_file.skip_train(record)
         run.index.commit(record, train)
+        if run.triage is not None:  # row k = frame k of the run (its VDS); rows are stored as their sequence ends
+            run.triage.add(record.first_frame, train.triage, train.frames, flush=record.sequence != run.index.next_sequence)
         self._record_frames(record, train, nbytes)
         if run.open_files[0].trains == self.trains_per_sequence:
             self._close_sequence(run)
@@ -292,9 +294,7 @@ class ExdfWriter:
         return failures
 
     def _write_master(self, run: _Run) -> None:
-        path = run.target.directory / master_file_name(run.target.run)
-        AgipdNexusMaster(path).write(
-            run.index, run.product, run.extents, metadata=run.metadata, detector=self.detector,
-            instrument_name=run.target.params.instrument_name, source_name=run.target.params.source_name,
-            overwrite=run.overwrite)
+        AgipdNexusMaster(run.target.directory / master_file_name(run.target.run), triage=run.triage).write(
+            run.index, run.product, run.extents, metadata=run.metadata, detector=self.detector, overwrite=run.overwrite,
+            instrument_name=run.target.params.instrument_name, source_name=run.target.params.source_name)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .peak_list import FrameTriage
+
 
 class Encoding(enum.Enum):
     """How ``Frame.blob`` is encoded; each value maps to exactly one HDF5 chunk filter.
@@ -32,6 +34,7 @@ class Frame:
     detector's bytes in HDF5-chunk form; it is never recompressed. ``shape`` is (height, width), i.e.
     (slow, fast). Times are seconds: ``received_s`` is host ``time.time()`` at receipt, the others are
     the detector's own clock and may be ``None`` when the stream did not send them (eiger.md §9.5).
+    ``triage`` is added by the hit finder (``dataclasses.replace``); the blob is never touched by it.
     """
 
     series_id: int
@@ -45,6 +48,7 @@ class Frame:
     stop_time_s: float | None = None
     real_time_s: float | None = None
     channel: str = "threshold_1"
+    triage: FrameTriage | None = None  # set by the hit finder; None = not triaged
 
     @property
     def nbytes_uncompressed(self) -> int:

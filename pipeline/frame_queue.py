@@ -33,9 +33,15 @@ class FrameQueue(Generic[T]):
         self.frames_dropped = 0
         self._queue: queue.Queue[T] = queue.Queue(maxsize=capacity)
 
-    def put(self, item: T, timeout_s: float | None = None) -> bool:
-        """Enqueue; returns False only when a data item was dropped by the DROP policy."""
-        if self.policy is FullPolicy.DROP and not isinstance(item, (SeriesStart, EndOfSeries)):
+    def put(self, item: T, timeout_s: float | None = None, *, wait_for_room: bool = False) -> bool:
+        """Enqueue; returns False only when a data item was dropped by the DROP policy.
+
+        ``wait_for_room=True`` blocks whatever the policy: an engine stage forwarding into a queue whose
+        DROP policy guards the socket reader (the writer's ingress behind the hit finder) applies
+        backpressure instead, so frames are only ever dropped at the first queue they enter.
+        """
+        droppable = not wait_for_room and not isinstance(item, (SeriesStart, EndOfSeries))
+        if self.policy is FullPolicy.DROP and droppable:
             try:
                 self._queue.put_nowait(item)
             except queue.Full:

@@ -4,6 +4,8 @@ It is written in three steps, each opening and closing the file, so a crash neve
 ``create`` at series start (the file exists early and carries the metadata), ``link_data_file`` as each
 data file closes, and ``finalise`` at the end (frame layout, VDS, ``end_time``). Values the series did not
 supply are left out, never invented; only NXmx-required names get a neutral value (sample name = series).
+A triaged series' master also holds ``/entry/process_01`` and the CXI peak list (triage_process.py); its
+buffered rows are flushed in each of these steps, while the file is open anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from .errors import TargetFileExists
 from .nxmx_data_file import DATASET_PATH, FrameLayout
 from .series import DetectorConfig, SeriesStart
+from .triage_process import TriageProcess
 
 HC_EV_ANGSTROM = 12398.42  # photon energy (eV) × wavelength (Å)
 DETECTOR = "/entry/instrument/detector"
@@ -78,8 +81,9 @@ def _axis(group: h5py.Group, name: str, value: Any, units: str, kind: str, vecto
 
 
 class NxmxMaster:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, triage: TriageProcess | None = None) -> None:
         self.path = path
+        self.triage = triage  # None: the series is not triaged and the master has no triage groups
 
     def create(self, start: SeriesStart, *, instrument_name: str, source_name: str, sample_name: str,
                overwrite: bool) -> None:
@@ -110,6 +114,8 @@ class NxmxMaster:
             self._write_calibration(detector, start)
             self._write_sample(_group(entry, "sample", "NXsample"), cfg, sample_name)
             _put(_group(entry, "source", "NXsource"), "name", source_name)
+            if self.triage is not None:
+                self.triage.create(handle, image_path=DATASET_PATH, date=iso_time(start_s))
 
     @staticmethod
     def _write_root(handle: h5py.File) -> None:
@@ -203,6 +209,8 @@ class NxmxMaster:
             if name in group:
                 del group[name]
             group[name] = h5py.ExternalLink(extent.name, DATASET_PATH)
+            if self.triage is not None:
+                self.triage.flush(handle)
 
     def finalise(self, layout: FrameLayout | None, extents: Sequence[DataFileExtent], n_frames: int,
                  end_s: float) -> None:
@@ -226,6 +234,8 @@ class NxmxMaster:
             _put(entry, "end_time", iso_time(end_s))
             if "end_time_estimated" not in entry:
                 _put(entry, "end_time_estimated", iso_time(end_s))
+            if self.triage is not None:
+                self.triage.flush(handle, n_frames)
 
 
 def _write_vds(group: h5py.Group, layout: FrameLayout, extents: Sequence[DataFileExtent], n_frames: int) -> None:

@@ -5,7 +5,9 @@ its first frame arrives, at its final size when the series length is known, and 
 last row is written, so a crash loses at most the one open file. Frames are expected in index order
 (one ordered stream, one writer thread): gaps are lost frames, and a frame for a file already closed is
 rejected as late. At the end of the series, whatever the reason, the open file is trimmed after its
-last frame and the master gets its VDS; no padding frame is ever written.
+last frame and the master gets its VDS; no padding frame is ever written. When the series start carries
+triage parameters, each frame's triage result is buffered and reaches the master's CXI peak list and
+``/entry/process_01`` as each data file is linked, at the end, and whenever 1024 rows are waiting.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .nxmx_data_file import FrameLayout, NxmxDataFile
 from .nxmx_master import DataFileExtent, NxmxMaster
 from .saving_target import OverwritePolicy, SavingParams, SeriesFiles, claim_series_files
 from .series import EndOfSeries, SeriesStart
+from .triage_process import TriageProcess
 from .writer_stats import WriterStats
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,8 @@ class NxmxWriter:
         assert self._prepared is not None
         target, self._prepared = self._prepared, None
         expected = start.config.frames_expected if start.config is not None else None
-        series = _Series(target, NxmxMaster(target.files.master), expected)
+        triage = TriageProcess(start.triage, target.files.master) if start.triage is not None else None
+        series = _Series(target, NxmxMaster(target.files.master, triage=triage), expected)
         series.master.create(start, instrument_name=target.params.instrument_name,
                              source_name=target.params.source_name, sample_name=target.files.stem,
                              overwrite=series.overwrite)
@@ -129,6 +133,8 @@ class NxmxWriter:
         data_file.write(row, frame, filter_mask)
         series.highest_index = max(series.highest_index, frame.index)
         self.stats.record_frame(frame.index, frame.nbytes_encoded, frame.nbytes_uncompressed)
+        if series.master.triage is not None:
+            series.master.triage.add(frame.index, (frame.triage,))
         if data_file.complete:
             self._close_open_file(series, trim=False)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .triage_params import TriageParams
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
@@ -58,7 +60,8 @@ class DetectorConfig:
 @dataclass(frozen=True, slots=True)
 class SeriesStart:
     """Opens a series. ``config`` is ``None`` when the stream sent no config (V1 header_detail=none);
-    the acquisition then supplies the configuration it read over REST (see ``with_config``)."""
+    the acquisition then supplies the configuration it read over REST (see ``with_config``).
+    ``triage`` tells the writer that frames carry triage results made with these parameters."""
 
     series_id: int
     header_detail: str = "basic"
@@ -68,6 +71,7 @@ class SeriesStart:
     appendix: Any = None
     received_s: float = 0.0
     unique_id: str = ""
+    triage: TriageParams | None = None  # set by the hit finder when it triages this series
 
 
 class EndReason(enum.Enum):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .peak_list import FrameTriage
+
 AGIPD_MODULES = 16
 MODULE_SHAPE = (512, 128)  # (slow scan, fast scan) as stored in files (agipd.md §1.1)
 
@@ -41,6 +43,7 @@ class Train:
     received_s: float
     gain: np.ndarray | None = None  # CORRECTED: uint8 (frames, 16, 512, 128) gain stage 0/1/2
     mask: np.ndarray | None = None  # CORRECTED: uint32 (frames, 16, 512, 128) bad-pixel bits
+    triage: tuple[FrameTriage | None, ...] | None = None  # per frame, set by the hit finder; None = not triaged
 
     @property
     def frames(self) -> int:

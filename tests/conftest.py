@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+
+# bitshuffle uses OpenMP, and libgomp hangs in a forked child once the parent process has used it. The
+# device servers under test are forked from this process (MultiDeviceTestContext(process=True)), and the
+# HitFinder decodes bslz4 in the server (last_hit_image): one OpenMP thread keeps the fork safe. It must
+# be set before bitshuffle is first imported, hence here. Real servers start as fresh processes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:

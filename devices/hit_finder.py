@@ -1,0 +1,307 @@
+"""Tango face of online hit triage: peakfinder8 in worker processes between a detector and the writer.
+
+Frames reach it in-process from the detector device and leave for the writer with their peak lists; only
+parameters, counters, State and a rate-limited live image of the last hit travel through Tango.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from tango import AttrWriteType, DevState
+from tango.server import attribute, command, device_property
+
+from detpipe.pipeline.chunk_framing import decode_chunk_pixels
+from detpipe.pipeline.frame import Frame
+from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.series import DetectorConfig
+from detpipe.pipeline.stage import Item
+from detpipe.pipeline.train import AGIPD_MODULES, MODULE_SHAPE
+from detpipe.pipeline.triage_dispatcher import LastHit, TriageDispatcher
+from detpipe.pipeline.triage_params import TriageParams
+from detpipe.pipeline.triage_pool import TriagePool
+from detpipe.pipeline.triage_setup import DetectorKind
+from detpipe.pipeline.triage_stats import HISTOGRAM_BINS
+
+from .detpipe_device import DetpipeDevice
+from .event_throttle import EventThrottle
+from .triage_parameter import triage_parameter
+
+QUEUE_ALARM_PERCENT = 75.0
+MAX_IMAGE_WIDTH = 4200  # EIGER2 16M is 4148 px wide
+MAX_IMAGE_HEIGHT = AGIPD_MODULES * MODULE_SHAPE[0]  # AGIPD stacked modules: 8192 rows
+
+
+class HitFinder(DetpipeDevice):
+    """Finds Bragg peaks (peakfinder8) in every frame and tags it hit or miss; it never drops a frame.
+
+    Parameters carry the OnDA/OM names and apply from the next series (a running series keeps the
+    parameters it started with, shown in active_config). Results are written with the frames by the
+    writer, as CXI peak lists CrystFEL reads (docs/triage_output.md). If triage falls behind, frames
+    still go to the writer, untriaged and counted (frames_not_triaged).
+    """
+
+    EVENT_ATTRIBUTES = ("frames_triaged", "hits", "hit_rate", "last_n_peaks", "backlog", "frames_not_triaged")
+
+    Workers = device_property(
+        dtype=int, default_value=0, doc="Triage worker processes; 0 = one per CPU core this server may use"
+    )
+    BufferFrames = device_property(
+        dtype=int, default_value=256, doc="Eiger frames the hit finder's queue holds (~1-3 MB each for a 4M)"
+    )
+    BufferTrains = device_property(
+        dtype=int, default_value=4, doc="AGIPD trains the hit finder's queue holds (~270 MB each at 64 cells)"
+    )
+    BypassFill = device_property(
+        dtype=float, default_value=50.0,
+        doc="Queue fill (%) beyond which frames skip triage (counted as backlog) instead of waiting for a worker",
+    )
+    MaskFile = device_property(
+        dtype=str, default_value="",
+        doc="Optional user mask, 1 = good pixel: a .npy file or file.h5:/dataset, shaped like the detector image",
+    )
+
+    async def init_device(self) -> None:
+        await super().init_device()
+        self.set_data_ready_event("last_hit_image", True)
+        self._inboxes: dict[DetectorKind, FrameQueue[Item]] = {
+            DetectorKind.EIGER: FrameQueue(self.BufferFrames, FullPolicy.DROP),
+            DetectorKind.AGIPD: FrameQueue(self.BufferTrains, FullPolicy.DROP),
+        }
+        self._dispatcher = TriageDispatcher(TriagePool(self.Workers), self._inboxes[DetectorKind.EIGER],
+                                            bypass_fill_percent=self.BypassFill)
+        self._dispatcher.user_mask_path = self.MaskFile
+        self._dispatcher.start()
+        self.requested_params = TriageParams()
+        self._enabled = True
+        self._image_rate_hz = 25.0
+        self._image_throttle = EventThrottle(self._push_image_ready, self._image_rate_hz)
+        self._image_cache: tuple[int, np.ndarray] | None = None
+        self.refresh(force=True)
+        self.start_monitor()
+
+    async def delete_device(self) -> None:
+        await self.stop_monitor()
+        self._dispatcher.close()
+        await super().delete_device()
+
+    # --- used in-process by detector devices ---
+    def connect(self, kind: DetectorKind, writer_inbox: FrameQueue[Item]) -> FrameQueue[Item]:
+        """Put the hit finder in front of ``writer_inbox`` for the next series; returns where frames go
+        (``writer_inbox`` itself while the hit finder is disabled)."""
+        if not self._enabled:
+            return writer_inbox
+        if not self._dispatcher.pool.ready:
+            raise RuntimeError("the hit finder is still starting its workers (compiling peakfinder8); "
+                               "Prepare again when its State leaves INIT, or disable it")
+        self._dispatcher.inbox = self._inboxes[kind]
+        self._dispatcher.params = self.requested_params
+        self._dispatcher.prepare(kind, writer_inbox)
+        self._throttle.forget()
+        return self._dispatcher.inbox
+
+    async def expect(self, config: DetectorConfig | None, timeout_s: float = 30.0) -> None:
+        """The armed series' detector configuration: returns once the workers have built their geometry
+        for it (about a second for a 4M), so triage keeps up from the first frame after Start."""
+        if not self._enabled or config is None:
+            return
+        self._dispatcher.expect(config)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._dispatcher.setup_ready and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
+    def set_parameter(self, name: str, value: Any) -> None:
+        """Validated through ``TriageParams``; a bad value raises ``ConfigError`` and changes nothing."""
+        self.requested_params = TriageParams.from_mapping({**self.requested_params.to_mapping(), name: value})
+
+    # --- State ---
+    def assess(self) -> tuple[DevState, str]:
+        d, stats = self._dispatcher, self._dispatcher.stats
+        if d.failure is not None:
+            return DevState.FAULT, f"{d.failure}; frames go to the writer untriaged. Reset to retry"
+        if not d.pool.ready:
+            return DevState.INIT, f"Starting {d.pool.workers} triage workers (compiling peakfinder8)"
+        lost_workers = d.pool.workers - d.pool.workers_alive
+        behind = stats.not_triaged_total or lost_workers or d.inbox.fill_percent > QUEUE_ALARM_PERCENT
+        summary = (f"{stats.frames_triaged} frames triaged, {stats.hits} hits ({stats.hit_rate:.1f}% over the last "
+                   f"{stats.hit_rate_window}), {stats.not_triaged_total} not triaged {dict(stats.frames_not_triaged)}")
+        if d.in_series:
+            return (DevState.ALARM if behind else DevState.RUNNING), (
+                f"Triaging: {summary}; backlog {d.backlog}, {d.pool.workers_alive}/{d.pool.workers} workers")
+        if not self._enabled:
+            return DevState.ON, "Disabled: detectors send their frames straight to the writer"
+        return (DevState.ALARM if behind else DevState.ON), f"Idle. Last series: {summary}"
+
+    def event_values(self) -> dict[str, Any]:
+        stats = self._dispatcher.stats
+        if (hit := self._dispatcher.last_hit) is not None:
+            self._image_throttle.offer("last_hit_image", hit.number)
+        return {"frames_triaged": stats.frames_triaged, "hits": stats.hits, "hit_rate": stats.hit_rate,
+                "last_n_peaks": stats.last_n_peaks, "backlog": self._dispatcher.backlog,
+                "frames_not_triaged": stats.not_triaged_total}
+
+    def _push_image_ready(self, name: str, counter: int) -> None:
+        self.push_data_ready_event(name, counter)
+
+    # --- parameters (OnDA/OM names, memorized) ---
+    adc_threshold = triage_parameter("adc_threshold", float, "Floor of every ring's peak threshold, detector units")
+    minimum_snr = triage_parameter("minimum_snr", float, "Sigma-clipping factor, ring threshold factor and peak SNR cut",
+                                   min_value=0)
+    min_pixel_count = triage_parameter("min_pixel_count", int, "Fewest pixels a peak may have (inclusive)", min_value=1)
+    max_pixel_count = triage_parameter("max_pixel_count", int, "Most pixels a peak may have (inclusive)", min_value=1)
+    local_bg_radius = triage_parameter("local_bg_radius", int, "Local background disc radius is twice this",
+                                       min_value=1)
+    min_res = triage_parameter("min_res", float, "Pixels closer to the beam than this radius are ignored; 0 = none",
+                               min_value=0)
+    max_res = triage_parameter("max_res", float, "Pixels beyond this radius from the beam are ignored; 0 = none",
+                               min_value=0)
+    max_num_peaks = triage_parameter("max_num_peaks", int, "Peaks stored per frame (CXI row width)", min_value=1)
+    fast_mode = triage_parameter("fast_mode", bool, "Ring statistics from at most pixels_per_ring sampled pixels")
+    pixels_per_ring = triage_parameter("pixels_per_ring", int, "Pixels sampled per 1-px ring in fast mode",
+                                       min_value=1)
+    min_peaks = triage_parameter("min_peaks", int, "A hit has at least this many peaks (inclusive)", min_value=0)
+    max_peaks = triage_parameter("max_peaks", int, "A hit has at most this many peaks (inclusive)", min_value=0)
+    lit_pixel_threshold = triage_parameter("lit_pixel_threshold", float, "A pixel above this value is lit")
+    min_lit_pixels = triage_parameter("min_lit_pixels", int,
+                                      "Pre-veto: fewer lit pixels make a miss without peak finding; 0 = off",
+                                      min_value=0)
+
+    @attribute(dtype=bool, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               description="Triage frames of the next series; when False detectors bypass the hit finder")
+    async def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.write
+    async def enabled(self, value: bool) -> None:
+        self._enabled = value
+
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="frame",
+               format="%d", min_value=1, description="Frames in the running hit-rate window (OM uses 200)")
+    async def hit_rate_window(self) -> int:
+        return self._dispatcher.stats.hit_rate_window
+
+    @hit_rate_window.write
+    async def hit_rate_window(self, value: int) -> None:
+        self._dispatcher.stats.hit_rate_window = value
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="Hz",
+               format="%.1f", min_value=0.1, description="Most data-ready events per second for last_hit_image")
+    async def image_events_max_rate(self) -> float:
+        return self._image_rate_hz
+
+    @image_events_max_rate.write
+    async def image_events_max_rate(self, value: float) -> None:
+        self._image_rate_hz = value
+        self._image_throttle = EventThrottle(self._push_image_ready, value)
+
+    @attribute(dtype=str, description="Parameters of the series being (or last) triaged, as JSON (TriageParams)")
+    async def active_config(self) -> str:
+        active = self._dispatcher.active
+        return json.dumps(active.params.to_mapping() if active else {})
+
+    # --- results ---
+    @attribute(dtype=int, unit="frame", format="%d", description="Images triaged in this series")
+    async def frames_triaged(self) -> int:
+        return self._dispatcher.stats.frames_triaged
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Images with min_peaks <= n_peaks <= max_peaks")
+    async def hits(self) -> int:
+        return self._dispatcher.stats.hits
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Images triaged and not hits")
+    async def misses(self) -> int:
+        return self._dispatcher.stats.misses
+
+    @attribute(dtype=int, unit="frame", format="%d", description="Misses decided by the lit-pixel pre-veto alone")
+    async def vetoed(self) -> int:
+        return self._dispatcher.stats.vetoed
+
+    @attribute(dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
+               description="Hits among the last hit_rate_window triaged images")
+    async def hit_rate(self) -> float:
+        return self._dispatcher.stats.hit_rate
+
+    @attribute(dtype=int, unit="peak", format="%d", description="Peaks found in the last triaged image; -1 before")
+    async def last_n_peaks(self) -> int:
+        return self._dispatcher.stats.last_n_peaks
+
+    @attribute(dtype=(int,), max_dim_x=HISTOGRAM_BINS, unit="frame", format="%d",
+               description=f"Images per number of peaks: bin k counts images with k peaks, the last bin "
+                           f"{HISTOGRAM_BINS - 1} or more")
+    async def peaks_histogram(self) -> list[int]:
+        return self._dispatcher.stats.histogram.tolist()
+
+    @attribute(dtype=int, unit="frame", format="%d",
+               description="Images that went to the writer untriaged, all reasons (see not_triaged_reasons)")
+    async def frames_not_triaged(self) -> int:
+        return self._dispatcher.stats.not_triaged_total
+
+    @attribute(dtype=str, description="Untriaged images by reason (backlog, uncorrected, triage_error...), as JSON")
+    async def not_triaged_reasons(self) -> str:
+        return json.dumps(dict(self._dispatcher.stats.frames_not_triaged))
+
+    @attribute(dtype=int, unit="frame", format="%d",
+               description="Images waiting for triage: queued, or in a worker")
+    async def backlog(self) -> int:
+        return self._dispatcher.backlog
+
+    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
+               description="Fill of the hit finder's queue; frames skip triage beyond BypassFill")
+    async def queue_fill(self) -> float:
+        return self._dispatcher.inbox.fill_percent
+
+    @attribute(dtype=float, unit="ms", format="%.2f",
+               description="Mean time from handing an image to a worker to having its result")
+    async def triage_latency(self) -> float:
+        return self._dispatcher.stats.latency_mean_ms
+
+    @attribute(dtype=float, unit="ms", format="%.2f", description="Longest such time in this series")
+    async def triage_latency_max(self) -> float:
+        return self._dispatcher.stats.latency_max_ms
+
+    @attribute(dtype=float, unit="ms", format="%.2f",
+               description="Mean worker time per image (decoding and peakfinder8; one core)")
+    async def triage_time(self) -> float:
+        return self._dispatcher.stats.time_mean_ms
+
+    @attribute(dtype=int, format="%d", description="Triage worker processes running")
+    async def workers_alive(self) -> int:
+        return self._dispatcher.pool.workers_alive
+
+    @attribute(dtype=int, format="%d", description="Hits seen since the series start; numbers last_hit_image")
+    async def last_hit_number(self) -> int:
+        hit = self._dispatcher.last_hit
+        return hit.number if hit else 0
+
+    @attribute(dtype=((np.float32,),), max_dim_x=MAX_IMAGE_WIDTH, max_dim_y=MAX_IMAGE_HEIGHT, unit="ADU",
+               data_ready_event_implemented=True,
+               description="The last hit (Eiger frame, or AGIPD cell as 16 stacked modules); data-ready events "
+                           "at most image_events_max_rate per second")
+    async def last_hit_image(self) -> np.ndarray:
+        hit = self._dispatcher.last_hit
+        if hit is None:
+            return np.zeros((1, 1), dtype=np.float32)
+        if self._image_cache is None or self._image_cache[0] != hit.number:
+            self._image_cache = (hit.number, _image_of(hit))
+        return self._image_cache[1]
+
+    @command
+    async def Reset(self) -> None:
+        """Leave FAULT and clear the counters; the next series is triaged again."""
+        self._dispatcher.failure = None
+        self._dispatcher.stats.reset()
+        self.clear_fault()
+        self.refresh(force=True)
+
+
+def _image_of(hit: LastHit) -> np.ndarray:
+    """Pixels of the hit as float32 (decoded on read, so hits nobody looks at cost nothing)."""
+    item = hit.item
+    if isinstance(item, Frame):
+        pixels = decode_chunk_pixels(item.encoding, item.blob, item.shape, item.dtype)
+        return pixels.astype(np.float32)
+    return np.ascontiguousarray(item.data[hit.image], dtype=np.float32).reshape(MAX_IMAGE_HEIGHT, MODULE_SHAPE[1])

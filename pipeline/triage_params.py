@@ -1,0 +1,127 @@
+"""peakfinder8 and hit-rule parameters under their OnDA/OM names (triage.md §2, §3), validated in one place.
+
+The same dataclass is filled from the HitFinder device's memorized attributes, from YAML and from the JSON
+stored in a file's NXprocess note, so all three share one validation path (style.md §7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+# Units of each parameter, written next to the values in the NXprocess/NXparameters group and on the
+# Tango attributes. "adu" stands for the detector's unit: counts for an Eiger, photons for corrected AGIPD.
+UNITS: Mapping[str, str] = {
+    "adc_threshold": "adu",
+    "minimum_snr": "",
+    "min_pixel_count": "pixel",
+    "max_pixel_count": "pixel",
+    "local_bg_radius": "pixel",
+    "min_res": "pixel",
+    "max_res": "pixel",
+    "max_num_peaks": "peak",
+    "fast_mode": "",
+    "pixels_per_ring": "pixel",
+    "min_peaks": "peak",
+    "max_peaks": "peak",
+    "lit_pixel_threshold": "adu",
+    "min_lit_pixels": "pixel",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TriageParams:
+    """One series' triage settings; defaults are detpipe's documented defaults (docs/triage.md).
+
+    ``min_res``/``max_res`` are radii in pixels from the beam centre (0 disables the cut, as in CrystFEL).
+    ``fast_mode`` computes ring statistics on at most ``pixels_per_ring`` fixed, randomly sampled pixels
+    per 1-px ring (OM's ``number_of_pixel_per_bin_in_radial_statistics``). The hit rule is inclusive on
+    both sides, Cheetah style: ``min_peaks <= n_peaks <= max_peaks`` (OM's strict ``min = 8`` is our 9).
+    ``min_lit_pixels > 0`` turns on the lit-pixel pre-veto: frames with fewer masked-in pixels above
+    ``lit_pixel_threshold`` are misses without running peakfinder8 (triage.md §4).
+    """
+
+    adc_threshold: float = 6.0
+    minimum_snr: float = 6.0
+    min_pixel_count: int = 2
+    max_pixel_count: int = 200
+    local_bg_radius: int = 4
+    min_res: float = 0.0
+    max_res: float = 0.0
+    max_num_peaks: int = 2048
+    fast_mode: bool = True
+    pixels_per_ring: int = 100
+    min_peaks: int = 10
+    max_peaks: int = 2048
+    lit_pixel_threshold: float = 0.7
+    min_lit_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        if problems := _problems(self):
+            raise ConfigError(problems)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> TriageParams:
+        """From YAML/JSON/attributes: unknown keys and bad values are all reported in one ``ConfigError``."""
+        known = {f.name for f in fields(cls)}
+        problems = [f"unknown triage parameter {key!r}; known: {sorted(known)}" for key in raw.keys() - known]
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            kind = type(getattr(cls(), f.name))
+            try:
+                values[f.name] = _coerce(kind, raw[f.name])
+            except (TypeError, ValueError):
+                problems.append(f"{f.name} must be a {kind.__name__}, got {raw[f.name]!r}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The exact document ``from_mapping`` accepts (stored in files, shown by the device)."""
+        return asdict(self)
+
+
+def _coerce(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(value)
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError(value)
+        return int(value)
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return kind(value)
+
+
+def _problems(p: TriageParams) -> list[str]:
+    problems = []
+    if not p.minimum_snr > 0:
+        problems.append(f"minimum_snr must be > 0, got {p.minimum_snr}")
+    if p.min_pixel_count < 1:
+        problems.append(f"min_pixel_count must be >= 1, got {p.min_pixel_count}")
+    if p.max_pixel_count < p.min_pixel_count:
+        problems.append(f"max_pixel_count {p.max_pixel_count} is below min_pixel_count {p.min_pixel_count}")
+    if p.local_bg_radius < 1:
+        problems.append(f"local_bg_radius must be >= 1, got {p.local_bg_radius}")
+    if p.min_res < 0 or p.max_res < 0:
+        problems.append(f"min_res and max_res must be >= 0 (0 = no cut), got {p.min_res}, {p.max_res}")
+    if p.max_res and p.max_res <= p.min_res:
+        problems.append(f"max_res {p.max_res} must exceed min_res {p.min_res} (or be 0 for no upper cut)")
+    if not 1 <= p.max_num_peaks <= 65536:
+        problems.append(f"max_num_peaks must be within 1..65536, got {p.max_num_peaks}")
+    if p.pixels_per_ring < 1:
+        problems.append(f"pixels_per_ring must be >= 1, got {p.pixels_per_ring}")
+    if p.min_peaks < 0:
+        problems.append(f"min_peaks must be >= 0, got {p.min_peaks}")
+    if p.max_peaks < p.min_peaks:
+        problems.append(f"max_peaks {p.max_peaks} is below min_peaks {p.min_peaks}")
+    if p.min_lit_pixels < 0:
+        problems.append(f"min_lit_pixels must be >= 0 (0 = pre-veto off), got {p.min_lit_pixels}")
+    return problems

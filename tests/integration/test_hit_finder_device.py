@@ -1,0 +1,155 @@
+"""HitFinder in a real detpipe server between a simulated EIGER or AGIPD and the writer: hits and peaks in
+the files and on the device match the simulators' ground truth, and nothing is lost when triage lags."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tango
+from tango.test_context import MultiDeviceTestContext
+
+from detpipe.devices.agipd_detector import AgipdDetector
+from detpipe.devices.eiger_detector import EigerDetector
+from detpipe.devices.hit_finder import HitFinder
+from detpipe.devices.nexus_writer import NexusWriter
+from detpipe.simulators import AgipdSimulator, EigerSimulator
+from tests.integration.test_eiger_slice import acquire, configure
+from tests.integration.test_agipd_slice import run
+from tests.waiting import wait_until
+
+DETECTOR, HIT_FINDER, WRITER = "test/detector/1", "test/hitfinder/1", "test/writer/1"
+WORKERS_START_S = 240.0  # first start on a fresh checkout compiles peakfinder8 in every worker
+
+
+@contextmanager
+def triage_server(detector_class: type, detector_props: dict, data_root: Path,
+                  **finder_props: object) -> Iterator[tuple[tango.DeviceProxy, ...]]:
+    devices = [
+        {"class": detector_class, "devices": [{"name": DETECTOR, "properties": {
+            "WriterDevice": WRITER, "HitFinderDevice": HIT_FINDER, **detector_props}}]},
+        {"class": HitFinder, "devices": [{"name": HIT_FINDER, "properties": {"Workers": 2, **finder_props}}]},
+        {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
+            "DataRoots": [str(data_root)], "BufferFrames": 256, "TrainsPerSequence": 8}}]},
+    ]
+    with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
+        detector, finder, writer = (ctx.get_device(name) for name in (DETECTOR, HIT_FINDER, WRITER))
+        for proxy in (detector, finder):  # a 4M last_hit_image read on a loaded 2-core CI box can exceed 3 s
+            proxy.set_timeout_millis(60000)
+        wait_until(finder.State, lambda s: s != tango.DevState.INIT, WORKERS_START_S, "HitFinder State")
+        writer.saving_directory = str(data_root)
+        yield detector, finder, writer
+
+
+def eiger_props(sim: EigerSimulator) -> dict:
+    return {"DetectorUrl": sim.rest_url, "StreamEndpoint": sim.stream_endpoint, "StreamTimeout": 5.0}
+
+
+def near(found: np.ndarray, x: float, y: float, tolerance_px: float = 1.0) -> bool:
+    return bool(found.size) and bool(np.min(np.hypot(found[:, 0] - x, found[:, 1] - y)) <= tolerance_px)
+
+
+def test_hits_and_peak_positions_in_the_master_match_the_simulated_truth(eiger_sim: EigerSimulator,
+                                                                          data_root: Path) -> None:
+    frames = 60
+    with triage_server(EigerDetector, eiger_props(eiger_sim), data_root) as (detector, finder, writer):
+        configure(detector, writer, data_root, frames, frames_per_file=25)
+        assert acquire(detector) == "Ready", detector.Status()
+        truth = [eiger_sim.frames.truth(i) for i in range(frames)]
+        true_hits = sum(t.is_hit for t in truth)
+        assert finder.frames_triaged == frames and finder.frames_not_triaged == 0
+        assert finder.hits == true_hits and finder.misses == frames - true_hits
+        assert sum(finder.peaks_histogram) == frames
+        last_hit = max(i for i, t in enumerate(truth) if t.is_hit)
+        np.testing.assert_array_equal(finder.last_hit_image, eiger_sim.frames.pixels(last_hit).astype(np.float32))
+        assert json.loads(finder.active_config)["min_peaks"] == finder.min_peaks
+        master = Path(writer.master_file)
+    with h5py.File(master) as f:
+        is_hit = f["/entry/process_01/results/is_hit"][()]
+        n_stored = f["/entry_1/result_1/nPeaks"][()]
+        xs, ys = f["/entry_1/result_1/peakXPosRaw"][()], f["/entry_1/result_1/peakYPosRaw"][()]
+        assert f["/entry_1/data_1/data"].shape[0] == frames
+    np.testing.assert_array_equal(is_hit, [int(t.is_hit) for t in truth])
+    peaks = [(p, np.stack([xs[i, :n_stored[i]], ys[i, :n_stored[i]]], axis=1))
+             for i, t in enumerate(truth) for p in t.peaks]
+    recovered = sum(near(found, p.x, p.y) for p, found in peaks)
+    assert recovered >= 0.95 * len(peaks), f"{recovered} of {len(peaks)} true peaks found within 1 px"
+    assert all(n_stored[i] == 0 for i, t in enumerate(truth) if not t.is_hit)
+
+
+def test_frames_beyond_the_triage_backlog_are_written_untriaged_and_counted(data_root: Path) -> None:
+    frames = 80
+    with EigerSimulator(model="4M", host="127.0.0.1", rest_port=0, stream_port=0, seed=3, paced=False,
+                        distinct_frames=4) as sim:
+        with triage_server(EigerDetector, eiger_props(sim), data_root, Workers=1, BypassFill=2.0) as (
+                detector, finder, writer):
+            configure(detector, writer, data_root, frames, frames_per_file=100, expo_s=0.002)
+            assert acquire(detector) == "Ready", detector.Status()
+            assert writer.frames_written == frames and detector.frames_dropped == 0
+            assert finder.frames_triaged + finder.frames_not_triaged == frames
+            assert json.loads(finder.not_triaged_reasons).get("backlog", 0) == finder.frames_not_triaged > 0
+            assert finder.State() == tango.DevState.ALARM, finder.Status()
+            master = Path(writer.master_file)
+    with h5py.File(master) as f:
+        triaged = f["/entry/process_01/results/n_peaks"][()] >= 0
+    assert int(triaged.sum()) == frames - int((~triaged).sum()) and (~triaged).any()
+
+
+def test_bad_parameters_are_refused_and_leave_the_parameters_unchanged(eiger_sim: EigerSimulator,
+                                                                      data_root: Path) -> None:
+    with triage_server(EigerDetector, eiger_props(eiger_sim), data_root) as (_, finder, _writer):
+        finder.min_peaks = 12
+        with pytest.raises(tango.DevFailed, match="max_peaks .* is below min_peaks"):
+            finder.max_peaks = 5
+        assert (finder.min_peaks, finder.max_peaks) == (12, 2048)
+        finder.min_res = 100.0
+        with pytest.raises(tango.DevFailed, match="max_res 50.0 must exceed min_res 100.0"):
+            finder.max_res = 50.0
+        assert finder.max_res == 0.0
+
+
+def test_each_new_hit_is_announced_by_a_data_ready_event(eiger_sim: EigerSimulator, data_root: Path) -> None:
+    events: list[int] = []
+    seen = threading.Event()
+
+    def on_event(event: tango.DataReadyEventData) -> None:
+        if not event.err:
+            events.append(event.ctr)
+            seen.set()
+
+    with triage_server(EigerDetector, eiger_props(eiger_sim), data_root) as (detector, finder, writer):
+        subscription = finder.subscribe_event("last_hit_image", tango.EventType.DATA_READY_EVENT, on_event)
+        try:
+            configure(detector, writer, data_root, 30)
+            assert acquire(detector) == "Ready", detector.Status()
+            assert seen.wait(5.0), "no data-ready event for last_hit_image"
+            assert events[-1] <= finder.last_hit_number == finder.hits
+        finally:
+            finder.unsubscribe_event(subscription)
+
+
+def test_corrected_agipd_cells_are_triaged_against_the_simulated_hits(data_root: Path) -> None:
+    trains = 4
+    with AgipdSimulator(cells=64, product="corrected", paced=False, seed=11, hit_fraction=0.15) as sim:
+        props = {"BridgeEndpoint": sim.endpoint, "BridgeSocket": "REQ", "StreamTimeout": 30.0}
+        with triage_server(AgipdDetector, props, data_root) as (detector, finder, writer):
+            assert run(detector, trains) == "Ready", detector.Status()
+            truth = [sim.truth.train(k) for k in range(trains)]
+            true_hits = np.concatenate([t.hits for t in truth])
+            assert finder.frames_triaged == trains * 64 and writer.frames_written == trains * 64
+            assert finder.hits == int(true_hits.sum())
+            assert finder.last_hit_image.shape == (16 * 512, 128)
+            master = Path(writer.master_file)
+    with h5py.File(master) as f:
+        np.testing.assert_array_equal(f["/entry/process_01/results/is_hit"][()], true_hits.astype(np.int8))
+        n_stored, ss = f["/entry_1/result_1/nPeaks"][()], f["/entry_1/result_1/peakYPosRaw"][()]
+    first_hit = int(np.argmax(true_hits))
+    module_rows = ss[first_hit, :n_stored[first_hit]] // 512
+    true_modules = {p.module for p in truth[first_hit // 64].peaks_in(first_hit % 64)}
+    assert set(module_rows.astype(int)) <= true_modules
