@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from .frames import DISTINCT_FRAMES
 
 DETECTOR, HIT_FINDER, WRITER = "bench/eiger/1", "bench/hitfinder/1", "bench/writer/1"
 TRIAGE_FRAMES = 300  # ~5 s at the 60 frame/s goal
+TRIAGE_ROUNDS = 3
 WORKERS_START_S = 300.0
 
 
@@ -27,10 +29,20 @@ def bench_e2e(n_frames: int) -> dict[str, float]:
 
 
 def bench_triage_e2e(n_frames: int) -> dict[str, float]:
-    """Every frame triaged (the hit finder's queue holds the whole series, so none skips triage) and written."""
+    """Every frame triaged (the hit finder's queue holds the whole series, so none skips triage) and written.
+
+    Best of ``TRIAGE_ROUNDS`` (after ``os.sync()``, as ``best_of`` does): on the shared 2-core VM a page-cache
+    writeback stall of 1–2 s in one series halves its rate; the worst round is reported too.
+    """
     frames = min(n_frames, TRIAGE_FRAMES)
-    fps, lost, untriaged = _run_chain(frames, triage=True)
-    return {"triage.e2e_fps": fps, "triage.e2e_frames_lost": lost, "triage.e2e_frames_not_triaged": untriaged}
+    rounds = []
+    for _ in range(TRIAGE_ROUNDS):
+        os.sync()
+        rounds.append(_run_chain(frames, triage=True))
+    fps = [r[0] for r in rounds]
+    return {"triage.e2e_fps": max(fps), "triage.e2e_fps_worst": min(fps),
+            "triage.e2e_frames_lost": max(r[1] for r in rounds),
+            "triage.e2e_frames_not_triaged": max(r[2] for r in rounds)}
 
 
 def _run_chain(n_frames: int, *, triage: bool) -> tuple[float, float, float]:

@@ -150,49 +150,36 @@ def agipd_scores() -> dict[str, Score]:
     return scores
 
 
+# Frames the samples must hold for the numbers to mean something: ≥ 200 frames per detector, 10 % hits.
+MIN_BLANK_FRAMES = {"eiger_scores": 180, "agipd_scores": 300}
+DETECTORS = pytest.mark.parametrize("detector", ["eiger_scores", "agipd_scores"], ids=["eiger_4m", "agipd_1m"])
+
+
+@pytest.fixture
+def score(request: pytest.FixtureRequest, detector: str, mode: str) -> Score:
+    return request.getfixturevalue(detector)[mode]
+
+
+@DETECTORS
 @pytest.mark.parametrize("mode", MODES)
-def test_eiger_4m_hits_are_found_with_recall_099_and_precision_098(eiger_scores, mode: str) -> None:
-    score = eiger_scores[mode]
+def test_hits_are_found_with_recall_099_and_precision_098(score: Score) -> None:
     assert score.true_hits >= 15, "the sample must hold enough hits to measure recall"
     assert score.recall >= 0.99, score
     assert score.precision >= 0.98, score
 
 
+@DETECTORS
 @pytest.mark.parametrize("mode", MODES)
-def test_eiger_4m_recovers_95_percent_of_snr10_peaks_within_one_pixel(eiger_scores, mode: str) -> None:
-    score = eiger_scores[mode]
+def test_95_percent_of_snr10_peaks_are_recovered_within_one_pixel(score: Score) -> None:
     assert score.strong_peaks >= 300
     assert score.peak_recovery >= 0.95, score
     assert np.median(score.errors_px) < 0.2
 
 
+@DETECTORS
 @pytest.mark.parametrize("mode", MODES)
-def test_eiger_4m_blank_frames_have_no_peaks(eiger_scores, mode: str) -> None:
-    score = eiger_scores[mode]
-    assert score.blank_frames >= 180
-    assert score.blank_peaks == 0
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_agipd_hits_are_found_with_recall_099_and_precision_098(agipd_scores, mode: str) -> None:
-    score = agipd_scores[mode]
-    assert score.true_hits >= 15
-    assert score.recall >= 0.99, score
-    assert score.precision >= 0.98, score
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_agipd_recovers_95_percent_of_snr10_peaks_within_one_pixel(agipd_scores, mode: str) -> None:
-    score = agipd_scores[mode]
-    assert score.strong_peaks >= 300
-    assert score.peak_recovery >= 0.95, score
-    assert np.median(score.errors_px) < 0.2
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_agipd_blank_and_dark_frames_have_no_peaks(agipd_scores, mode: str) -> None:
-    score = agipd_scores[mode]
-    assert score.blank_frames >= 300
+def test_blank_and_dark_frames_have_no_peaks(score: Score, detector: str) -> None:
+    assert score.blank_frames >= MIN_BLANK_FRAMES[detector]
     assert score.blank_peaks == 0
 
 
