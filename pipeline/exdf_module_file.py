@@ -13,8 +13,6 @@ abort, and trims rows of a train that was only partly written, so files left by 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import importlib.metadata
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import numpy as np
 from .chunk_framing import DEFAULT_BLOCK_BYTES, build_chunk_header
 from .errors import FrameRejected, TargetFileExists
 from .exdf_index import TrainRecord
+from .software_version import detpipe_version
 from .train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 
 log = logging.getLogger(__name__)
@@ -75,16 +74,7 @@ class RunMetadata:
 
     @property
     def daq_library(self) -> str:
-        return _daq_library()
-
-
-@functools.cache
-def _daq_library() -> str:
-    """Read once: parsing the package metadata costs ~1 ms, and every sequence opens 16 files."""
-    try:
-        return f"detpipe {importlib.metadata.version('detpipe')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "detpipe"
+        return f"detpipe {detpipe_version()}"
 
 
 def module_source(detector: str, product: Product, module: int) -> str:

@@ -90,8 +90,9 @@ class HitFinder:
             lit = pf8.count_lit_pixels(flat, self._static_mask, self.params.lit_pixel_threshold)
             return self._finish(flat, self._static_mask, lit, t0)
         work = self._work
-        lit = pf8.apply_good_mask(
-            flat, self._static_mask, self._flat_mask(mask), self.params.lit_pixel_threshold, work.image, work.mask
+        lit = pf8.apply_frame_mask(
+            flat, self._static_mask, self._flat_mask(mask), False, self.params.lit_pixel_threshold, work.image,
+            work.mask,
         )
         return self._finish(work.image, work.mask, lit, t0)
 
@@ -143,8 +144,8 @@ class HitFinder:
         if bad.size != AGIPD_PIXELS:
             raise FrameRejected("shape_mismatch", f"AGIPD mask shape {np.shape(cell_mask)} does not fit {self.shape}")
         work = self._work
-        lit = pf8.apply_bad_pixel_mask(
-            flat, self._static_mask, bad, self.params.lit_pixel_threshold, work.image, work.mask
+        lit = pf8.apply_frame_mask(
+            flat, self._static_mask, bad, True, self.params.lit_pixel_threshold, work.image, work.mask
         )
         return self._finish(work.image, work.mask, lit, t0)
 
@@ -180,7 +181,8 @@ class HitFinder:
             for mask in (None, good, frozen[1]):
                 tiny.triage(image, mask)
             for cell_mask in (bad, frozen[2]):
-                pf8.apply_bad_pixel_mask(image.reshape(-1), static, cell_mask.reshape(-1), 0.5, work.image, work.mask)
+                pf8.apply_frame_mask(image.reshape(-1), static, cell_mask.reshape(-1), True, 0.5, work.image,
+                                     work.mask)
             for table in (geometry.full_rings, geometry.sampled_rings):
                 pf8.gather_ring_values(image.reshape(-1), table.pixels, values)
                 pf8.scatter_ring_values(image.reshape(-1), table.raster_pixels, table.ring_position, values)

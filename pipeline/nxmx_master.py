@@ -11,7 +11,6 @@ buffered rows are flushed in each of these steps, while the file is open anyway.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from .errors import TargetFileExists
 from .nxmx_data_file import DATASET_PATH, FrameLayout
 from .series import DetectorConfig, SeriesStart
+from .software_version import detpipe_version
 from .triage_process import TriageProcess
 
 HC_EV_ANGSTROM = 12398.42  # photon energy (eV) × wavelength (Å)
@@ -119,10 +119,7 @@ class NxmxMaster:
 
     @staticmethod
     def _write_root(handle: h5py.File) -> None:
-        try:
-            version = importlib.metadata.version("detpipe")
-        except importlib.metadata.PackageNotFoundError:
-            version = "unknown"
+        version = detpipe_version()
         handle.attrs.update({
             "default": "entry", "file_name": str(handle.filename), "creator": "detpipe",
             "file_time": dt.datetime.now().astimezone().isoformat(timespec="seconds"),

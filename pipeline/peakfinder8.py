@@ -75,42 +75,21 @@ def prepare_eiger_image(
 
 
 @njit(cache=True, nogil=True)
-def apply_good_mask(
+def apply_frame_mask(
     image: np.ndarray,  # float32 (H·W,)
     static_mask: np.ndarray,  # uint8 (H·W,), 1 = use
-    good: np.ndarray,  # any integer type (H·W,), nonzero = use
+    frame_mask: np.ndarray,  # any integer type (H·W,)
+    nonzero_is_bad: bool,  # True: bad-pixel bits (AGIPD's corrected ``image.mask``); False: 1 = good
     lit_threshold: float,
     out_image: np.ndarray,  # float32 (H·W,): the image, NaN where not used
-    out_mask: np.ndarray,  # uint8 (H·W,): static AND good AND finite
+    out_mask: np.ndarray,  # uint8 (H·W,): static AND frame mask AND finite
 ) -> int:  # pragma: no cover - compiled
-    """Per-frame mask in the 1 = good convention, folded into a NaN-masked copy; returns the lit count."""
+    """A per-frame mask, in either convention, folded into a NaN-masked copy; returns the lit count."""
     lit = 0
     threshold = np.float32(lit_threshold)
     for i in range(image.size):
         v = image[i]
-        use = (static_mask[i] != 0) & (good[i] != 0) & (np.abs(v) < _INF)
-        f = v if use else _NAN
-        out_image[i] = f
-        out_mask[i] = use
-        lit += f > threshold
-    return lit
-
-
-@njit(cache=True, nogil=True)
-def apply_bad_pixel_mask(
-    image: np.ndarray,  # float32 (H·W,)
-    static_mask: np.ndarray,  # uint8 (H·W,), 1 = use
-    bad: np.ndarray,  # uint32 (H·W,) bad-pixel bits, 0 = good (AGIPD's corrected ``image.mask``)
-    lit_threshold: float,
-    out_image: np.ndarray,  # float32 (H·W,): the image, NaN where not used
-    out_mask: np.ndarray,  # uint8 (H·W,): static AND bad == 0 AND finite
-) -> int:  # pragma: no cover - compiled
-    """Per-frame bad-pixel bits folded into a NaN-masked copy; returns the lit count."""
-    lit = 0
-    threshold = np.float32(lit_threshold)
-    for i in range(image.size):
-        v = image[i]
-        use = (static_mask[i] != 0) & (bad[i] == 0) & (np.abs(v) < _INF)
+        use = (static_mask[i] != 0) & ((frame_mask[i] != 0) != nonzero_is_bad) & (np.abs(v) < _INF)
         f = v if use else _NAN
         out_image[i] = f
         out_mask[i] = use

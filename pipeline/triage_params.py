@@ -100,28 +100,25 @@ def _coerce(kind: type, value: Any) -> Any:
     return kind(value)
 
 
+# Lower bounds checked alike: a peak needs a pixel, a background disc and a ring sample need a radius.
+_AT_LEAST: Mapping[str, int] = {
+    "min_pixel_count": 1, "local_bg_radius": 1, "pixels_per_ring": 1, "min_peaks": 0, "min_lit_pixels": 0,
+}
+
+
 def _problems(p: TriageParams) -> list[str]:
-    problems = []
+    problems = [f"{name} must be >= {low}, got {getattr(p, name)}"
+                for name, low in _AT_LEAST.items() if getattr(p, name) < low]
     if not p.minimum_snr > 0:
         problems.append(f"minimum_snr must be > 0, got {p.minimum_snr}")
-    if p.min_pixel_count < 1:
-        problems.append(f"min_pixel_count must be >= 1, got {p.min_pixel_count}")
     if p.max_pixel_count < p.min_pixel_count:
         problems.append(f"max_pixel_count {p.max_pixel_count} is below min_pixel_count {p.min_pixel_count}")
-    if p.local_bg_radius < 1:
-        problems.append(f"local_bg_radius must be >= 1, got {p.local_bg_radius}")
     if p.min_res < 0 or p.max_res < 0:
         problems.append(f"min_res and max_res must be >= 0 (0 = no cut), got {p.min_res}, {p.max_res}")
     if p.max_res and p.max_res <= p.min_res:
         problems.append(f"max_res {p.max_res} must exceed min_res {p.min_res} (or be 0 for no upper cut)")
     if not 1 <= p.max_num_peaks <= 65536:
         problems.append(f"max_num_peaks must be within 1..65536, got {p.max_num_peaks}")
-    if p.pixels_per_ring < 1:
-        problems.append(f"pixels_per_ring must be >= 1, got {p.pixels_per_ring}")
-    if p.min_peaks < 0:
-        problems.append(f"min_peaks must be >= 0, got {p.min_peaks}")
     if p.max_peaks < p.min_peaks:
         problems.append(f"max_peaks {p.max_peaks} is below min_peaks {p.min_peaks}")
-    if p.min_lit_pixels < 0:
-        problems.append(f"min_lit_pixels must be >= 0 (0 = pre-veto off), got {p.min_lit_pixels}")
     return problems

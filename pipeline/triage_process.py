@@ -17,7 +17,6 @@ wait in a ``PeakRowBuffer`` until the writer opens the master anyway (``flush``)
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from .cxi_peak_list import (CXI_COLUMNS, CXI_PATH, DEFLATE, FLUSH_ROWS, FRAME_CH
                             create_cxi_peak_list, grow_rows, write_cxi_rows)
 from .errors import ConfigError
 from .peak_list import FrameTriage
+from .software_version import detpipe_version
 from .triage_params import UNITS, TriageParams
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,6 @@ NOTE_DESCRIPTION = (
 # Per-frame results (name, dtype); -1 = not triaged. ``vetoed`` = 1 when the lit-pixel pre-veto made the call.
 RESULT_FIELDS: tuple[tuple[str, type[np.integer]], ...] = (
     ("n_peaks", np.int32), ("is_hit", np.int8), ("lit_pixels", np.int64), ("vetoed", np.int8))
-
-
-def detpipe_version() -> str:
-    try:
-        return importlib.metadata.version("detpipe")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def params_json(params: TriageParams) -> str:

@@ -95,10 +95,12 @@ def test_frames_beyond_the_triage_backlog_are_written_untriaged_and_counted(data
             assert finder.frames_triaged + finder.frames_not_triaged == frames
             assert json.loads(finder.not_triaged_reasons).get("backlog", 0) == finder.frames_not_triaged > 0
             assert finder.State() == tango.DevState.ALARM, finder.Status()
-            master = Path(writer.master_file)
+            frames_triaged, master = finder.frames_triaged, Path(writer.master_file)
     with h5py.File(master) as f:
         triaged = f["/entry/process_01/results/n_peaks"][()] >= 0
-    assert int(triaged.sum()) == frames - int((~triaged).sum()) and (~triaged).any()
+        untriaged_rows = f["/entry_1/result_1/nPeaks"][()][~triaged]
+    assert triaged.shape == (frames,) and int(triaged.sum()) == frames_triaged
+    assert not untriaged_rows.any()  # rows of frames written untriaged carry no peaks
 
 
 def test_bad_parameters_are_refused_and_leave_the_parameters_unchanged(eiger_sim: EigerSimulator,
@@ -152,4 +154,4 @@ def test_corrected_agipd_cells_are_triaged_against_the_simulated_hits(data_root:
     first_hit = int(np.argmax(true_hits))
     module_rows = ss[first_hit, :n_stored[first_hit]] // 512
     true_modules = {p.module for p in truth[first_hit // 64].peaks_in(first_hit % 64)}
-    assert set(module_rows.astype(int)) <= true_modules
+    assert module_rows.size >= 15 and set(module_rows.astype(int)) <= true_modules
