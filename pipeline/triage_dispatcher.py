@@ -223,9 +223,6 @@ class TriageDispatcher:
             assert isinstance(result, FrameTriage)
             entry.results[image] = result
             self.stats.record(result, (time.monotonic() - submitted) * 1e3)
-            if result.is_hit:
-                number = self.last_hit.number + 1 if self.last_hit else 1
-                self.last_hit = LastHit(entry.item, image, result.n_peaks, number)  # type: ignore[arg-type]
         for job in self.pool.lost_jobs():
             entry, _, _ = self._jobs.pop(job)
             entry.owed -= 1
@@ -235,6 +232,8 @@ class TriageDispatcher:
         while self._pending and not self._pending[0].owed and not self._pending[0].unsubmitted:
             entry = self._pending.popleft()
             item = entry.item
+            if isinstance(item, (Frame, Train)):
+                self._note_hits(item, entry.results)
             if isinstance(item, Frame):
                 item = replace(item, triage=entry.results[0])
             elif isinstance(item, Train):
@@ -243,6 +242,14 @@ class TriageDispatcher:
                 self.in_series = False  # ``active`` stays: it describes the last series until the next one
             assert self._outbox is not None, "prepare() names the outbox before any series"
             self._outbox.put(item, wait_for_room=True)
+
+    def _note_hits(self, item: Frame | Train, results: list[FrameTriage | None]) -> None:
+        """Here, in arrival order, not as results come back: with several workers a later frame's result
+        can arrive first, and the last hit must be the last one in the series."""
+        for image, result in enumerate(results):
+            if result is not None and result.is_hit:
+                number = self.last_hit.number + 1 if self.last_hit else 1
+                self.last_hit = LastHit(item, image, result.n_peaks, number)
 
     def _drain(self) -> None:
         """Finish and forward everything of the previous series before a new setup is sent."""

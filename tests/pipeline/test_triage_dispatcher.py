@@ -66,6 +66,9 @@ def test_frames_leave_in_arrival_order_with_their_triage_and_hits_match_the_trut
     assert [f.triage.is_hit for f in frames] == [sfx.truth(i).is_hit for i in range(N_FRAMES)]
     assert triage.stats.frames_triaged == N_FRAMES and triage.stats.not_triaged_total == 0
     assert triage.stats.hits == sum(sfx.truth(i).is_hit for i in range(N_FRAMES))
+    last_true_hit = max(i for i in range(N_FRAMES) if sfx.truth(i).is_hit)
+    assert triage.last_hit is not None and triage.last_hit.item.index == last_true_hit
+    assert triage.last_hit.number == triage.stats.hits
     assert not triage.in_series and triage.backlog == 0
 
 
