@@ -15,6 +15,7 @@ from pathlib import Path
 from .agipd_bench import bench_agipd
 from .e2e_bench import bench_e2e, bench_triage_e2e
 from .receiver_bench import bench_receiver
+from .red_bench import bench_red
 from .triage_kernel_bench import triage_kernel_bench
 from .writer_bench import bench_writer
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results: dict[str, float] = {}
-    for bench in (bench_writer, bench_receiver, bench_e2e, bench_agipd, triage_kernel_bench, bench_triage_e2e):
+    for bench in (bench_writer, bench_receiver, bench_e2e, bench_agipd, triage_kernel_bench, bench_triage_e2e,
+                  bench_red):
         results.update(bench(args.frames))
         print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)

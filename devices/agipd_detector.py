@@ -214,7 +214,7 @@ class AgipdDetector(DetectorDevice):
     async def _acquire(self) -> None:
         run = self._run_number
         end = await asyncio.to_thread(self._acq.acquire)
-        await self.wait_writer_done(run)
+        await self.wait_writer_done(run, DetectorKind.AGIPD)
         stats = self._receiver.stats
         self._summary = (f"Run {run} done ({end.reason.value}): {stats.trains_received} trains, "
                          f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "

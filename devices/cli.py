@@ -33,6 +33,12 @@ def _server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reduce(args: argparse.Namespace) -> int:
+    from .reduce_command import run_reduce
+
+    return run_reduce(args.raw, policy_file=args.policy, config_from=args.config_from, output=args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detpipe", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -51,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("detector", choices=["eiger", "agipd"])
     sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="simulator options (see detpipe sim eiger --help)")
     sim.set_defaults(func=_sim)
+
+    reduce = sub.add_parser("reduce", help="apply a data policy to an archived raw series (same code as online)")
+    reduce.add_argument("raw", type=Path, help="raw series master, <stem>_master.h5")
+    source = reduce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policy", type=Path, help="YAML/JSON data policy (DataPolicy attribute names)")
+    source.add_argument("--config-from", type=Path, help="a RED file: reuse the policy stored in its NXnote")
+    reduce.add_argument("-o", "--output", type=Path, required=True, help="run directory for red/ and the manifest")
+    reduce.set_defaults(func=_reduce)
 
     server = sub.add_parser("server", help="run the detpipe device server instance registered in TANGO_HOST")
     server.add_argument("instance")

@@ -15,6 +15,7 @@ from detpipe.pipeline.series import DetectorConfig
 from detpipe.pipeline.stage import Item
 from detpipe.pipeline.triage_setup import DetectorKind
 
+from .data_policy import DataPolicy
 from .detpipe_device import DetpipeDevice
 from .hit_finder import HitFinder
 from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
@@ -28,6 +29,11 @@ class DetectorDevice(DetpipeDevice):
 
     WriterDevice = device_property(
         dtype=str, mandatory=True, doc="Name of the NexusWriter device in this server that receives the data"
+    )
+    DataPolicyDevice = device_property(
+        dtype=str, default_value="",
+        doc="Name of the DataPolicy device in this server that decides what is kept (raw/red) after triage; "
+            "empty = everything goes to the writer as raw",
     )
     HitFinderDevice = device_property(
         dtype=str, default_value="",
@@ -70,13 +76,27 @@ class DetectorDevice(DetpipeDevice):
             raise TypeError(f"{name} is a {type(device).__name__}, not a {kind.__name__}")
         return device
 
+    def data_sink(self, kind: DetectorKind) -> NexusWriter | DataPolicy:
+        """Who claims the next series' files and receives its frames after triage: the data policy when one is
+        configured, else the writer. AGIPD runs are written raw: RED for EXDF is not built yet, so a policy
+        that keeps RED refuses them instead of silently writing raw."""
+        if not self.DataPolicyDevice:
+            return self._writer()
+        policy: DataPolicy = self._device(self.DataPolicyDevice, DataPolicy)
+        if kind is DetectorKind.AGIPD:
+            if policy.requested_params.policy.keeps_red:
+                raise RuntimeError(f"data policy {policy.requested_params.policy.value!r} needs RED output, which "
+                                   "detpipe does not write for AGIPD runs yet; set the DataPolicy policy to raw")
+            return self._writer()
+        return policy
+
     def data_inbox(self, kind: DetectorKind) -> FrameQueue[Item]:
-        """Where the next series' data goes: the hit finder when one is configured and enabled, else the writer."""
-        writer_inbox = self._writer().inbox
+        """Where the next series' data goes: the hit finder when one is configured and enabled, else the sink."""
+        sink_inbox = self.data_sink(kind).inbox
         if not self.HitFinderDevice:
-            return writer_inbox
+            return sink_inbox
         finder: HitFinder = self._device(self.HitFinderDevice, HitFinder)
-        return finder.connect(kind, writer_inbox)
+        return finder.connect(kind, sink_inbox)
 
     async def expect_series(self, config: DetectorConfig | None) -> None:
         """Tell the hit finder (if any) what the armed series looks like; returns when triage is ready for it."""
@@ -107,13 +127,16 @@ class DetectorDevice(DetpipeDevice):
             await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
         self.refresh(force=True)
 
-    async def wait_writer_done(self, series_id: int | None) -> None:
-        writer, loop = self._writer(), asyncio.get_running_loop()
+    async def wait_writer_done(self, series_id: int | None, kind: DetectorKind) -> None:
+        """Returns once every file of the series is closed (and, under a data policy, its manifest written)."""
+        sink, loop = self.data_sink(kind), asyncio.get_running_loop()
         deadline = loop.time() + WRITER_DRAIN_TIMEOUT_S
-        while not writer.series_written(series_id):
+        while not sink.series_written(series_id):
             if loop.time() > deadline:
                 raise TimeoutError(f"writer still draining series {series_id} after {WRITER_DRAIN_TIMEOUT_S:.0f}s")
             await asyncio.sleep(0.01)
+        if isinstance(sink, DataPolicy):
+            await sink.finalise(series_id)
 
     def _on_acquisition_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (err := task.exception()) is not None:

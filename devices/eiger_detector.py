@@ -20,6 +20,7 @@ from detpipe.pipeline.simplon_client import SimplonClient
 from detpipe.pipeline.stream_receiver import StreamReceiver
 from detpipe.pipeline.triage_setup import DetectorKind
 
+from .data_policy import DataPolicy
 from .detector_device import DetectorDevice
 
 
@@ -238,10 +239,12 @@ class EigerDetector(DetectorDevice):
     async def Prepare(self) -> None:
         """Apply the acq_* settings, arm the detector and prepare the writer's files (STANDBY)."""
         self.check_can_prepare()
-        writer = self._writer()
+        sink = self.data_sink(DetectorKind.EIGER)
+        if isinstance(sink, DataPolicy):
+            sink.check_series(await asyncio.to_thread(self._acq.image_shape))
         self._throttle.forget()
         inbox = self.data_inbox(DetectorKind.EIGER)
-        series_id = await asyncio.to_thread(self._acq.prepare, self._acq.requested, writer, inbox)
+        series_id = await asyncio.to_thread(self._acq.prepare, self._acq.requested, sink, inbox)
         await self.expect_series(self._acq.rest_config)
         self._summary = f"Series {series_id} prepared"
         self.refresh(force=True)
@@ -277,7 +280,7 @@ class EigerDetector(DetectorDevice):
         series_id = self._acq.series_id
         try:
             end = await asyncio.to_thread(self._acq.acquire)
-            await self.wait_writer_done(series_id)
+            await self.wait_writer_done(series_id, DetectorKind.EIGER)
         except (DetectorUnreachable, DetectorRefused, TimeoutError) as err:
             self.set_fault(f"Series {series_id} failed: {err}")
             return

@@ -21,14 +21,14 @@ from detpipe.pipeline.series import DetectorConfig
 from detpipe.pipeline.stage import Item
 from detpipe.pipeline.train import AGIPD_MODULES, MODULE_SHAPE
 from detpipe.pipeline.triage_dispatcher import LastHit, TriageDispatcher
-from detpipe.pipeline.triage_params import TriageParams
+from detpipe.pipeline.triage_params import UNITS, TriageParams
 from detpipe.pipeline.triage_pool import TriagePool
 from detpipe.pipeline.triage_setup import DetectorKind
 from detpipe.pipeline.triage_stats import HISTOGRAM_BINS
 
 from .detpipe_device import DetpipeDevice
 from .event_throttle import EventThrottle
-from .triage_parameter import triage_parameter
+from .parameter_attribute import parameter_attribute
 
 QUEUE_ALARM_PERCENT = 75.0
 MAX_IMAGE_WIDTH = 4200  # EIGER2 16M is 4148 px wide
@@ -148,27 +148,27 @@ class HitFinder(DetpipeDevice):
         self.push_data_ready_event(name, counter)
 
     # --- parameters (OnDA/OM names, memorized) ---
-    adc_threshold = triage_parameter("adc_threshold", float, "Floor of every ring's peak threshold, detector units")
-    minimum_snr = triage_parameter("minimum_snr", float, "Sigma-clipping factor, ring threshold factor and peak SNR cut",
-                                   min_value=0)
-    min_pixel_count = triage_parameter("min_pixel_count", int, "Fewest pixels a peak may have (inclusive)", min_value=1)
-    max_pixel_count = triage_parameter("max_pixel_count", int, "Most pixels a peak may have (inclusive)", min_value=1)
-    local_bg_radius = triage_parameter("local_bg_radius", int, "Local background disc radius is twice this",
-                                       min_value=1)
-    min_res = triage_parameter("min_res", float, "Pixels closer to the beam than this radius are ignored; 0 = none",
-                               min_value=0)
-    max_res = triage_parameter("max_res", float, "Pixels beyond this radius from the beam are ignored; 0 = none",
-                               min_value=0)
-    max_num_peaks = triage_parameter("max_num_peaks", int, "Peaks stored per frame (CXI row width)", min_value=1)
-    fast_mode = triage_parameter("fast_mode", bool, "Ring statistics from at most pixels_per_ring sampled pixels")
-    pixels_per_ring = triage_parameter("pixels_per_ring", int, "Pixels sampled per 1-px ring in fast mode",
-                                       min_value=1)
-    min_peaks = triage_parameter("min_peaks", int, "A hit has at least this many peaks (inclusive)", min_value=0)
-    max_peaks = triage_parameter("max_peaks", int, "A hit has at most this many peaks (inclusive)", min_value=0)
-    lit_pixel_threshold = triage_parameter("lit_pixel_threshold", float, "A pixel above this value is lit")
-    min_lit_pixels = triage_parameter("min_lit_pixels", int,
+    adc_threshold = parameter_attribute("adc_threshold", float, "Floor of every ring's peak threshold, detector units", units=UNITS)
+    minimum_snr = parameter_attribute("minimum_snr", float, "Sigma-clipping factor, ring threshold factor and peak SNR cut",
+                                   min_value=0, units=UNITS)
+    min_pixel_count = parameter_attribute("min_pixel_count", int, "Fewest pixels a peak may have (inclusive)", min_value=1, units=UNITS)
+    max_pixel_count = parameter_attribute("max_pixel_count", int, "Most pixels a peak may have (inclusive)", min_value=1, units=UNITS)
+    local_bg_radius = parameter_attribute("local_bg_radius", int, "Local background disc radius is twice this",
+                                       min_value=1, units=UNITS)
+    min_res = parameter_attribute("min_res", float, "Pixels closer to the beam than this radius are ignored; 0 = none",
+                               min_value=0, units=UNITS)
+    max_res = parameter_attribute("max_res", float, "Pixels beyond this radius from the beam are ignored; 0 = none",
+                               min_value=0, units=UNITS)
+    max_num_peaks = parameter_attribute("max_num_peaks", int, "Peaks stored per frame (CXI row width)", min_value=1, units=UNITS)
+    fast_mode = parameter_attribute("fast_mode", bool, "Ring statistics from at most pixels_per_ring sampled pixels", units=UNITS)
+    pixels_per_ring = parameter_attribute("pixels_per_ring", int, "Pixels sampled per 1-px ring in fast mode",
+                                       min_value=1, units=UNITS)
+    min_peaks = parameter_attribute("min_peaks", int, "A hit has at least this many peaks (inclusive)", min_value=0, units=UNITS)
+    max_peaks = parameter_attribute("max_peaks", int, "A hit has at most this many peaks (inclusive)", min_value=0, units=UNITS)
+    lit_pixel_threshold = parameter_attribute("lit_pixel_threshold", float, "A pixel above this value is lit", units=UNITS)
+    min_lit_pixels = parameter_attribute("min_lit_pixels", int,
                                       "Pre-veto: fewer lit pixels make a miss without peak finding; 0 = off",
-                                      min_value=0)
+                                      min_value=0, units=UNITS)
 
     @attribute(dtype=bool, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                description="Triage frames of the next series; when False detectors bypass the hit finder")

@@ -67,23 +67,28 @@ class NexusWriter(DetpipeDevice):
         await super().delete_device()
 
     # --- sink used in-process by detector devices (eiger_acquisition.FrameSink, agipd_acquisition.RunSink) ---
-    def prepare(self, series_id: int) -> Path:
-        """An Eiger series: NXmx files."""
-        return self._prepare(FileFormat.NXMX, series_id)
+    def prepare(self, series_id: int, *, directory: Path | None = None) -> Path:
+        """An Eiger series: NXmx files, in ``directory`` when a data policy gives one (``raw/``)."""
+        return self._prepare(FileFormat.NXMX, series_id, directory=directory)
 
     def prepare_run(self, run_number: int) -> Path:
         """An AGIPD run: an EuXFEL run directory."""
         return self._prepare(FileFormat.EXDF, run_number)
 
-    def _prepare(self, file_format: FileFormat, series_id: int) -> Path:
+    def _prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None) -> Path:
         if self._runner.failure is not None:
             raise RuntimeError(f"writer is in FAULT ({self._runner.failure}); Reset it first")
         if self._runner.in_series:
             raise RuntimeError("the writer is still writing the previous series; wait or Abort it")
-        path = self._writer.prepare(file_format, series_id)
+        path = self._writer.prepare(file_format, series_id, directory=directory)
         self._writer.stats.reset()
         self._runner.last_end = None
         return path
+
+    @property
+    def saving_params(self) -> SavingParams:
+        """The saving parameters of the next series (a data policy derives raw/ and red/ from them)."""
+        return self._writer.params
 
     def series_written(self, series_id: int | None) -> bool:
         """True once the writer has handled the end of ``series_id`` (files closed, master final)."""

@@ -8,13 +8,14 @@ from tango import GreenMode
 from tango.server import run
 
 from .agipd_detector import AgipdDetector
+from .data_policy import DataPolicy
 from .eiger_detector import EigerDetector
 from .hit_finder import HitFinder
 from .nexus_writer import NexusWriter
 
 SERVER_NAME = "detpipe"
 # Writers and hit finders first: detectors look them up when they prepare.
-DEVICE_CLASSES = (NexusWriter, HitFinder, EigerDetector, AgipdDetector)
+DEVICE_CLASSES = (NexusWriter, DataPolicy, HitFinder, EigerDetector, AgipdDetector)
 
 
 def run_server(instance: str, tango_args: Sequence[str] = ()) -> None:

@@ -47,6 +47,14 @@ def build_chunk_header(nbytes: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> b
     return _HEADER.pack(nbytes, block_bytes)
 
 
+def bslz4_chunk(frame: np.ndarray) -> bytes:
+    """One frame as a filter-32008 chunk: the 12-byte ``>QI`` header (bytes, 8192-byte blocks) + bitshuffle-LZ4,
+    the layout DECTRIS streams, so chunks detpipe compresses read like the detector's own."""
+    frame = np.ascontiguousarray(frame)
+    payload = bitshuffle.compress_lz4(frame, DEFAULT_BLOCK_BYTES // frame.dtype.itemsize)
+    return b"".join((build_chunk_header(frame.nbytes, DEFAULT_BLOCK_BYTES), payload))
+
+
 def parse_chunk_header(blob: ChunkBlob) -> ChunkHeader:
     """Read the header without copying the blob; a blob shorter than the header is truncated."""
     if len(blob) < CHUNK_HEADER_BYTES:

@@ -175,6 +175,11 @@ class EigerAcquisition:
         if self.client.api_version != "1.6.0":
             self.client.set_config("format", params.stream_format.value, module="stream")
 
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the detector's images, read over REST (an ROI mode changes it)."""
+        read = self.client.detector_config
+        return (int(read("y_pixels_in_detector")), int(read("x_pixels_in_detector")))
+
     def _config_from_rest(self, params: AcquisitionParams) -> DetectorConfig | None:
         """The series metadata read over REST, for streams that carry none (header_detail none)."""
         try:

@@ -18,12 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import bitshuffle
 import h5py
 import hdf5plugin
 import numpy as np
 
-from .chunk_framing import DEFAULT_BLOCK_BYTES, build_chunk_header
+from .chunk_framing import bslz4_chunk
 from .errors import FrameRejected, TargetFileExists
 from .exdf_index import TrainRecord
 from .software_version import detpipe_version
@@ -87,13 +86,6 @@ def module_source(detector: str, product: Product, module: int) -> str:
 
 def module_file_name(product: Product, run: int, module: int, sequence: int) -> str:
     return f"{_PREFIX[product]}-R{run:04d}-AGIPD{module:02d}-S{sequence:05d}.h5"
-
-
-def bslz4_chunk(frame: np.ndarray) -> bytes:
-    """One frame as a filter-32008 chunk: the 12-byte ``>QI`` header (bytes, 8192-byte blocks) + bitshuffle-LZ4."""
-    frame = np.ascontiguousarray(frame)
-    payload = bitshuffle.compress_lz4(frame, DEFAULT_BLOCK_BYTES // frame.dtype.itemsize)
-    return b"".join((build_chunk_header(frame.nbytes, DEFAULT_BLOCK_BYTES), payload))
 
 
 def module_chunks(train: Train, module: int) -> ModuleChunks:

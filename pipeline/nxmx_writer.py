@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import AcquisitionStateError, FrameRejected
@@ -80,8 +80,9 @@ class NxmxWriter:
         self.params = params
         self._prepared = None
 
-    def prepare(self, series_id: int) -> Path:
-        """Claims the target of ``series_id`` and resets the counters; returns the master path.
+    def prepare(self, series_id: int, *, directory: Path | None = None) -> Path:
+        """Claims the target of ``series_id`` (in ``directory`` instead of the saving directory when given: a
+        data policy's ``raw/``) and resets the counters; returns the master path.
 
         Raises ``PathOutsideDataRoots``, ``TargetFileExists`` (ABORT policy) or ``PermissionError``, so the
         operator's Prepare fails with the reason instead of the writer failing later.
@@ -89,9 +90,10 @@ class NxmxWriter:
         if self._series is not None:
             raise AcquisitionStateError("prepare", f"writing series {self._series.target.series_id}",
                                         "wait for the series to end or abort it")
-        files = claim_series_files(self.params, series_id)
+        params = self.params if directory is None else replace(self.params, directory=directory)
+        files = claim_series_files(params, series_id)
         self.stats.reset()
-        self._prepared = _Prepared(series_id, self.params, files)
+        self._prepared = _Prepared(series_id, params, files)
         self.master_path = files.master
         return files.master
 

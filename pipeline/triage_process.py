@@ -16,8 +16,6 @@ wait in a ``PeakRowBuffer`` until the writer opens the master anyway (``flush``)
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,15 +25,13 @@ import numpy as np
 
 from .cxi_peak_list import (CXI_COLUMNS, CXI_PATH, DEFLATE, FLUSH_ROWS, FRAME_CHUNK_ROWS, PeakRow, PeakRowBuffer,
                             create_cxi_peak_list, grow_rows, write_cxi_rows)
-from .errors import ConfigError
+from .nx_process import create_process, read_json_note, write_json_note, write_parameters
 from .peak_list import FrameTriage
-from .software_version import detpipe_version
 from .triage_params import UNITS, TriageParams
 
 log = logging.getLogger(__name__)
 
 PROCESS_PATH = "/entry/process_01"
-NOTE_TYPE = "application/json"
 NOTE_DESCRIPTION = (
     "detpipe triage parameters: the JSON of TriageParams.to_mapping(). Feed back with "
     "detpipe.pipeline.triage_process.read_triage_params(<master file>), which checks the sha256, or "
@@ -47,35 +43,11 @@ RESULT_FIELDS: tuple[tuple[str, type[np.integer]], ...] = (
     ("n_peaks", np.int32), ("is_hit", np.int8), ("lit_pixels", np.int64), ("vetoed", np.int8))
 
 
-def params_json(params: TriageParams) -> str:
-    """One line in field order: no line ends to convert (NXnote text wants CRLF, §5.1), and equal parameters
-    give equal bytes, hence equal checksums."""
-    return json.dumps(params.to_mapping())
-
-
 def write_process_group(handle: h5py.File, params: TriageParams, *, date: str) -> h5py.Group:
     """Creates ``/entry/process_01`` with empty per-frame ``results``; ``date`` is ISO 8601 (series start)."""
-    process = handle.require_group("entry").create_group("process_01")
-    process.attrs["NX_class"] = "NXprocess"
-    version = detpipe_version()
-    process.create_dataset("program", data="detpipe").attrs["version"] = version
-    process["version"] = version
-    process["date"] = date
-    process["sequence_index"] = np.int32(1)
-    parameters = process.create_group("parameters")
-    parameters.attrs["NX_class"] = "NXparameters"
-    for name, value in params.to_mapping().items():
-        field = parameters.create_dataset(name, data=value)
-        if UNITS.get(name):
-            field.attrs["units"] = UNITS[name]
-    note = process.create_group("notes_01")
-    note.attrs["NX_class"] = "NXnote"
-    text = params_json(params)
-    note["type"] = NOTE_TYPE
-    note["data"] = text
-    note["description"] = NOTE_DESCRIPTION
-    note["checksum"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    note["algorithm"] = "sha256"
+    process = create_process(handle.require_group("entry"), "process_01", sequence_index=1, date=date)
+    write_parameters(process, params.to_mapping(), UNITS)
+    write_json_note(process, "notes_01", params.to_mapping(), description=NOTE_DESCRIPTION)
     process["peak_list"] = CXI_PATH
     results = process.create_group("results")
     results.attrs.update({"NX_class": "NXdata", "signal": "n_peaks"})
@@ -102,13 +74,7 @@ def write_result_rows(handle: h5py.File, blocks: Sequence[Sequence[PeakRow]], n_
 def read_triage_params(handle: h5py.File) -> TriageParams:
     """The parameters a master was triaged with, from ``notes_01``; raises ``ConfigError`` when the JSON does
     not match its checksum (the file was edited) or no longer validates."""
-    note = handle[f"{PROCESS_PATH}/notes_01"]
-    text = note["data"].asstr()[()]
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if digest != note["checksum"].asstr()[()]:
-        raise ConfigError([f"{handle.filename}: notes_01/data does not match its sha256 checksum; "
-                           "the stored parameters were changed after writing"])
-    return TriageParams.from_mapping(json.loads(text))
+    return TriageParams.from_mapping(read_json_note(handle, f"{PROCESS_PATH}/notes_01"))
 
 
 class TriageProcess:

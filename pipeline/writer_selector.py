@@ -51,9 +51,12 @@ class WriterSelector:
         for writer in self._writers.values():
             writer.configure(params)
 
-    def prepare(self, file_format: FileFormat, series_id: int) -> Path:
-        """Select the format and claim the series' files; raises the writer's refusal unchanged."""
+    def prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None) -> Path:
+        """Select the format and claim the series' files (NXmx: in ``directory`` when given); raises the writer's
+        refusal unchanged."""
         self.format = file_format
+        if file_format is FileFormat.NXMX:
+            return self._writers[FileFormat.NXMX].prepare(series_id, directory=directory)  # type: ignore[call-arg]
         return self._active.prepare(series_id)
 
     def start_series(self, start: SeriesStart) -> None:

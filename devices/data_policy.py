@@ -1,0 +1,283 @@
+"""Tango face of the RED/raw data policy: what each run keeps, reduced how, and the metrics of what was kept.
+
+Frames reach it in-process (from the hit finder or the detector) and leave for the raw writer and the RED
+files; only the policy, counters and State travel through Tango.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tango import AttrWriteType, DevState, Util
+from tango.server import attribute, command, device_property
+
+from detpipe.pipeline.data_policy_stage import RAW_SUBDIRECTORY, DataPolicyStage
+from detpipe.pipeline.frame_reducer import EigerFrameReducer
+from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.reduction_params import MAX_MANTISSA_BITS, UNITS, Policy, ReductionParams
+from detpipe.pipeline.saving_target import series_file_names
+from detpipe.pipeline.stage import Item
+from detpipe.pipeline.stage_runner import StageRunner
+
+from .detpipe_device import DetpipeDevice
+from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
+from .parameter_attribute import parameter_attribute
+
+POLICY_LABELS = [p.value for p in Policy]
+
+
+def _metric(name: str, dtype: type, unit: str, fmt: str, description: str) -> attribute:
+    """A read-only attribute showing ``ReductionStats.metrics()[name]`` of the current or last run."""
+
+    async def read(device: Any) -> Any:
+        return dtype(device.metric(name))
+
+    return attribute(name=name, dtype=dtype, fget=read, unit=unit, format=fmt, label=name,
+                     description=f"{description} (current or last run; the manifest holds the final value)")
+
+
+def _json_list(name: str, text: str, example: str) -> Any:
+    try:
+        return json.loads(text or "[]")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} must be JSON like {example}: {err}") from err
+
+
+def _reduction(name: str, dtype: type, description: str, **limits: float) -> attribute:
+    return parameter_attribute(name, dtype, description, units=UNITS, **limits)
+
+
+class DataPolicy(DetpipeDevice):
+    """Decides per run what is kept: raw (everything, lossless), red (reduced only) or raw+red (raw to raw/ for
+    short retention, RED to red/ for the archive), below the writer's saving_directory. Reductions (hits plus
+    a random miss sample, modules/ROIs, rounding, 2x2 binning, sparse) apply from the next series; the policy
+    cannot change while a series runs. Each run ends with <prefix>_manifest.json for the catalogue."""
+
+    EVENT_ATTRIBUTES = ("frames_in", "frames_kept", "bytes_red", "reduction_ratio")
+
+    WriterDevice = device_property(
+        dtype=str, mandatory=True,
+        doc="NexusWriter device in this server: its saving_directory is the run directory, raw files go to raw/",
+    )
+    BufferFrames = device_property(
+        dtype=int, default_value=256, doc="Frames the data policy's queue holds (~1-3 MB each for a 4M)"
+    )
+
+    async def init_device(self) -> None:
+        await super().init_device()
+        self.requested_params = ReductionParams()
+        self.inbox: FrameQueue[Item] = FrameQueue(self.BufferFrames, FullPolicy.DROP)
+        self._stage: DataPolicyStage | None = None
+        self._runner: StageRunner | None = None
+        self._prepared: int | None = None  # series prepared or running, until finalised
+        self._finalise_error = ""
+        self.refresh(force=True)
+        self.start_monitor()
+
+    async def delete_device(self) -> None:
+        await self.stop_monitor()
+        if self._runner is not None:
+            self._runner.close()
+        await super().delete_device()
+
+    def _writer(self) -> NexusWriter:
+        writer = Util.instance().get_device_by_name(self.WriterDevice)
+        if not isinstance(writer, NexusWriter):
+            raise TypeError(f"{self.WriterDevice} is a {type(writer).__name__}, not a NexusWriter")
+        return writer
+
+    def _engine(self) -> tuple[DataPolicyStage, StageRunner]:
+        """The stage and its thread, made on first use: the writer device is created after this one."""
+        if self._stage is None or self._runner is None:
+            writer = self._writer()
+            self._stage = DataPolicyStage(writer.saving_params, raw_outbox=writer.inbox)
+            self._runner = StageRunner("data policy", self._stage, self.inbox, on_failure=self._on_failure)
+            self._runner.start()
+        return self._stage, self._runner
+
+    def _on_failure(self, reason: str) -> None:
+        self._fault = reason
+
+    # --- sink used in-process by the Eiger detector (eiger_acquisition.FrameSink) ---
+    def prepare(self, series_id: int) -> Path:
+        """Claims the run's RED files and manifest, and the raw writer's files in raw/ when raw is kept."""
+        stage, runner = self._engine()
+        if runner.failure is not None:
+            raise RuntimeError(f"data policy is in FAULT ({runner.failure}); Reset it first")
+        writer = self._writer()
+        stage.configure(params=self.requested_params, saving=writer.saving_params)
+        run = stage.prepare(series_id)
+        if self.requested_params.policy.keeps_raw:
+            writer.prepare(series_id, directory=run.run_directory / RAW_SUBDIRECTORY)
+        self._prepared, self._finalise_error = series_id, ""
+        runner.last_end = None
+        return run.red_master if self.requested_params.policy.keeps_red else run.red_files.master
+
+    def check_series(self, shape: tuple[int, int]) -> None:
+        """Refuse a series at Prepare, before the detector is armed, when the policy cannot apply to its images
+        (a module or ROI outside the detector)."""
+        EigerFrameReducer.check(self.requested_params, shape)
+
+    def series_written(self, series_id: int | None) -> bool:
+        """True once RED files are closed and, when raw is kept, the raw writer has closed the series too."""
+        if self._runner is None or self._runner.last_end is None or self._runner.last_end.series_id != series_id:
+            return False
+        return not self.requested_params.policy.keeps_raw or self._writer().series_written(series_id)
+
+    async def finalise(self, series_id: int | None) -> Path:
+        """Checksums, retention metadata and the manifest, once every file of the series is closed."""
+        stage, _ = self._engine()
+        assert stage.run is not None and stage.run.series_id == series_id
+        raw_files: list[Path] = []
+        raw_master = None
+        if stage.run.params.policy.keeps_raw:
+            saving = self._writer().saving_params
+            raw = series_file_names(saving, stage.run.series_id)
+            raw = type(raw)(stage.run.run_directory / RAW_SUBDIRECTORY, raw.stem)
+            raw_files, raw_master = raw.existing(), raw.master
+        try:
+            return await asyncio.to_thread(stage.finalise, raw_files, raw_master=raw_master)
+        except OSError as err:
+            self._finalise_error = f"manifest of series {series_id} not written: {err}"
+            raise
+        finally:
+            self._prepared = None
+            self.refresh(force=True)
+
+    # --- State ---
+    @property
+    def running(self) -> bool:
+        return self._prepared is not None
+
+    def assess(self) -> tuple[DevState, str]:
+        if self._stage is None:
+            return DevState.ON, f"Policy {self.requested_params.policy.value}; no run yet"
+        stats, runner = self._stage.stats, self._runner
+        summary = (f"{stats.frames_kept}/{stats.frames_in} frames kept ({stats.hits_kept} hits, {stats.misses_kept} "
+                   f"sampled misses), reduction {stats.reduction_ratio:.1f}x")
+        if runner is not None and runner.in_series:
+            alarm = self.inbox.fill_percent > QUEUE_ALARM_PERCENT or stats.rejected_total
+            return (DevState.ALARM if alarm else DevState.RUNNING), f"Reducing ({self._stage.params.policy.value}): {summary}"
+        if self._finalise_error or stats.rejected_total:
+            return DevState.ALARM, self._finalise_error or f"Last run rejected {dict(stats.rejected)}; {summary}"
+        return DevState.ON, f"Idle, policy {self.requested_params.policy.value}. Last run: {summary}"
+
+    def event_values(self) -> dict[str, Any]:
+        if self._stage is None:
+            return {}
+        stats = self._stage.stats
+        return {"frames_in": stats.frames_in, "frames_kept": stats.frames_kept, "bytes_red": float(stats.bytes_red),
+                "reduction_ratio": stats.reduction_ratio}
+
+    # --- policy and reductions (memorized) ---
+    def set_parameter(self, name: str, value: Any) -> None:
+        """Validated through ``ReductionParams``; a bad value raises ``ConfigError`` and changes nothing."""
+        if name == "policy" and self.running:
+            raise RuntimeError(f"cannot change the policy while series {self._prepared} is prepared or running; "
+                               "Stop or finish it first")
+        self.requested_params = ReductionParams.from_mapping({**self.requested_params.to_mapping(), name: value})
+
+    @attribute(dtype="DevEnum", enum_labels=POLICY_LABELS, access=AttrWriteType.READ_WRITE, memorized=True,
+               hw_memorized=True, label="policy",
+               description="raw: everything, lossless; red: reduced data only; raw+red: raw to raw/ (short "
+                           "retention) and RED to red/ (archive). Refused while a series runs")
+    async def policy(self) -> int:
+        return POLICY_LABELS.index(self.requested_params.policy.value)
+
+    @policy.write
+    async def policy(self, value: int) -> None:
+        self.set_parameter("policy", POLICY_LABELS[value])
+
+    hits_only = _reduction("hits_only", bool, "Keep hits plus a random sample of misses (flagged) instead of all frames")
+    miss_fraction = _reduction("miss_fraction", float, "Fraction of misses kept as an unbiased control sample",
+                               min_value=0, max_value=1)
+    miss_seed = _reduction("miss_seed", int, "Seed of the miss sample (the same frames are picked offline)",
+                           min_value=0)
+    drop_unlit_cells = _reduction("drop_unlit_cells", bool, "AGIPD: drop memory cells that saw no pulse")
+    lit_cell_min_pixels = _reduction("lit_cell_min_pixels", int, "A cell with fewer lit pixels saw no pulse",
+                                     min_value=0)
+    mantissa_bits = _reduction("mantissa_bits", int, f"Significant bits kept per pixel; {MAX_MANTISSA_BITS} = lossless",
+                               min_value=1, max_value=MAX_MANTISSA_BITS)
+    rounding_step = _reduction("rounding_step", float, "Round pixels to this step, a power of two; 0 = off",
+                               min_value=0)
+    binning = _reduction("binning", int, "1 = off, 2 = sum 2x2 pixels", min_value=1, max_value=2)
+    sparse = _reduction("sparse", bool, "Keep only pixels above the radial background (pyFAI sparse frames)")
+    sparse_threshold_sigma = _reduction("sparse_threshold_sigma", float, "Sparse: keep pixels this many sigma above "
+                                        "the background", min_value=0)
+    sparse_noise = _reduction("sparse_noise", float, "Sparse: and at least this far above the background",
+                              min_value=0)
+    raw_retention_days = _reduction("raw_retention_days", int, "Days raw data is kept before deletion", min_value=0)
+    red_archive = _reduction("red_archive", bool, "RED data goes to the long-term archive")
+    embargo_date = _reduction("embargo_date", str, "ISO date after which the data may be public; empty = none")
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               description='Modules kept, JSON list of module numbers (Eiger modules row by row); "[]" = all '
+                           "(applies from the next series)")
+    async def modules(self) -> str:
+        return json.dumps(list(self.requested_params.modules))
+
+    @modules.write
+    async def modules(self, value: str) -> None:
+        self.set_parameter("modules", _json_list("modules", value, "[0, 3]"))
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+               description='ROIs kept, JSON [[x, y, width, height], ...] in pixels (x fast, y slow); "[]" = whole '
+                           "frame (applies from the next series)")
+    async def rois(self) -> str:
+        return json.dumps([roi.to_list() for roi in self.requested_params.rois])
+
+    @rois.write
+    async def rois(self, value: str) -> None:
+        self.set_parameter("rois", _json_list("rois", value, "[[0, 0, 100, 50]]"))
+
+    @attribute(dtype=str, description="The complete policy of the next series as JSON (the NXnote document)")
+    async def policy_config(self) -> str:
+        return json.dumps(self.requested_params.to_mapping())
+
+    @command(dtype_in=str, doc_in="JSON (or YAML) mapping of data policy parameters; unknown keys are refused")
+    async def LoadPolicy(self, text: str) -> None:
+        """Set several parameters at once, validated together; nothing changes if any is wrong."""
+        document = yaml.safe_load(text) or {}
+        if not isinstance(document, dict):
+            raise ValueError("LoadPolicy needs a mapping of parameter: value")
+        new = ReductionParams.from_mapping({**self.requested_params.to_mapping(), **document})
+        if new.policy is not self.requested_params.policy and self.running:
+            raise RuntimeError("cannot change the policy while a series is prepared or running")
+        self.requested_params = new
+
+    # --- metrics ---
+    def metric(self, name: str) -> int | float:
+        return 0 if self._stage is None else self._stage.stats.metrics()[name]
+
+    frames_in = _metric("frames_in", int, "frame", "%d", "Frames received")
+    frames_kept = _metric("frames_kept", int, "frame", "%d", "Frames kept (hits, sampled misses, untriaged)")
+    hits_kept = _metric("hits_kept", int, "frame", "%d", "Hits kept")
+    misses_kept = _metric("misses_kept", int, "frame", "%d", "Misses kept as the random control sample")
+    untriaged_kept = _metric("untriaged_kept", int, "frame", "%d", "Frames kept because they were not triaged")
+    frames_dropped_by_policy = _metric("frames_dropped_by_policy", int, "frame", "%d",
+                                       "Frames deliberately not kept in RED (misses outside the sample, unlit cells)")
+    bytes_in = _metric("bytes_in", float, "B", "%.0f", "Bytes received (the detector's encoded frames)")
+    bytes_raw = _metric("bytes_raw", float, "B", "%.0f", "Bytes of raw data written")
+    bytes_red = _metric("bytes_red", float, "B", "%.0f", "Bytes of RED data written")
+    reduction_ratio = _metric("reduction_ratio", float, "", "%.2f", "bytes_in / bytes_red")
+    compression_ratio = _metric("compression_ratio", float, "", "%.2f",
+                                "Dense bytes of the kept frames / bytes_red")
+    rms_error_photons = _metric("rms_error_photons", float, "photon", "%.4f",
+                                "RMS pixel change made by rounding")
+    rms_error_sigma = _metric("rms_error_sigma", float, "", "%.4f",
+                              "RMS pixel change made by rounding, in units of the pixel's Poisson sigma")
+    pixels_dropped_fraction = _metric("pixels_dropped_fraction", float, "", "%.4f",
+                                      "Fraction of valid pixels of kept frames dropped by ROI/modules or sparse")
+
+    @command
+    async def Reset(self) -> None:
+        """Leave FAULT: forget the failure; the next series is reduced normally."""
+        if self._runner is not None:
+            self._runner.reset()
+        self._finalise_error = ""
+        self.clear_fault()
+        self.refresh(force=True)

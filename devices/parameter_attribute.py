@@ -1,0 +1,36 @@
+"""One memorized Tango attribute per field of an engine parameter dataclass (TriageParams, ReductionParams).
+
+A factory rather than dozens of hand-written read/write pairs: each attribute reads the device's
+``requested_params`` field and writes through the device's ``set_parameter`` (one validation path, in the
+engine), so a bad value is refused with the engine's message and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tango import AttrWriteType
+from tango.server import attribute
+
+_UNIT_LABELS = {"adu": "ADU"}
+
+
+def parameter_attribute(name: str, dtype: type, description: str, *, units: Mapping[str, str],
+                        min_value: float | None = None, max_value: float | None = None) -> attribute:
+    """A READ_WRITE, memorized attribute for ``requested_params.<name>``; writes apply from the next series."""
+
+    async def read(device: Any) -> Any:
+        return getattr(device.requested_params, name)
+
+    async def write(device: Any, value: Any) -> None:
+        device.set_parameter(name, value)
+
+    limits = {key: value for key, value in (("min_value", min_value), ("max_value", max_value)) if value is not None}
+    unit = units.get(name, "")
+    return attribute(
+        name=name, dtype=dtype, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+        fget=read, fset=write, unit=_UNIT_LABELS.get(unit, unit),
+        format="%d" if dtype is int else ("%s" if dtype in (bool, str) else "%.3g"), label=name,
+        description=f"{description} (applies from the next series)", **limits,
+    )

@@ -1,0 +1,253 @@
+"""The data policy stage: after triage, before the files. It hands every frame to the raw writer when the run
+keeps raw, and writes the kept frames, reduced, as the run's RED files.
+
+Layout of a run (the writer's saving directory)::
+
+    raw/<stem>_master.h5, raw/<stem>_data_00000N.h5     policy raw or raw+red (short retention)
+    red/<stem>_master.h5, red/<stem>_data_00000N.h5     policy red or raw+red: NXmx of the kept frames
+    red/<stem>_sparse.h5                                ... or, with sparse, the pyFAI sparse-frame file
+    <stem>_manifest.json                                written by ``finalise`` once every file is closed
+
+RED frames are numbered 0, 1, 2… in RED order; ``/entry/process_02/kept_frames`` maps them back to their
+original frame ids. The stage decides and reduces with pure functions of each frame and the policy, so the
+same raw frames give the same RED bytes online and offline (``detpipe reduce``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import AcquisitionStateError, FrameRejected, TargetFileExists
+from .event_selection import KeepReason, keep_reason
+from .frame import Frame
+from .frame_queue import FrameQueue
+from .frame_reducer import EigerFrameReducer
+from .nxmx_writer import NxmxWriter
+from .red_provenance import write_raw_checksums, write_reduction_process, write_retention
+from .reduction_params import ReductionParams
+from .reduction_stats import ReductionStats
+from .run_manifest import describe_files, manifest_document, write_manifest
+from .saving_target import SavingParams, SeriesFiles, claim_series_files, series_file_names
+from .series import EndOfSeries, EndReason, SeriesStart
+from .sparse_file import SparseFramesFile
+from .stage import Item
+from .train import Train
+from .triage_params import TriageParams
+
+log = logging.getLogger(__name__)
+
+RAW_SUBDIRECTORY = "raw"
+RED_SUBDIRECTORY = "red"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+@dataclass
+class RedRun:
+    """One run under a data policy, from Prepare to its manifest; owned by the stage's thread."""
+
+    series_id: int
+    params: ReductionParams
+    run_directory: Path
+    red_files: SeriesFiles
+    triage: TriageParams | None = None
+    detector: str = ""
+    start_date: str = ""
+    end_date: str = ""
+    kept_frames: list[int] = field(default_factory=list)
+    keep_reasons: list[int] = field(default_factory=list)
+
+    @property
+    def stem(self) -> str:
+        return self.red_files.stem
+
+    @property
+    def sparse_path(self) -> Path:
+        return self.red_files.directory / f"{self.stem}_sparse.h5"
+
+    @property
+    def red_master(self) -> Path:
+        return self.sparse_path if self.params.sparse else self.red_files.master
+
+    @property
+    def manifest(self) -> Path:
+        return self.run_directory / f"{self.stem}_manifest.json"
+
+    def red_paths(self) -> list[Path]:
+        if not self.params.policy.keeps_red:
+            return []
+        return [self.sparse_path] if self.params.sparse else self.red_files.existing()
+
+
+class DataPolicyStage:
+    """Implements ``Stage``: raw frames onward to ``raw_outbox`` (when the policy keeps raw), kept frames reduced
+    into RED files. ``prepare`` runs in the control thread and raises every refusal there."""
+
+    def __init__(self, saving: SavingParams, params: ReductionParams | None = None, *,
+                 raw_outbox: FrameQueue[Item] | None = None) -> None:
+        self.saving = saving
+        self.params = params or ReductionParams()
+        self.raw_outbox = raw_outbox
+        self.stats = ReductionStats()
+        self.run: RedRun | None = None  # the run prepared or being written, then the last one finished
+        self._in_series = False
+        self._reducer: EigerFrameReducer | None = None
+        self._red_writer: NxmxWriter | None = None
+        self._sparse: SparseFramesFile | None = None
+
+    def configure(self, *, params: ReductionParams | None = None, saving: SavingParams | None = None) -> None:
+        if self._in_series:
+            raise AcquisitionStateError("change the data policy", f"reducing series {self.run and self.run.series_id}",
+                                        "wait for the series to end or abort it")
+        self.params = params or self.params
+        self.saving = saving or self.saving
+
+    def prepare(self, series_id: int) -> RedRun:
+        """Claims the RED target and the manifest of ``series_id`` (TargetFileExists, PathOutsideDataRoots…)."""
+        if self._in_series:
+            raise AcquisitionStateError("prepare", "reducing a series", "wait for the series to end or abort it")
+        run_files = series_file_names(self.saving, series_id)
+        red_saving = replace(self.saving, directory=self.saving.directory / RED_SUBDIRECTORY)
+        run = RedRun(series_id, self.params, self.saving.directory, series_file_names(red_saving, series_id))
+        if run.manifest.exists():
+            raise TargetFileExists(run.manifest)
+        if self.params.policy.keeps_red:
+            if self.params.sparse:
+                claim_series_files(red_saving, series_id)
+                if run.sparse_path.exists():
+                    raise TargetFileExists(run.sparse_path)
+            else:
+                self._red_writer = NxmxWriter(red_saving)
+                self._red_writer.prepare(series_id)
+        log.info("series %d: policy %s, run files %s", series_id, self.params.policy.value, run_files.stem)
+        self.stats.reset()
+        self.run = run
+        return run
+
+    # --- Stage ---
+    def start_series(self, start: SeriesStart) -> None:
+        if self.run is None or self.run.series_id != start.series_id or self.run.start_date:
+            self.prepare(start.series_id)
+        run = self.run
+        assert run is not None
+        self._in_series = True
+        run.start_date, run.triage = _now(), start.triage
+        run.detector = start.config.description if start.config is not None else ""
+        self._forward_raw(start)
+        if not run.params.policy.keeps_red:
+            return
+        self._reducer = EigerFrameReducer(run.params, start, self.stats)
+        red_start = self._reducer.red_start(start)
+        if run.params.sparse:
+            assert self._reducer.bins is not None and red_start.config is not None
+            self._sparse = SparseFramesFile(
+                run.sparse_path, bins=self._reducer.bins, shape=red_start.config.shape,
+                dtype=red_start.config.dtype, dummy=self._reducer.masked_value or 0,
+                max_peaks=start.triage.max_num_peaks if start.triage is not None else 2048)
+        else:
+            assert self._red_writer is not None
+            self._red_writer.start_series(red_start)
+
+    def process(self, item: Frame | Train) -> None:
+        if not isinstance(item, Frame):
+            raise FrameRejected("unsupported_item", "the data policy reduces Eiger frames; AGIPD trains go raw")
+        run = self.run
+        if run is None or not self._in_series:
+            raise FrameRejected("no_series", f"frame {item.index} of series {item.series_id} before its start")
+        self.stats.frames_in += 1
+        self.stats.bytes_in += item.nbytes_encoded
+        self._forward_raw(item)
+        if not run.params.policy.keeps_red:
+            self.stats.kept[KeepReason.ALL] += 1
+            return
+        reason = keep_reason(item.triage, item.index, run.params)
+        self.stats.kept[reason] += 1
+        if reason.kept:
+            self._write_red(run, item, reason)
+
+    def _write_red(self, run: RedRun, frame: Frame, reason: KeepReason) -> None:
+        assert self._reducer is not None
+        reduced = self._reducer.reduce(frame, len(run.kept_frames))
+        if isinstance(reduced, Frame):
+            assert self._red_writer is not None
+            self._red_writer.process(reduced)
+            self.stats.bytes_red += reduced.nbytes_encoded
+        else:
+            assert self._sparse is not None
+            self.stats.bytes_red += self._sparse.append(reduced, frame.triage.peaks if frame.triage else None)
+        run.kept_frames.append(frame.index)
+        run.keep_reasons.append(int(reason))
+
+    def finish(self, end: EndOfSeries) -> None:
+        """Hands the end to the raw writer first (it closes in parallel), then closes the RED files with their
+        provenance."""
+        run = self.run
+        self._forward_raw(end)
+        self._in_series = False
+        if run is None:
+            return
+        run.end_date = _now()
+        if self._red_writer is not None:
+            self._red_writer.finish(end)
+            with h5py.File(run.red_master, "r+") as handle:
+                self._write_provenance(handle, run)
+        if self._sparse is not None:
+            self._write_provenance(self._sparse.h5, run)
+            self._sparse.close()
+        self._red_writer = self._sparse = self._reducer = None
+
+    def abort(self, reason: str) -> None:
+        """Leaves the RED files valid and ends the raw series too, so no file stays open."""
+        self._in_series = False
+        if self._red_writer is not None:
+            self._red_writer.abort(reason)
+        if self._sparse is not None:
+            self._sparse.close()
+        self._red_writer = self._sparse = self._reducer = None
+        if self.run is not None:
+            self._forward_raw(EndOfSeries(self.run.series_id, EndReason.ERROR, detail=reason))
+
+    def _forward_raw(self, item: Item) -> None:
+        if self.raw_outbox is not None and self.run is not None and self.run.params.policy.keeps_raw:
+            self.raw_outbox.put(item, wait_for_room=True)
+            if isinstance(item, Frame):
+                self.stats.bytes_raw += item.nbytes_encoded
+
+    def _write_provenance(self, handle: h5py.File, run: RedRun) -> None:
+        raw_master = f"../{RAW_SUBDIRECTORY}/{run.stem}_master.h5" if run.params.policy.keeps_raw else ""
+        write_reduction_process(
+            handle, params=run.params, triage=run.triage, date=run.start_date,
+            kept_frames=np.asarray(run.kept_frames, dtype=np.int64),
+            keep_reasons=np.asarray(run.keep_reasons, dtype=np.int8),
+            metrics=self.stats.metrics(), raw_master=raw_master)
+
+    # --- after every file is closed (control thread) ---
+    def finalise(self, raw_files: list[Path], *, raw_master: Path | None = None) -> Path:
+        """Records retention in the raw master (online runs only), the raw files' checksums in the RED file, and
+        writes the manifest from what is on disk; returns the manifest path."""
+        run = self.run
+        if run is None:
+            raise AcquisitionStateError("finalise", "no run", "prepare and write a series first")
+        if raw_master is not None:
+            with h5py.File(raw_master, "r+") as handle:
+                write_retention(handle.require_group("entry"), run.params)
+        raw = describe_files(raw_files, run.run_directory)
+        if run.params.policy.keeps_red and raw:
+            with h5py.File(run.red_master, "r+") as handle:
+                write_raw_checksums(handle, raw)
+        red = describe_files(run.red_paths(), run.run_directory)
+        self.stats.bytes_raw = sum(f.size for f in raw) if run.params.policy.keeps_raw else 0
+        self.stats.bytes_red = sum(f.size for f in red)
+        document = manifest_document(
+            dataset=run.stem, start_date=run.start_date, end_date=run.end_date, detector=run.detector,
+            params=run.params, metrics=self.stats.metrics(), raw_files=raw, red_files=red)
+        write_manifest(run.manifest, document)
+        return run.manifest

@@ -1,0 +1,257 @@
+"""Precision rounding (triage.md §8, method 5): fewer significant bits, so the lossless back end compresses better.
+
+Dropping low mantissa bits, or rounding to an absolute step of 2**k photons, turns noise bits into zeros
+that bitshuffle packs away: 5 mantissa bits or a 0.5-photon step give 2.8–6.8× on AGIPD float32 frames
+for 0.02–0.08 σ on integrated peaks (triage.md §8's table). The added variance of a step Δ is Δ²/12, so
+any step ≤ √I adds at most 1/12 of the Poisson variance.
+
+float32 follows ``extra_redu.errb_round(inp, mnbits, abspw)`` (EXtra-redu 1.0.2 and 1.1.0,
+``extra_redu/lossy/rounding_impl.c``, BSD-3-Clause, © European XFEL): the kept LSB of a value with biased
+exponent e is 2**max(abspw, e - 127 - mnbits), half to even, on the float's bit pattern; a value whose
+mantissa rounds to zero becomes +0.0. errb_round is scalar C at 0.19 GB/s; these branch-free kernels
+take ≈ 10 ms per Eiger 4M float32 frame on one core of the development VM (errb_round 1.1.0: 61 ms), and
+are bit-identical to the 1.1.0 wheel on every finite normal value of at least 2**(abspw - 9)
+(checked on 4M random bit patterns per setting). Three deliberate deviations, where the C is undefined
+or wrong:
+- NaN and ±inf pass through unchanged (the C rounds a NaN's payload, and can turn it into -0.0);
+- a value below 2**(abspw - 9) becomes 0, as the arithmetic intends: the C shifts a uint32 by 32 bits
+  or more there (undefined), and the x86 build masks the count to 5 bits, so such values keep most of
+  their bits: ~0.5 % of simulated AGIPD pixels (Poisson 1.5 + N(0, 0.15)) at a 1-photon step, all < 0.002 ph;
+- subnormals (< 1.2e-38) are re-encoded correctly (the C writes the doubled significand back and so
+  doubles them, even with mnbits = 23).
+
+Integers (Eiger counts) keep at most ``mantissa_bits`` significant bits, the leading one included, and
+round to a multiple of 2**k for k >= 1, half to even. The Eiger marker 2**bits - 1 (``masked_value``)
+is kept, and a value that would round onto it or past the dtype's range is clamped to the largest
+rounded value below: a rounded pixel must never read as masked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+NO_ABSOLUTE_STEP = -150  # errb_round's default abspw: 2**-150 is below every float32's LSB
+MAX_FLOAT32_MANTISSA_BITS = 23
+_MAX_INTEGER_BITS = 32  # integer kernels work in int64, so 32-bit pixels cannot overflow
+
+
+@njit(cache=True, nogil=True)
+def _drop_bits_half_even(m: int, dropped: int) -> int:  # pragma: no cover - compiled
+    """``m`` (0 <= m < 2**34) rounded to a multiple of 2**dropped (0..34), half to even; branch-free."""
+    one = np.int64(1) << dropped
+    rest = m & (one - 1)
+    truncated = m - rest
+    half = one >> 1
+    odd = ((truncated >> dropped) & 1) == 1
+    up = (rest > half) | ((rest == half) & odd & (dropped > 0))
+    return truncated + np.int64(up) * one
+
+
+@njit(cache=True, nogil=True)
+def _bit_length(a: int) -> int:  # pragma: no cover - compiled
+    """Significant bits of ``a`` (0 <= a < 2**34), by branch-free binary search so the pixel loop has no data-dependent branch."""
+    n = np.int64(0)
+    for width in (32, 16, 8, 4, 2, 1):
+        step = np.int64(a >= (np.int64(1) << width)) * width
+        n += step
+        a >>= step
+    return n + np.int64(a > 0)
+
+
+@njit(cache=True, nogil=True)
+def _round_float32_bits(
+    values: np.ndarray,  # float32 (N,)
+    bits: np.ndarray,  # uint32 (N,): the same memory as ``values``
+    mnbits: int,
+    abspw: int,
+    has_mask: bool,
+    masked_value: float,
+    out: np.ndarray,  # uint32 (N,), every element written
+) -> None:  # pragma: no cover - compiled
+    """errb_round_f on every element, in int64 so no shift is ever undefined, and without branches."""
+    for i in range(bits.size):
+        b = np.int64(bits[i])
+        e = (b >> 23) & 0xFF
+        subnormal = e == 0
+        # errb_round's significand: value = m * 2**(e - 150); a subnormal (e = 0) carries fraction << 1.
+        m = ((b & 0x7FFFFF) << np.int64(subnormal)) | (np.int64(not subnormal) << 23)
+        kept = min(e - abspw - 127, mnbits)  # significand bits after the leading one
+        m = _drop_bits_half_even(m, min(23 - kept, 25))  # 25 dropped bits zero every m < 2**25
+        # A significand that overflowed to 2**24 moves the exponent up (254 + 1 = inf); a subnormal's
+        # 2**24 >> 1 is the smallest normal, exactly.
+        normal = (b & 0x80000000) | ((e + np.int64(m == 0x1000000)) << 23) | (m & 0x7FFFFF)
+        rounded = (b & 0x80000000) | (m >> 1) if subnormal else normal
+        rounded = 0 if m == 0 else rounded
+        keep = (e == 0xFF) | (has_mask & (values[i] == masked_value))
+        out[i] = b if keep else rounded
+
+
+@njit(cache=True, nogil=True)
+def _round_integers(
+    values: np.ndarray,  # any integer dtype of <= 32 bits, (N,)
+    mantissa_bits: int,
+    step_exponent: int,  # 0 = no absolute step
+    has_mask: bool,
+    masked_value: int,
+    masked_substitute: int,  # the rounded value nearest ``masked_value`` towards zero
+    positive_cap: int,  # the largest rounded magnitude a positive (negative) value may take
+    negative_cap: int,
+    out: np.ndarray,  # same dtype as ``values``, (N,), every element written
+) -> None:  # pragma: no cover - compiled
+    """Sign-magnitude rounding; out-of-range results and the marker clamp towards zero (module docstring)."""
+    for i in range(values.size):
+        v = np.int64(values[i])
+        negative = v < 0
+        a = -v if negative else v
+        dropped = min(max(_bit_length(a) - mantissa_bits, step_exponent, 0), 34)
+        r = min(_drop_bits_half_even(a, dropped), negative_cap if negative else positive_cap)
+        rounded = -r if negative else r
+        rounded = masked_substitute if has_mask & (rounded == masked_value) & (r != 0) else rounded
+        out[i] = v if has_mask & (v == masked_value) else rounded
+
+
+def _largest_rounded_at_most(a: int, mantissa_bits: int, step_exponent: int) -> int:
+    """The largest integer magnitude <= ``a`` that rounding leaves unchanged (0 when ``a`` <= 0)."""
+    if a <= 0:
+        return 0
+    dropped = max(a.bit_length() - mantissa_bits, step_exponent, 0)
+    return (a >> dropped) << dropped
+
+
+def round_precision(
+    values: np.ndarray,
+    *,
+    mantissa_bits: int,
+    step_exponent: int | None,
+    masked_value: int | float | None = None,
+) -> np.ndarray:
+    """A new array of ``values``' dtype and shape, rounded as the module docstring says.
+
+    ``mantissa_bits``: float32 keeps this many bits after the leading one (errb_round's ``mnbits``,
+    0..23, 23 = lossless); integers keep this many significant bits (1..32; 23 is lossless below 2**23).
+    ``step_exponent``: k of the absolute step 2**k (errb_round's ``abspw``); None = no absolute step.
+    Integers ignore k <= 0, since every integer is already a multiple of 1. Pixels equal to
+    ``masked_value`` are copied unchanged; NaN and ±inf always are.
+    """
+    values = np.asarray(values)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if values.dtype == np.float32:
+        if not 0 <= mantissa_bits <= MAX_FLOAT32_MANTISSA_BITS:
+            raise ValueError(f"float32 keeps 0..{MAX_FLOAT32_MANTISSA_BITS} mantissa bits, got {mantissa_bits}")
+        abspw = NO_ABSOLUTE_STEP if step_exponent is None else int(step_exponent)
+        has_mask = masked_value is not None and not math.isnan(float(masked_value))
+        out = np.empty(flat.size, dtype=np.uint32)
+        _round_float32_bits(flat, flat.view(np.uint32), int(mantissa_bits), abspw, has_mask,
+                            float(masked_value) if has_mask else 0.0, out)
+        return out.view(np.float32).reshape(values.shape)
+    if values.dtype.kind in "iu" and values.dtype.itemsize * 8 <= _MAX_INTEGER_BITS:
+        if not 1 <= mantissa_bits <= _MAX_INTEGER_BITS:
+            raise ValueError(f"integer pixels keep 1..{_MAX_INTEGER_BITS} significant bits, got {mantissa_bits}")
+        info = np.iinfo(values.dtype)
+        step = 0 if step_exponent is None else max(int(step_exponent), 0)
+        marker = _integer_marker(masked_value)
+        substitute = 0
+        if marker is not None and marker != 0:
+            substitute = _largest_rounded_at_most(abs(marker) - 1, mantissa_bits, step) * (1 if marker > 0 else -1)
+        out = np.empty(flat.size, dtype=values.dtype)
+        _round_integers(flat, int(mantissa_bits), step, marker is not None, 0 if marker is None else marker,
+                        substitute, _largest_rounded_at_most(int(info.max), mantissa_bits, step),
+                        _largest_rounded_at_most(-int(info.min), mantissa_bits, step), out)
+        return out.reshape(values.shape)
+    raise TypeError(f"precision rounding takes float32 or integer pixels of up to {_MAX_INTEGER_BITS} bits, "
+                    f"got {values.dtype}; convert float64 frames to float32 first")
+
+
+def _integer_marker(masked_value: int | float | None) -> int | None:
+    if masked_value is None:
+        return None
+    if not float(masked_value).is_integer():
+        raise ValueError(f"an integer image's masked_value must be an integer, got {masked_value!r}")
+    return int(masked_value)
+
+
+@njit(cache=True, nogil=True)
+def _accumulate_error(
+    original: np.ndarray,  # (N,), any numeric dtype, photons
+    rounded: np.ndarray,  # (N,), same size
+    use_valid: bool,
+    valid: np.ndarray,  # bool (N,), or empty when ``use_valid`` is False
+    has_mask: bool,
+    masked_value: float,
+) -> tuple[int, float, float, float]:  # pragma: no cover - compiled
+    """(pixels, Σ Δ², Σ Δ²/max(I, 1), max |Δ|) over counted pixels; NaN and masked pixels are skipped."""
+    pixels = 0
+    sum_sq = 0.0
+    sum_sq_sigma = 0.0
+    max_abs = 0.0
+    for i in range(original.size):
+        if use_valid and not valid[i]:
+            continue
+        o = np.float64(original[i])
+        r = np.float64(rounded[i])
+        if math.isnan(o) or math.isnan(r) or (has_mask and o == masked_value):
+            continue
+        delta = r - o
+        pixels += 1
+        sum_sq += delta * delta
+        sum_sq_sigma += delta * delta / max(o, 1.0)
+        max_abs = max(max_abs, abs(delta))
+    return pixels, sum_sq, sum_sq_sigma, max_abs
+
+
+@dataclass(slots=True)
+class RoundingError:
+    """The error precision rounding added, summed over the kept frames of a run.
+
+    ``rms_sigma`` is the RMS error in units of each pixel's Poisson σ = sqrt(max(I, 1)) photons: the
+    number that says whether rounding is visible next to counting noise (triage.md §8: a step Δ ≤ √I
+    gives at most sqrt(1/12) ≈ 0.29 σ). Masked and NaN pixels are never counted.
+    """
+
+    pixels: int = 0
+    sum_sq_photons: float = 0.0
+    sum_sq_sigma: float = 0.0
+    max_abs_photons: float = 0.0
+
+    def add(
+        self,
+        original: np.ndarray,
+        rounded: np.ndarray,
+        valid_mask: np.ndarray | None = None,
+        *,
+        masked_value: int | float | None = None,
+    ) -> None:
+        """Count one frame: ``original`` and ``rounded`` in photons, ``valid_mask`` True = count the pixel."""
+        original = np.ascontiguousarray(original).reshape(-1)
+        rounded = np.ascontiguousarray(rounded).reshape(-1)
+        if rounded.size != original.size:
+            raise ValueError(f"rounded frame has {rounded.size} pixels, the original {original.size}")
+        if valid_mask is None:
+            valid = np.empty(0, dtype=np.bool_)
+        else:
+            valid = np.ascontiguousarray(valid_mask, dtype=np.bool_).reshape(-1)
+            if valid.size != original.size:
+                raise ValueError(f"valid_mask has {valid.size} pixels, the frame {original.size}")
+        has_mask = masked_value is not None and not math.isnan(float(masked_value))
+        pixels, sum_sq, sum_sq_sigma, max_abs = _accumulate_error(
+            original, rounded, valid_mask is not None, valid, has_mask,
+            float(masked_value) if has_mask else 0.0,
+        )
+        self.pixels += int(pixels)
+        self.sum_sq_photons += float(sum_sq)
+        self.sum_sq_sigma += float(sum_sq_sigma)
+        self.max_abs_photons = max(self.max_abs_photons, float(max_abs))
+
+    @property
+    def rms_photons(self) -> float:
+        """RMS change per counted pixel, in photons; 0.0 before any pixel was counted."""
+        return math.sqrt(self.sum_sq_photons / self.pixels) if self.pixels else 0.0
+
+    @property
+    def rms_sigma(self) -> float:
+        """RMS change per counted pixel, in units of the pixel's Poisson σ; 0.0 before any pixel."""
+        return math.sqrt(self.sum_sq_sigma / self.pixels) if self.pixels else 0.0
