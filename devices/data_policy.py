@@ -19,7 +19,7 @@ from detpipe.pipeline.data_policy_stage import RAW_SUBDIRECTORY, DataPolicyStage
 from detpipe.pipeline.frame_reducer import EigerFrameReducer
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.reduction_params import MAX_MANTISSA_BITS, UNITS, Policy, ReductionParams
-from detpipe.pipeline.saving_target import series_file_names
+from detpipe.pipeline.saving_target import SeriesFiles
 from detpipe.pipeline.stage import Item
 from detpipe.pipeline.stage_runner import StageRunner
 
@@ -135,9 +135,7 @@ class DataPolicy(DetpipeDevice):
         raw_files: list[Path] = []
         raw_master = None
         if stage.run.params.policy.keeps_raw:
-            saving = self._writer().saving_params
-            raw = series_file_names(saving, stage.run.series_id)
-            raw = type(raw)(stage.run.run_directory / RAW_SUBDIRECTORY, raw.stem)
+            raw = SeriesFiles(stage.run.run_directory / RAW_SUBDIRECTORY, stage.run.stem)
             raw_files, raw_master = raw.existing(), raw.master
         try:
             return await asyncio.to_thread(stage.finalise, raw_files, raw_master=raw_master)

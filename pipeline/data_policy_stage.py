@@ -114,7 +114,6 @@ class DataPolicyStage:
         """Claims the RED target and the manifest of ``series_id`` (TargetFileExists, PathOutsideDataRoots…)."""
         if self._in_series:
             raise AcquisitionStateError("prepare", "reducing a series", "wait for the series to end or abort it")
-        run_files = series_file_names(self.saving, series_id)
         red_saving = replace(self.saving, directory=self.saving.directory / RED_SUBDIRECTORY)
         run = RedRun(series_id, self.params, self.saving.directory, series_file_names(red_saving, series_id))
         if run.manifest.exists():
@@ -127,7 +126,7 @@ class DataPolicyStage:
             else:
                 self._red_writer = NxmxWriter(red_saving)
                 self._red_writer.prepare(series_id)
-        log.info("series %d: policy %s, run files %s", series_id, self.params.policy.value, run_files.stem)
+        log.info("series %d: policy %s, run files %s", series_id, self.params.policy.value, run.stem)
         self.stats.reset()
         self.run = run
         return run
