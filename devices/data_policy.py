@@ -273,9 +273,10 @@ class DataPolicy(DetpipeDevice):
 
     @command
     async def Reset(self) -> None:
-        """Leave FAULT: forget the failure; the next series is reduced normally."""
+        """Leave FAULT: forget the failure and any series that never finished; the next series is reduced normally."""
         if self._runner is not None:
             self._runner.reset()
         self._finalise_error = ""
+        self._prepared = None  # a series that failed before its manifest no longer blocks policy changes
         self.clear_fault()
         self.refresh(force=True)

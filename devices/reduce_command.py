@@ -9,7 +9,6 @@ import yaml
 from tqdm import tqdm
 
 from detpipe.pipeline.errors import ConfigError
-from detpipe.pipeline.nxmx_frame_source import NxmxFrameSource
 from detpipe.pipeline.offline_reduction import reduce_series
 from detpipe.pipeline.red_provenance import read_reduction_config
 from detpipe.pipeline.reduction_params import ReductionParams
@@ -25,12 +24,16 @@ def load_policy_file(path: Path) -> ReductionParams:
     return ReductionParams.from_mapping(document.get("data_policy", document))
 
 
+def _advance(bar: tqdm, done: int, total: int) -> None:
+    bar.total = total
+    bar.update(done - bar.n)
+
+
 def run_reduce(raw: Path, *, policy_file: Path | None, config_from: Path | None, output: Path) -> int:
     try:
         params = load_policy_file(policy_file) if policy_file is not None else read_reduction_config(config_from)[0]
-        total = NxmxFrameSource(raw).frames_total
-        with tqdm(total=total, unit="frame", desc=f"reduce {raw.name}", file=sys.stderr) as bar:
-            manifest = reduce_series(raw, params, output, progress=lambda done: bar.update(done - bar.n))
+        with tqdm(unit="frame", desc=f"reduce {raw.name}", file=sys.stderr) as bar:
+            manifest = reduce_series(raw, params, output, progress=lambda done, total: _advance(bar, done, total))
     except (ConfigError, OSError, ValueError) as err:
         print(f"detpipe reduce: {err}", file=sys.stderr)
         return 2

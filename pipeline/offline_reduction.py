@@ -26,9 +26,9 @@ MASTER_SUFFIX = "_master.h5"
 
 
 def reduce_series(master: Path, params: ReductionParams, output: Path, *,
-                  progress: Callable[[int], None] | None = None) -> Path:
+                  progress: Callable[[int, int], None] | None = None) -> Path:
     """Writes the RED files of the raw series ``master`` below ``output`` (``output/red/…`` and the manifest
-    ``output/<stem>_manifest.json``); ``progress`` is called with the number of frames done. Returns the
+    ``output/<stem>_manifest.json``); ``progress`` is called with (frames done, frames in the series). Returns the
     manifest path. Existing files are never replaced."""
     if not params.policy.keeps_red:
         raise ConfigError([f"policy {params.policy.value!r} keeps no RED data; use red or raw+red to reduce"])
@@ -52,7 +52,7 @@ def reduce_series(master: Path, params: ReductionParams, output: Path, *,
                 log.warning("frame %d rejected: %s", frame.index, err)
             done += 1
             if progress is not None:
-                progress(done)
+                progress(done, source.frames_total)
     except BaseException as err:
         stage.abort(f"{type(err).__name__}: {err}")
         raise
