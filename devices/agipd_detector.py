@@ -176,13 +176,13 @@ class AgipdDetector(DetectorDevice):
     async def Prepare(self) -> None:
         """Claim the run directory in the writer (refused if it exists) and arm the receiver (STANDBY)."""
         self.check_can_prepare()
-        writer = self._writer()
+        sink = self.data_sink()
         outbox = self.data_inbox(DetectorKind.AGIPD)
         if self._correction is not None:
             self._correction.outbox = outbox
             outbox = self._correction_inbox
         self._throttle.forget()
-        await asyncio.to_thread(self._acq.prepare, self._run_number, self._nb_trains, writer, outbox)
+        await asyncio.to_thread(self._acq.prepare, self._run_number, self._nb_trains, sink, outbox)
         self.refresh(force=True)
 
     @command
@@ -214,7 +214,7 @@ class AgipdDetector(DetectorDevice):
     async def _acquire(self) -> None:
         run = self._run_number
         end = await asyncio.to_thread(self._acq.acquire)
-        await self.wait_writer_done(run, DetectorKind.AGIPD)
+        await self.wait_writer_done(run)
         stats = self._receiver.stats
         self._summary = (f"Run {run} done ({end.reason.value}): {stats.trains_received} trains, "
                          f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "

@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="simulator options (see detpipe sim eiger --help)")
     sim.set_defaults(func=_sim)
 
-    reduce = sub.add_parser("reduce", help="apply a data policy to an archived raw series (same code as online)")
-    reduce.add_argument("raw", type=Path, help="raw series master, <stem>_master.h5")
+    reduce = sub.add_parser("reduce", help="apply a data policy to an archived raw series or run (same code as online)")
+    reduce.add_argument("raw", type=Path, help="Eiger series master <stem>_master.h5, or AGIPD run directory r<run>")
     source = reduce.add_mutually_exclusive_group(required=True)
     source.add_argument("--policy", type=Path, help="YAML/JSON data policy (DataPolicy attribute names)")
     source.add_argument("--config-from", type=Path, help="a RED file: reuse the policy stored in its NXnote")

@@ -15,11 +15,12 @@ import yaml
 from tango import AttrWriteType, DevState, Util
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.data_policy_stage import RAW_SUBDIRECTORY, DataPolicyStage
-from detpipe.pipeline.frame_reducer import EigerFrameReducer
+from detpipe.pipeline.data_policy_stage import DataPolicyStage, RedRun
+from detpipe.pipeline.exdf_writer import ExdfWriter
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.frame_reducer import EigerFrameReducer
+from detpipe.pipeline.red_run_layout import RAW_SUBDIRECTORY
 from detpipe.pipeline.reduction_params import MAX_MANTISSA_BITS, UNITS, Policy, ReductionParams
-from detpipe.pipeline.saving_target import SeriesFiles
 from detpipe.pipeline.stage import Item
 from detpipe.pipeline.stage_runner import StageRunner
 
@@ -102,20 +103,33 @@ class DataPolicy(DetpipeDevice):
     def _on_failure(self, reason: str) -> None:
         self._fault = reason
 
-    # --- sink used in-process by the Eiger detector (eiger_acquisition.FrameSink) ---
+    # --- sink used in-process by detector devices (eiger_acquisition.FrameSink, agipd_acquisition.RunSink) ---
     def prepare(self, series_id: int) -> Path:
-        """Claims the run's RED files and manifest, and the raw writer's files in raw/ when raw is kept."""
+        """An Eiger series: claims its RED files and manifest, and the raw writer's files in raw/ when raw is
+        kept; returns the RED master (policy raw: where it would be)."""
+        run = self._prepare_stage(series_id)
+        if run.params.policy.keeps_raw:
+            self._writer().prepare(series_id, directory=run.run_directory / RAW_SUBDIRECTORY)
+        return run.red_master
+
+    def prepare_run(self, run_number: int) -> Path:
+        """An AGIPD run: the same, with EuXFEL run directories in raw/ and red/; returns the raw run directory
+        when raw is kept, else the RED one."""
+        writer = self._writer()
+        run = self._prepare_stage(run_number, exdf=writer.exdf_writer)
+        if run.params.policy.keeps_raw:
+            return writer.prepare_run(run_number, directory=run.run_directory / RAW_SUBDIRECTORY)
+        return run.red_master.parent
+
+    def _prepare_stage(self, series_id: int, *, exdf: ExdfWriter | None = None) -> RedRun:
         stage, runner = self._engine()
         if runner.failure is not None:
             raise RuntimeError(f"data policy is in FAULT ({runner.failure}); Reset it first")
-        writer = self._writer()
-        stage.configure(params=self.requested_params, saving=writer.saving_params)
-        run = stage.prepare(series_id)
-        if self.requested_params.policy.keeps_raw:
-            writer.prepare(series_id, directory=run.run_directory / RAW_SUBDIRECTORY)
+        stage.configure(params=self.requested_params, saving=self._writer().saving_params)
+        run = stage.prepare(series_id, exdf=exdf)
         self._prepared, self._finalise_error = series_id, ""
         runner.last_end = None
-        return run.red_master if self.requested_params.policy.keeps_red else run.red_files.master
+        return run
 
     def check_series(self, shape: tuple[int, int]) -> None:
         """Refuse a series at Prepare, before the detector is armed, when the policy cannot apply to its images
@@ -135,8 +149,7 @@ class DataPolicy(DetpipeDevice):
         raw_files: list[Path] = []
         raw_master = None
         if stage.run.params.policy.keeps_raw:
-            raw = SeriesFiles(stage.run.run_directory / RAW_SUBDIRECTORY, stage.run.stem)
-            raw_files, raw_master = raw.existing(), raw.master
+            raw_files, raw_master = stage.run.layout.raw_paths(), stage.run.layout.raw_master
         try:
             return await asyncio.to_thread(stage.finalise, raw_files, raw_master=raw_master)
         except OSError as err:

@@ -76,23 +76,17 @@ class DetectorDevice(DetpipeDevice):
             raise TypeError(f"{name} is a {type(device).__name__}, not a {kind.__name__}")
         return device
 
-    def data_sink(self, kind: DetectorKind) -> NexusWriter | DataPolicy:
+    def data_sink(self) -> NexusWriter | DataPolicy:
         """Who claims the next series' files and receives its frames after triage: the data policy when one is
-        configured, else the writer. AGIPD runs are written raw: RED for EXDF is not built yet, so a policy
-        that keeps RED refuses them instead of silently writing raw."""
+        configured, else the writer."""
         if not self.DataPolicyDevice:
             return self._writer()
         policy: DataPolicy = self._device(self.DataPolicyDevice, DataPolicy)
-        if kind is DetectorKind.AGIPD:
-            if policy.requested_params.policy.keeps_red:
-                raise RuntimeError(f"data policy {policy.requested_params.policy.value!r} needs RED output, which "
-                                   "detpipe does not write for AGIPD runs yet; set the DataPolicy policy to raw")
-            return self._writer()
         return policy
 
     def data_inbox(self, kind: DetectorKind) -> FrameQueue[Item]:
         """Where the next series' data goes: the hit finder when one is configured and enabled, else the sink."""
-        sink_inbox = self.data_sink(kind).inbox
+        sink_inbox = self.data_sink().inbox
         if not self.HitFinderDevice:
             return sink_inbox
         finder: HitFinder = self._device(self.HitFinderDevice, HitFinder)
@@ -127,9 +121,9 @@ class DetectorDevice(DetpipeDevice):
             await asyncio.wait_for(asyncio.shield(self._run), WRITER_DRAIN_TIMEOUT_S)
         self.refresh(force=True)
 
-    async def wait_writer_done(self, series_id: int | None, kind: DetectorKind) -> None:
+    async def wait_writer_done(self, series_id: int | None) -> None:
         """Returns once every file of the series is closed (and, under a data policy, its manifest written)."""
-        sink, loop = self.data_sink(kind), asyncio.get_running_loop()
+        sink, loop = self.data_sink(), asyncio.get_running_loop()
         deadline = loop.time() + WRITER_DRAIN_TIMEOUT_S
         while not sink.series_written(series_id):
             if loop.time() > deadline:

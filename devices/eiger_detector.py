@@ -239,7 +239,7 @@ class EigerDetector(DetectorDevice):
     async def Prepare(self) -> None:
         """Apply the acq_* settings, arm the detector and prepare the writer's files (STANDBY)."""
         self.check_can_prepare()
-        sink = self.data_sink(DetectorKind.EIGER)
+        sink = self.data_sink()
         if isinstance(sink, DataPolicy):
             sink.check_series(await asyncio.to_thread(self._acq.image_shape))
         self._throttle.forget()
@@ -280,7 +280,7 @@ class EigerDetector(DetectorDevice):
         series_id = self._acq.series_id
         try:
             end = await asyncio.to_thread(self._acq.acquire)
-            await self.wait_writer_done(series_id, DetectorKind.EIGER)
+            await self.wait_writer_done(series_id)
         except (DetectorUnreachable, DetectorRefused, TimeoutError) as err:
             self.set_fault(f"Series {series_id} failed: {err}")
             return

@@ -71,9 +71,9 @@ class NexusWriter(DetpipeDevice):
         """An Eiger series: NXmx files, in ``directory`` when a data policy gives one (``raw/``)."""
         return self._prepare(FileFormat.NXMX, series_id, directory=directory)
 
-    def prepare_run(self, run_number: int) -> Path:
-        """An AGIPD run: an EuXFEL run directory."""
-        return self._prepare(FileFormat.EXDF, run_number)
+    def prepare_run(self, run_number: int, *, directory: Path | None = None) -> Path:
+        """An AGIPD run: an EuXFEL run directory, in ``directory`` when a data policy gives one (``raw/``)."""
+        return self._prepare(FileFormat.EXDF, run_number, directory=directory)
 
     def _prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None) -> Path:
         if self._runner.failure is not None:
@@ -84,6 +84,11 @@ class NexusWriter(DetpipeDevice):
         self._writer.stats.reset()
         self._runner.last_end = None
         return path
+
+    @property
+    def exdf_writer(self) -> ExdfWriter:
+        """The AGIPD run writer, whose layout a data policy copies for a run's RED files."""
+        return self._writer.exdf
 
     @property
     def saving_params(self) -> SavingParams:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 
 from .errors import TargetFileExists
 from .exdf_index import RunIndex
@@ -39,7 +38,7 @@ PIXEL_SIZE_M = 200e-6  # agipd.md §1.1
 SENSOR_THICKNESS_M = 500e-6
 # Missing modules read as 0 in pixels and gain, raw or corrected (extra-data's CXI uses NaN for float data;
 # modules_present tells them apart), and as every bad-pixel bit in the mask, so a masked reader drops them.
-_FILL = {"data": 0, "gain": 0, "mask": 0xFFFFFFFF}
+VDS_FILL = {"data": 0, "gain": 0, "mask": 0xFFFFFFFF}
 _AXES = {Product.RAW: "frame:module:data_gain:y:x", Product.CORRECTED: "frame:module:y:x"}
 
 
@@ -167,4 +166,4 @@ def _write_stack(group: h5py.Group, key: PixelKey, index: RunIndex, extents: Seq
                                         shape=(extent.rows, *key.shape), dtype=key.dtype)
             frames = slice(span.first_frame, span.first_frame + span.frames)
             layout[frames, module] = source[span.first_row : span.first_row + span.frames]
-    group.create_virtual_dataset(key.name, layout, fillvalue=key.dtype.type(_FILL[key.name]))
+    group.create_virtual_dataset(key.name, layout, fillvalue=key.dtype.type(VDS_FILL[key.name]))

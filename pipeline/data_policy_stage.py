@@ -1,16 +1,17 @@
-"""The data policy stage: after triage, before the files. It hands every frame to the raw writer when the run
-keeps raw, and writes the kept frames, reduced, as the run's RED files.
+"""The data policy stage: after triage, before the files. It hands every frame (or train) to the raw writer
+when the run keeps raw, and writes the kept frames, reduced, as the run's RED files.
 
-Layout of a run (the writer's saving directory)::
+Layout of a run (the writer's saving directory; red_run_layout.py)::
 
-    raw/<stem>_master.h5, raw/<stem>_data_00000N.h5     policy raw or raw+red (short retention)
-    red/<stem>_master.h5, red/<stem>_data_00000N.h5     policy red or raw+red: NXmx of the kept frames
+    raw/<stem>_master.h5, raw/<stem>_data_00000N.h5     Eiger, policy raw or raw+red (short retention)
+    red/<stem>_master.h5, red/<stem>_data_00000N.h5     Eiger, policy red or raw+red: NXmx of the kept frames
     red/<stem>_sparse.h5                                ... or, with sparse, the pyFAI sparse-frame file
+    raw/r0007/…, red/r0007/…                            AGIPD: EuXFEL run directories (agipd_red_output.py)
     <stem>_manifest.json                                written by ``finalise`` once every file is closed
 
-RED frames are numbered 0, 1, 2… in RED order; ``/entry/process_02/kept_frames`` maps them back to their
-original frame ids. The stage decides and reduces with pure functions of each frame and the policy, so the
-same raw frames give the same RED bytes online and offline (``detpipe reduce``).
+Eiger RED frames are numbered 0, 1, 2… in RED order; ``/entry/process_02/kept_frames`` maps them back to their
+original frame ids (AGIPD: ``train_id << 16 | cell_id``). The stage decides and reduces with pure functions of
+each frame and the policy, so the same raw data gives the same RED bytes online and offline (``detpipe reduce``).
 """
 
 from __future__ import annotations
@@ -23,17 +24,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .agipd_red_output import AgipdRedOutput
 from .errors import AcquisitionStateError, FrameRejected, TargetFileExists
 from .event_selection import KeepReason, keep_reason
+from .exdf_writer import ExdfWriter
 from .frame import Frame
 from .frame_queue import FrameQueue
 from .frame_reducer import EigerFrameReducer
 from .nxmx_writer import NxmxWriter
 from .red_provenance import write_raw_checksums, write_reduction_process, write_retention
+from .red_run_layout import RED_SUBDIRECTORY, ExdfRunLayout, NxmxRunLayout, RunLayout, manifest_path, raw_master_link
 from .reduction_params import ReductionParams
 from .reduction_stats import ReductionStats
 from .run_manifest import describe_files, manifest_document, write_manifest
-from .saving_target import SavingParams, SeriesFiles, claim_series_files, series_file_names
+from .saving_target import SavingParams, claim_series_files, series_file_names
 from .series import EndOfSeries, EndReason, SeriesStart
 from .sparse_file import SparseFramesFile
 from .stage import Item
@@ -41,9 +45,6 @@ from .train import Train
 from .triage_params import TriageParams
 
 log = logging.getLogger(__name__)
-
-RAW_SUBDIRECTORY = "raw"
-RED_SUBDIRECTORY = "red"
 
 
 def _now() -> str:
@@ -56,8 +57,7 @@ class RedRun:
 
     series_id: int
     params: ReductionParams
-    run_directory: Path
-    red_files: SeriesFiles
+    layout: RunLayout
     triage: TriageParams | None = None
     detector: str = ""
     start_date: str = ""
@@ -66,25 +66,27 @@ class RedRun:
     keep_reasons: list[int] = field(default_factory=list)
 
     @property
-    def stem(self) -> str:
-        return self.red_files.stem
+    def run_directory(self) -> Path:
+        return self.layout.run_directory
 
     @property
-    def sparse_path(self) -> Path:
-        return self.red_files.directory / f"{self.stem}_sparse.h5"
+    def stem(self) -> str:
+        return self.layout.stem
 
     @property
     def red_master(self) -> Path:
-        return self.sparse_path if self.params.sparse else self.red_files.master
+        return self.layout.red_master
 
     @property
     def manifest(self) -> Path:
-        return self.run_directory / f"{self.stem}_manifest.json"
+        return manifest_path(self.layout)
 
     def red_paths(self) -> list[Path]:
-        if not self.params.policy.keeps_red:
-            return []
-        return [self.sparse_path] if self.params.sparse else self.red_files.existing()
+        return self.layout.red_paths() if self.params.policy.keeps_red else []
+
+    def keep(self, frame_id: int, reason: KeepReason) -> None:
+        self.kept_frames.append(frame_id)
+        self.keep_reasons.append(int(reason))
 
 
 class DataPolicyStage:
@@ -102,6 +104,7 @@ class DataPolicyStage:
         self._reducer: EigerFrameReducer | None = None
         self._red_writer: NxmxWriter | None = None
         self._sparse: SparseFramesFile | None = None
+        self._agipd: AgipdRedOutput | None = None
 
     def configure(self, *, params: ReductionParams | None = None, saving: SavingParams | None = None) -> None:
         if self._in_series:
@@ -110,26 +113,38 @@ class DataPolicyStage:
         self.params = params or self.params
         self.saving = saving or self.saving
 
-    def prepare(self, series_id: int) -> RedRun:
-        """Claims the RED target and the manifest of ``series_id`` (TargetFileExists, PathOutsideDataRoots…)."""
+    def prepare(self, series_id: int, *, exdf: ExdfWriter | None = None) -> RedRun:
+        """Claims the RED target and the manifest of ``series_id`` (TargetFileExists, PathOutsideDataRoots,
+        ConfigError…). An AGIPD run gives ``exdf``, the raw run writer whose layout its RED files copy."""
         if self._in_series:
             raise AcquisitionStateError("prepare", "reducing a series", "wait for the series to end or abort it")
-        red_saving = replace(self.saving, directory=self.saving.directory / RED_SUBDIRECTORY)
-        run = RedRun(series_id, self.params, self.saving.directory, series_file_names(red_saving, series_id))
-        if run.manifest.exists():
-            raise TargetFileExists(run.manifest)
-        if self.params.policy.keeps_red:
-            if self.params.sparse:
-                claim_series_files(red_saving, series_id)
-                if run.sparse_path.exists():
-                    raise TargetFileExists(run.sparse_path)
-            else:
-                self._red_writer = NxmxWriter(red_saving)
-                self._red_writer.prepare(series_id)
-        log.info("series %d: policy %s, run files %s", series_id, self.params.policy.value, run.stem)
+        params = self.params
+        layout: RunLayout = (ExdfRunLayout(self.saving.directory, series_id) if exdf is not None else
+                             NxmxRunLayout(self.saving.directory, series_file_names(self.saving, series_id).stem,
+                                           sparse=params.sparse))
+        if manifest_path(layout).exists():
+            raise TargetFileExists(manifest_path(layout))
         self.stats.reset()
-        self.run = run
-        return run
+        self._agipd = None
+        if params.policy.keeps_red:
+            if exdf is not None:
+                assert isinstance(layout, ExdfRunLayout)
+                self._agipd = AgipdRedOutput.prepare(exdf, params, self.stats, layout)
+            else:
+                self._claim_nxmx(series_id, layout)
+        log.info("series %d: policy %s, run files %s", series_id, params.policy.value, layout.stem)
+        self.run = RedRun(series_id, params, layout)
+        return self.run
+
+    def _claim_nxmx(self, series_id: int, layout: RunLayout) -> None:
+        red_saving = replace(self.saving, directory=self.saving.directory / RED_SUBDIRECTORY)
+        if self.params.sparse:
+            claim_series_files(red_saving, series_id)
+            if layout.red_master.exists():
+                raise TargetFileExists(layout.red_master)
+        else:
+            self._red_writer = NxmxWriter(red_saving)
+            self._red_writer.prepare(series_id)
 
     # --- Stage ---
     def start_series(self, start: SeriesStart) -> None:
@@ -143,12 +158,15 @@ class DataPolicyStage:
         self._forward_raw(start)
         if not run.params.policy.keeps_red:
             return
+        if self._agipd is not None:
+            self._agipd.start(start)
+            return
         self._reducer = EigerFrameReducer(run.params, start, self.stats)
         red_start = self._reducer.red_start(start)
         if run.params.sparse:
             assert self._reducer.bins is not None and red_start.config is not None
             self._sparse = SparseFramesFile(
-                run.sparse_path, bins=self._reducer.bins, shape=red_start.config.shape,
+                run.red_master, bins=self._reducer.bins, shape=red_start.config.shape,
                 dtype=red_start.config.dtype, dummy=self._reducer.masked_value or 0,
                 max_peaks=start.triage.max_num_peaks if start.triage is not None else 2048)
         else:
@@ -156,21 +174,28 @@ class DataPolicyStage:
             self._red_writer.start_series(red_start)
 
     def process(self, item: Frame | Train) -> None:
-        if not isinstance(item, Frame):
-            raise FrameRejected("unsupported_item", "the data policy reduces Eiger frames; AGIPD trains go raw")
         run = self.run
         if run is None or not self._in_series:
-            raise FrameRejected("no_series", f"frame {item.index} of series {item.series_id} before its start")
-        self.stats.frames_in += 1
-        self.stats.bytes_in += item.nbytes_encoded
+            raise FrameRejected("no_series", f"item {item.index} of series {item.series_id} before its start")
+        agipd_run = isinstance(run.layout, ExdfRunLayout)
+        if isinstance(item, Train) != agipd_run:
+            raise FrameRejected("unsupported_item", f"a {type(item).__name__} in a run prepared for "
+                                f"{'AGIPD trains' if agipd_run else 'Eiger frames'}")
+        frames = item.frames if isinstance(item, Train) else 1
+        self.stats.frames_in += frames
+        self.stats.bytes_in += item.nbytes if isinstance(item, Train) else item.nbytes_encoded
         self._forward_raw(item)
         if not run.params.policy.keeps_red:
-            self.stats.kept[KeepReason.ALL] += 1
-            return
-        reason = keep_reason(item.triage, item.index, run.params)
-        self.stats.kept[reason] += 1
-        if reason.kept:
-            self._write_red(run, item, reason)
+            self.stats.kept[KeepReason.ALL] += frames
+        elif isinstance(item, Train):
+            assert self._agipd is not None
+            for frame_id, reason in self._agipd.add(item):
+                run.keep(frame_id, reason)
+        else:
+            reason = keep_reason(item.triage, item.index, run.params)
+            self.stats.kept[reason] += 1
+            if reason.kept:
+                self._write_red(run, item, reason)
 
     def _write_red(self, run: RedRun, frame: Frame, reason: KeepReason) -> None:
         assert self._reducer is not None
@@ -182,8 +207,7 @@ class DataPolicyStage:
         else:
             assert self._sparse is not None
             self.stats.bytes_red += self._sparse.append(reduced, frame.triage.peaks if frame.triage else None)
-        run.kept_frames.append(frame.index)
-        run.keep_reasons.append(int(reason))
+        run.keep(frame.index, reason)
 
     def finish(self, end: EndOfSeries) -> None:
         """Hands the end to the raw writer first (it closes in parallel), then closes the RED files with their
@@ -194,14 +218,17 @@ class DataPolicyStage:
         if run is None:
             return
         run.end_date = _now()
+        if self._agipd is not None:
+            self._agipd.finish(end)
         if self._red_writer is not None:
             self._red_writer.finish(end)
+        if self._red_writer is not None or self._agipd is not None:
             with h5py.File(run.red_master, "r+") as handle:
                 self._write_provenance(handle, run)
         if self._sparse is not None:
             self._write_provenance(self._sparse.h5, run)
             self._sparse.close()
-        self._red_writer = self._sparse = self._reducer = None
+        self._red_writer = self._sparse = self._reducer = self._agipd = None
 
     def abort(self, reason: str) -> None:
         """Leaves the RED files valid and ends the raw series too, so no file stays open."""
@@ -210,18 +237,20 @@ class DataPolicyStage:
             self._red_writer.abort(reason)
         if self._sparse is not None:
             self._sparse.close()
-        self._red_writer = self._sparse = self._reducer = None
+        if self._agipd is not None:
+            self._agipd.abort(reason)
+        self._red_writer = self._sparse = self._reducer = self._agipd = None
         if self.run is not None:
             self._forward_raw(EndOfSeries(self.run.series_id, EndReason.ERROR, detail=reason))
 
     def _forward_raw(self, item: Item) -> None:
         if self.raw_outbox is not None and self.run is not None and self.run.params.policy.keeps_raw:
             self.raw_outbox.put(item, wait_for_room=True)
-            if isinstance(item, Frame):
-                self.stats.bytes_raw += item.nbytes_encoded
+            if isinstance(item, (Frame, Train)):
+                self.stats.bytes_raw += item.nbytes if isinstance(item, Train) else item.nbytes_encoded
 
     def _write_provenance(self, handle: h5py.File, run: RedRun) -> None:
-        raw_master = f"../{RAW_SUBDIRECTORY}/{run.stem}_master.h5" if run.params.policy.keeps_raw else ""
+        raw_master = raw_master_link(run.layout) if run.params.policy.keeps_raw else ""
         write_reduction_process(
             handle, params=run.params, triage=run.triage, date=run.start_date,
             kept_frames=np.asarray(run.kept_frames, dtype=np.int64),

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DATA_FORMAT_VERSION = "1.2"  # INDEX/flag 1 = good (as 1.0), plus INDEX/origin (agipd.md §4.2)
 ORIGIN_TIME_SERVER = -1  # INDEX/origin as EuXFEL's own test files write it: train id from the timing system
 FLAG_GOOD = 1
-_PREFIX = {Product.RAW: "RAW", Product.CORRECTED: "CORR"}
+PRODUCT_PREFIX = {Product.RAW: "RAW", Product.CORRECTED: "CORR"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ def module_source(detector: str, product: Product, module: int) -> str:
 
 
 def module_file_name(product: Product, run: int, module: int, sequence: int) -> str:
-    return f"{_PREFIX[product]}-R{run:04d}-AGIPD{module:02d}-S{sequence:05d}.h5"
+    return f"{PRODUCT_PREFIX[product]}-R{run:04d}-AGIPD{module:02d}-S{sequence:05d}.h5"
 
 
 def module_chunks(train: Train, module: int) -> ModuleChunks:
@@ -164,6 +164,23 @@ def write_train_index(handle: h5py.File, trains: Sequence[TrainRecord]) -> None:
     index.create_dataset("origin", data=np.full(n, ORIGIN_TIME_SERVER, np.int32))
 
 
+def create_exdf_file(path: Path, metadata: RunMetadata, sequence: int, group: str, *,
+                     overwrite: bool) -> tuple[h5py.File, h5py.Group]:
+    """A new EXDF file with METADATA naming its one data source group ``INSTRUMENT/<source>/<group>`` and that
+    group created; raises ``TargetFileExists`` rather than replace a file unless ``overwrite``. The caller
+    owns the open file and closes it, also when filling the group fails."""
+    try:
+        handle = h5py.File(path, "w" if overwrite else "w-")
+    except FileExistsError as err:
+        raise TargetFileExists(path) from err
+    try:
+        write_metadata(handle, metadata, sequence, [f"INSTRUMENT/{group}"])
+        return handle, handle.create_group(f"INSTRUMENT/{group}")
+    except BaseException:
+        handle.close()
+        raise
+
+
 class ExdfModuleFile:
     """Sequence ``sequence`` of one module: every train of the sequence is listed in INDEX, with
     ``count = 0`` where the module did not arrive (the way EuXFEL files show a missing module)."""
@@ -180,13 +197,8 @@ class ExdfModuleFile:
         self._counts: list[int] = []
         self._pulse_ids: list[np.ndarray] = []
         self._cell_ids: list[np.ndarray] = []
+        self._file, image = create_exdf_file(path, metadata, sequence, f"{source}/image", overwrite=overwrite)
         try:
-            self._file = h5py.File(path, "w" if overwrite else "w-")
-        except FileExistsError as err:
-            raise TargetFileExists(path) from err
-        try:
-            write_metadata(self._file, metadata, sequence, [f"INSTRUMENT/{source}/image"])
-            image = self._file.create_group(f"INSTRUMENT/{source}/image")
             bslz4 = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
             self._pixels = {
                 key.name: image.create_dataset(key.name, shape=(0, *key.shape), maxshape=(None, *key.shape),

@@ -86,9 +86,13 @@ class ExdfWriter:
     """
 
     def __init__(self, params: SavingParams, *, trains_per_sequence: int = 256, detector: str = "SPB_DET_AGIPD1M-1",
-                 run_number: int | None = None, proposal: int = 0, compression_threads: int | None = None) -> None:
+                 run_number: int | None = None, proposal: int = 0, compression_threads: int | None = None,
+                 modules: Sequence[int] | None = None) -> None:
         threads = min(8, os.cpu_count() or 1) if compression_threads is None else compression_threads
+        modules = tuple(range(AGIPD_MODULES)) if modules is None else tuple(sorted(set(modules)))
         problems = []
+        if not modules or not all(0 <= m < AGIPD_MODULES for m in modules):
+            problems.append(f"modules must be a non-empty subset of 0…{AGIPD_MODULES - 1}, got {list(modules)}")
         if threads < 1:
             problems.append(f"compression_threads must be >= 1, got {threads}")
         if trains_per_sequence < 1:
@@ -107,11 +111,18 @@ class ExdfWriter:
         self.detector = detector
         self.proposal = proposal
         self.compression_threads = threads
+        self.modules = modules
         self.run_directory: Path | None = None
         self.master_path: Path | None = None
         self._run_number = run_number
         self._prepared: _Prepared | None = None
         self._run: _Run | None = None
+
+    def sibling(self, params: SavingParams, *, modules: Sequence[int] | None = None) -> ExdfWriter:
+        """A writer with this one's run layout (detector, proposal, sequence length) for other files of the same
+        runs, e.g. their RED files (a data policy), writing only ``modules``."""
+        return ExdfWriter(params, trains_per_sequence=self.trains_per_sequence, detector=self.detector,
+                          proposal=self.proposal, compression_threads=self.compression_threads, modules=modules)
 
     def configure(self, params: SavingParams) -> None:
         """New saving parameters for the next run; refused while a run is being written."""
@@ -119,8 +130,9 @@ class ExdfWriter:
         self.params = params
         self._prepared = None
 
-    def prepare(self, run_number: int) -> Path:
-        """Claims ``params.directory/r{run:04d}`` and resets the counters; returns the run directory.
+    def prepare(self, run_number: int, *, directory: Path | None = None) -> Path:
+        """Claims ``r{run:04d}`` in ``directory`` (default ``params.directory``; a data policy gives ``raw/``) and
+        resets the counters; returns the run directory.
 
         Raises ``PathOutsideDataRoots``, ``PermissionError``, or ``TargetFileExists`` when the run directory
         exists and is not empty under the ABORT policy. Under OVERWRITE, the old run's EXDF files, master and
@@ -129,7 +141,7 @@ class ExdfWriter:
         self._refuse_while_writing("prepare")
         if not 0 <= run_number <= 9999:
             raise ConfigError([f"run number must be within 0…9999, got {run_number}"])
-        params = self.params
+        params = self.params if directory is None else replace(self.params, directory=directory)
         directory = check_directory(params.directory / f"r{run_number:04d}", params.data_roots)
         if directory.is_dir() and any(directory.iterdir()):
             if params.overwrite_policy is OverwritePolicy.ABORT:
@@ -232,7 +244,7 @@ class ExdfWriter:
     def _open_sequence(self, run: _Run, sequence: int) -> None:
         assert run.product is not None
         try:
-            for module in range(AGIPD_MODULES):
+            for module in self.modules:
                 name = module_file_name(run.product, run.target.run, module, sequence)
                 run.open_files.append(ExdfModuleFile(
                     run.target.directory / name, module=module, source=module_source(self.detector, run.product, module),

@@ -110,7 +110,7 @@ class EigerFrameReducer:
                               noise=self.params.sparse_noise, masked_value=self.masked_value)
             self.stats.pixels_dropped += self._valid_pixels - self._dropped_pixels - int(sparse.index.size)
             return sparse
-        if self.params.mantissa_bits < 23 or self.params.rounding_step > 0:
+        if self.params.rounds:
             rounded = round_precision(pixels, mantissa_bits=self.params.mantissa_bits,
                                       step_exponent=self.params.rounding_exponent, masked_value=self.masked_value)
             self.stats.rounding.add(pixels, rounded, self.valid, masked_value=self.masked_value)

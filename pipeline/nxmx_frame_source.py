@@ -34,14 +34,13 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers filter 32008 for the bitshuffled pixel_mask and flatfield
 import numpy as np
 
-from .cxi_peak_list import CXI_COLUMNS, CXI_PATH
 from .frame import Encoding, Frame
 from .nxmx_data_file import DATASET_PATH
 from .nxmx_master import DETECTOR, HC_EV_ANGSTROM
-from .peak_list import FrameTriage, PeakList
 from .series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 from .stage import Item
-from .triage_process import PROCESS_PATH, RESULT_FIELDS, read_triage_params
+from .stored_triage import StoredTriage
+from .triage_process import PROCESS_PATH, read_triage_params
 
 # detectorSpecific fields nxmx_master.py writes from DetectorConfig fields or the frames, not from the header.
 _FROM_CONFIG = {"nimages", "ntrigger", "photon_energy", "trigger_mode", "x_pixels_in_detector", "y_pixels_in_detector"}
@@ -139,7 +138,7 @@ class NxmxFrameSource:
         self.frames_missing = 0
         covered = 0  # the global index after the rows of the data files read so far
         with h5py.File(self.master, "r") as master:
-            triage = _TriageRows(master, self.triage_block_rows) if PROCESS_PATH in master else None
+            triage = StoredTriage(master, self.triage_block_rows) if PROCESS_PATH in master else None
             for path in self._data_files:
                 with h5py.File(path, "r") as handle:
                     dataset = handle[DATASET_PATH]
@@ -166,42 +165,6 @@ class NxmxFrameSource:
             sent += 1
             yield frame
         yield EndOfSeries(self.series_id, EndReason.END_MESSAGE, frames_sent=sent)
-
-
-class _TriageRows:
-    """``process_01/results`` and the CXI peak list, read ``block_rows`` frames at a time (the writer's
-    flush unit); -1 in ``n_peaks`` means not triaged, and rows past the end were never written."""
-
-    def __init__(self, handle: h5py.File, block_rows: int) -> None:
-        self._results, self._cxi = handle[f"{PROCESS_PATH}/results"], handle.get(CXI_PATH)
-        self._block_rows = max(1, block_rows)
-        self._first = -1  # first frame of the block in memory; _load sets the block's arrays
-
-    def at(self, index: int) -> FrameTriage | None:
-        if self._first != index - index % self._block_rows:
-            self._load(index - index % self._block_rows)
-        k = index - self._first
-        if k >= len(self._values["n_peaks"]) or self._values["n_peaks"][k] < 0:
-            return None
-        n = int(self._stored[k])
-        peaks = PeakList(*(np.array(self._columns[c, k, :n], np.float32) for c in range(len(CXI_COLUMNS))))
-        return FrameTriage(int(self._values["n_peaks"][k]), peaks, int(self._values["lit_pixels"][k]),
-                           bool(self._values["is_hit"][k]), bool(self._values["vetoed"][k]), time_ms=0.0)
-
-    def _load(self, first: int) -> None:
-        last = first + self._block_rows
-        self._first = first
-        self._values = {name: self._results[name][first:last] for name, _ in RESULT_FIELDS}
-        rows = len(self._values["n_peaks"])
-        self._stored = np.zeros(rows, np.int32)
-        if self._cxi is not None:
-            found = self._cxi["nPeaks"][first:last][:rows]
-            self._stored[: len(found)] = found
-        width = int(self._stored.max(initial=0))
-        self._columns = np.zeros((len(CXI_COLUMNS), rows, width), np.float32)
-        for c, (name, _) in enumerate(CXI_COLUMNS if width and self._cxi is not None else ()):
-            found = self._cxi[name][first:last, :width][:rows]
-            self._columns[c, : len(found)] = found
 
 
 def _check_master(master: Path) -> tuple[list[Path], int]:

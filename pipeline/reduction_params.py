@@ -109,6 +109,11 @@ class ReductionParams:
         return self.mantissa_bits < MAX_MANTISSA_BITS or self.rounding_step > 0 or self.binning > 1 or self.sparse
 
     @property
+    def rounds(self) -> bool:
+        """True when kept pixels are rounded (mantissa bits and/or an absolute step)."""
+        return self.mantissa_bits < MAX_MANTISSA_BITS or self.rounding_step > 0
+
+    @property
     def rounding_exponent(self) -> int | None:
         """``k`` of the absolute step 2**k, errb_round's ``abspw``; None when there is no absolute step."""
         return round(math.log2(self.rounding_step)) if self.rounding_step > 0 else None

@@ -17,7 +17,7 @@ import numpy as np
 from .frame import Encoding
 from .hit_finder import HitFinder
 from .train import AGIPD_MODULES, MODULE_SHAPE
-from .triage_setup import AGIPD_IMAGE_BYTES, DetectorKind, TriageSetup
+from .triage_setup import AGIPD_IMAGE_BYTES, TriageSetup
 
 log = logging.getLogger(__name__)
 

@@ -44,6 +44,13 @@ class WriterSelector:
         return self._writers[FileFormat.NXMX].params
 
     @property
+    def exdf(self) -> ExdfWriter:
+        """The AGIPD run writer, whose layout a data policy copies for the run's RED files."""
+        writer = self._writers[FileFormat.EXDF]
+        assert isinstance(writer, ExdfWriter)
+        return writer
+
+    @property
     def master_path(self) -> Path | None:
         return self._active.master_path
 
@@ -52,12 +59,10 @@ class WriterSelector:
             writer.configure(params)
 
     def prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None) -> Path:
-        """Select the format and claim the series' files (NXmx: in ``directory`` when given); raises the writer's
-        refusal unchanged."""
+        """Select the format and claim the series' files (in ``directory`` when given: a data policy's
+        ``raw/``); raises the writer's refusal unchanged."""
         self.format = file_format
-        if file_format is FileFormat.NXMX:
-            return self._writers[FileFormat.NXMX].prepare(series_id, directory=directory)  # type: ignore[call-arg]
-        return self._active.prepare(series_id)
+        return self._active.prepare(series_id, directory=directory)
 
     def start_series(self, start: SeriesStart) -> None:
         self._active.start_series(start)

@@ -7,19 +7,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import extra_data
 import h5py
+import numpy as np
 import pytest
 import tango
 from tango.test_context import MultiDeviceTestContext
 
+from detpipe.devices.agipd_detector import AgipdDetector
 from detpipe.devices.cli import main as detpipe_main
 from detpipe.devices.data_policy import DataPolicy
 from detpipe.devices.eiger_detector import EigerDetector
 from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
-from detpipe.simulators import EigerSimulator
+from detpipe.simulators import AgipdSimulator, EigerSimulator
+from tests.integration.test_agipd_slice import run
 from tests.integration.test_eiger_slice import acquire, configure
 from tests.integration.test_hit_finder_device import WORKERS_START_S, eiger_props
+from tests.pipeline.test_agipd_red import module_chunks
 from tests.pipeline.test_data_policy_stage import red_chunks
 from tests.waiting import wait_until
 
@@ -27,14 +32,17 @@ DETECTOR, HIT_FINDER, POLICY, WRITER = "test/detector/1", "test/hitfinder/1", "t
 
 
 @contextmanager
-def policy_server(sim: EigerSimulator, data_root: Path) -> Iterator[tuple[tango.DeviceProxy, ...]]:
+def policy_server(sim: EigerSimulator | AgipdSimulator, data_root: Path) -> Iterator[tuple[tango.DeviceProxy, ...]]:
+    detector_class, detector_props = ((EigerDetector, eiger_props(sim)) if isinstance(sim, EigerSimulator) else
+                                      (AgipdDetector, {"BridgeEndpoint": sim.endpoint, "StreamTimeout": 30.0}))
     devices = [
-        {"class": EigerDetector, "devices": [{"name": DETECTOR, "properties": {
+        {"class": detector_class, "devices": [{"name": DETECTOR, "properties": {
             "WriterDevice": WRITER, "HitFinderDevice": HIT_FINDER, "DataPolicyDevice": POLICY,
-            **eiger_props(sim)}}]},
+            **detector_props}}]},
         {"class": HitFinder, "devices": [{"name": HIT_FINDER, "properties": {"Workers": 2}}]},
         {"class": DataPolicy, "devices": [{"name": POLICY, "properties": {"WriterDevice": WRITER}}]},
-        {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {"DataRoots": [str(data_root)]}}]},
+        {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
+            "DataRoots": [str(data_root)], "TrainsPerSequence": 8}}]},
     ]
     with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
         detector, finder, policy, writer = (ctx.get_device(n) for n in (DETECTOR, HIT_FINDER, POLICY, WRITER))
@@ -106,3 +114,44 @@ def test_bad_policy_values_are_refused_with_the_reason_and_change_nothing(eiger_
         wait_until(lambda: detector.acq_status, lambda s: s != "Running", 60, "acq_status")
         assert policy.frames_in == 5 and not (data_root / "raw").exists()
         policy.policy = 0  # allowed again once the series is finalised
+
+
+def test_agipd_raw_plus_red_keeps_the_true_hits_of_lit_cells_in_a_red_run_directory(data_root: Path,
+                                                                                     tmp_path: Path) -> None:
+    trains, cells = 4, 32
+    with AgipdSimulator(cells=cells, product="corrected", paced=False, seed=11, hit_fraction=0.2) as sim:
+        with policy_server(sim, data_root) as (detector, policy, writer):
+            writer.saving_directory = str(data_root)
+            policy.policy = 2  # raw+red
+            policy.LoadPolicy('{"hits_only": true, "miss_fraction": 0.1, "drop_unlit_cells": true, '
+                              '"modules": [0, 1, 2, 3], "rounding_step": 0.5, "binning": 2}')
+            detector.run_number = 3
+            with pytest.raises(tango.DevFailed, match="binning applies to Eiger"):
+                detector.Prepare()
+            assert not (data_root / "red").exists() and not (data_root / "raw").exists()
+            policy.binning = 1
+            assert run(detector, trains, run_number=3) == "Ready", detector.Status()
+            truth = [sim.truth.train(k) for k in range(trains)]
+            assert policy.frames_in == trains * cells
+            assert policy.hits_kept == sum(int(t.hits.sum()) for t in truth) > 0
+            assert policy.State() == tango.DevState.ON, policy.Status()
+    run_layout = data_root / "red" / "r0003"
+    with extra_data.H5File(str(run_layout / "CORR-R0003-REDU00-S00000.h5")) as flags:
+        source = flags["SPB_DET_AGIPD1M-1/REDU/DETPIPE_HITFINDER:output"]
+        hit_flag = source["data.hitFlag"].ndarray().astype(bool)
+        reasons = source["data.keepReason"].ndarray()
+    np.testing.assert_array_equal(hit_flag, np.concatenate([t.hits for t in truth]))
+    np.testing.assert_array_equal(reasons == 5, ~np.concatenate([t.lit for t in truth]))  # 5: dropped, unlit
+    detector_files = sorted(p.name for p in run_layout.glob("CORR-R0003-AGIPD*-S00000.h5"))
+    assert detector_files == [f"CORR-R0003-AGIPD{m:02d}-S00000.h5" for m in range(4)]
+    document = json.loads((data_root / "r0003_manifest.json").read_text())
+    assert document["DataPolicy_hits_kept"] == int(hit_flag.sum())
+    for entry in document["files"]:
+        assert (data_root / entry["path"]).stat().st_size == entry["size"]
+    assert len(list((data_root / "raw" / "r0003").glob("CORR-R0003-AGIPD*-S00000.h5"))) == 16
+
+    out = tmp_path / "offline"
+    red_master = run_layout / "AGIPD-R0003-master.h5"
+    assert detpipe_main(["reduce", str(data_root / "raw" / "r0003"), "--config-from", str(red_master),
+                         "-o", str(out)]) == 0
+    assert module_chunks(out / "red" / "r0003") == module_chunks(run_layout)

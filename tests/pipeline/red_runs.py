@@ -1,5 +1,5 @@
-"""A RED run through the real stages, as the devices wire them: data policy stage → raw NxmxWriter in its own
-thread, RED files written by the stage, then ``finalise`` once the raw files are closed.
+"""A RED run through the real stages, as the devices wire them: data policy stage → raw writer (NxmxWriter or
+ExdfWriter) in its own thread, RED files written by the stage, then ``finalise`` once the raw files are closed.
 
 Frames come from ``SfxFrames`` (Eiger 4M) and carry triage results made from its ground truth, so tests of the
 policy do not depend on peak finding (``test_triage_accuracy`` covers that).
@@ -13,18 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from detpipe.pipeline.chunk_framing import bslz4_chunk
-from detpipe.pipeline.data_policy_stage import RAW_SUBDIRECTORY, DataPolicyStage
+from detpipe.pipeline.data_policy_stage import DataPolicyStage
+from detpipe.pipeline.errors import FrameRejected
+from detpipe.pipeline.exdf_writer import ExdfWriter
 from detpipe.pipeline.frame import Encoding, Frame
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.nxmx_writer import NxmxWriter
 from detpipe.pipeline.peak_list import FrameTriage, PeakList
 from detpipe.pipeline.reduction_params import ReductionParams
-from detpipe.pipeline.saving_target import SavingParams, SeriesFiles
+from detpipe.pipeline.red_run_layout import RAW_SUBDIRECTORY
+from detpipe.pipeline.saving_target import SavingParams
 from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
 from detpipe.pipeline.stage import Item
+from detpipe.pipeline.train import MODULE_SHAPE, Product, Train
 from detpipe.pipeline.stage_runner import StageRunner
 from detpipe.pipeline.triage_params import TriageParams
-from detpipe.simulators import SfxFrames
+from detpipe.simulators import AgipdSimulator, SfxFrames
+from detpipe.simulators.agipd_scene import AgipdTrainTruth
 
 SERIES_ID = 3
 FRAMES_PER_FILE = 40
@@ -72,29 +77,71 @@ def series_start(series: SeriesFrames) -> SeriesStart:
 
 
 def online_run(run_directory: Path, series: SeriesFrames, params: ReductionParams) -> tuple[DataPolicyStage, Path]:
-    """Runs the series through the policy stage and a raw writer thread; returns the stage and the manifest."""
+    """Runs the Eiger series through the policy stage and a raw writer thread; returns the stage and the manifest."""
     saving = SavingParams(directory=run_directory, frames_per_file=FRAMES_PER_FILE,
                           data_roots=(run_directory.parent,))
+    return run_through_stage(NxmxWriter(saving), SERIES_ID, [series_start(series), *series.frames], params)
+
+
+def run_through_stage(raw_writer: NxmxWriter | ExdfWriter, series_id: int, items: list[Item],
+                      params: ReductionParams) -> tuple[DataPolicyStage, Path]:
+    """``items`` (a start, frames or trains) through the stage into ``raw_writer``'s saving directory."""
+    saving = raw_writer.params
     raw_inbox: FrameQueue[Item] = FrameQueue(16, FullPolicy.BLOCK)
-    raw_writer = NxmxWriter(saving)
     runner = StageRunner("raw writer", raw_writer, raw_inbox)
     stage = DataPolicyStage(saving, params, raw_outbox=raw_inbox)
-    raw_dir = run_directory / RAW_SUBDIRECTORY
+    exdf = raw_writer if isinstance(raw_writer, ExdfWriter) else None
     if params.policy.keeps_raw:
-        raw_writer.prepare(SERIES_ID, directory=raw_dir)
+        raw_writer.prepare(series_id, directory=saving.directory / RAW_SUBDIRECTORY)
     runner.start()
     try:
-        run = stage.prepare(SERIES_ID)
-        stage.start_series(series_start(series))
-        for frame in series.frames:
-            stage.process(frame)
-        stage.finish(EndOfSeries(SERIES_ID, frames_sent=len(series.frames)))
+        run = stage.prepare(series_id, exdf=exdf)
+        start, *data = items
+        assert isinstance(start, SeriesStart)
+        stage.start_series(start)
+        for item in data:
+            assert isinstance(item, (Frame, Train))
+            try:
+                stage.process(item)
+            except FrameRejected as err:  # counted as the stage runner counts it
+                stage.stats.rejected[err.reason] += 1
+        stage.finish(EndOfSeries(series_id, frames_sent=len(data)))
         if params.policy.keeps_raw:
             assert runner.series_done.wait(60), "raw writer did not finish"
         assert runner.failure is None, runner.failure
     finally:
         runner.close()
-    raw = SeriesFiles(raw_dir, run.stem)
-    raw_files = raw.existing() if params.policy.keeps_raw else []
-    manifest = stage.finalise(raw_files, raw_master=raw.master if raw_files else None)
+    raw_files = run.layout.raw_paths() if params.policy.keeps_raw else []
+    manifest = stage.finalise(raw_files, raw_master=run.layout.raw_master if raw_files else None)
     return stage, manifest
+
+
+AGIPD_RUN = 7
+UNLIT_PIXELS, LIT_PIXELS = 0, 50_000  # lit_pixels of truth-made triage: far on either side of lit_cell_min_pixels
+
+
+def agipd_truth_triage(truth: AgipdTrainTruth, frame: int) -> FrameTriage:
+    """The triage a perfect hit finder gives AGIPD frame ``frame``: the true peaks (stacked-frame ss), hit flag
+    and a lit-pixel count that separates lit from unlit cells."""
+    peaks = truth.peaks_in(frame)
+    fs = np.array([p.fs for p in peaks], np.float32)
+    ss = np.array([p.module * MODULE_SHAPE[0] + p.ss for p in peaks], np.float32)
+    intensity = np.array([p.intensity for p in peaks], np.float32)
+    ones = np.ones_like(fs)
+    return FrameTriage(n_peaks=len(peaks), peaks=PeakList(fs, ss, intensity, ones, ones, ones),
+                       lit_pixels=LIT_PIXELS if truth.lit[frame] else UNLIT_PIXELS, is_hit=bool(truth.hits[frame]))
+
+
+def agipd_run_items(simulator: AgipdSimulator, trains: int, *, triaged: bool = True) -> list[Item]:
+    """A run of ``trains`` simulator trains as the receiver and hit finder hand them on (start, trains)."""
+    start = SeriesStart(AGIPD_RUN, config=None, received_s=1.7e9, triage=TriageParams() if triaged else None)
+    items: list[Item] = [start]
+    for k in range(trains):
+        arrays, truth = simulator.train(k), simulator.truth.train(k)
+        triage = tuple(agipd_truth_triage(truth, f) for f in range(arrays.cell_ids.size)) if triaged else None
+        items.append(Train(AGIPD_RUN, k, arrays.train_id, Product(arrays.product.value), np.array(arrays.data),
+                           np.array(arrays.cell_ids), np.array(arrays.pulse_ids), arrays.modules_present,
+                           timestamp_s=1.7e9 + 0.1 * k, received_s=0.0,
+                           gain=None if arrays.gain is None else np.array(arrays.gain),
+                           mask=None if arrays.mask is None else np.array(arrays.mask), triage=triage))
+    return items

@@ -7,6 +7,7 @@ frames_for_writer_tests.py), the hand-made triage results and the ``DetectorConf
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from detpipe.pipeline.nxmx_writer import NxmxWriter
 from detpipe.pipeline.peak_list import FrameTriage, PeakList
 from detpipe.pipeline.saving_target import SavingParams
 from detpipe.pipeline.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
+from detpipe.pipeline.stage import Item, Stage
 from detpipe.pipeline.triage_params import TriageParams
 from tests.pipeline.frames_for_writer_tests import SMALL, config, frame, pixels, start
 
@@ -59,14 +61,15 @@ def make_writer(directory: Path) -> NxmxWriter:
                                    frames_per_file=FRAMES_PER_FILE))
 
 
-def feed(writer: NxmxWriter, items: list[SeriesStart | Frame | EndOfSeries]) -> None:
+def feed(writer: Stage, items: Iterable[Item]) -> None:
+    """What a stage runner does with a source's items, without the thread."""
     for item in items:
         if isinstance(item, SeriesStart):
             writer.start_series(item)
-        elif isinstance(item, Frame):
-            writer.process(item)
-        else:
+        elif isinstance(item, EndOfSeries):
             writer.finish(item)
+        else:
+            writer.process(item)
 
 
 def original_items() -> tuple[SeriesStart, list[Frame]]:
