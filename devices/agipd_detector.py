@@ -39,7 +39,7 @@ class AgipdDetector(DetectorDevice):
 
     EVENT_ATTRIBUTES = ("trains_received", "frames_received", "last_train_id", "frames_dropped")
 
-    BridgeEndpoint = device_property(dtype=str, mandatory=True, doc="Karabo bridge endpoint, e.g. tcp://host:4545")
+    BridgeEndpoint = device_property(dtype=str, mandatory=True, doc="Mandatory. Karabo bridge endpoint, e.g. tcp://host:4545")
     BridgeSocket = device_property(
         dtype=str, default_value="REQ", doc="REQ (asks b'next' per train; bridge in REP mode) or PULL (bridge PUSH)"
     )

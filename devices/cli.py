@@ -1,4 +1,4 @@
-"""The ``detpipe`` command: demo, simulators and the device server behind one entry point."""
+"""The ``detpipe`` command: demo, simulators, the device server and its Tango database behind one entry point."""
 
 from __future__ import annotations
 
@@ -39,6 +39,32 @@ def _reduce(args: argparse.Namespace) -> int:
     return run_reduce(args.raw, policy_file=args.policy, config_from=args.config_from, output=args.output)
 
 
+def _db_start(args: argparse.Namespace) -> int:
+    from .db_commands import run_db_start
+
+    return run_db_start(host=args.host, port=args.port, sqlite=args.sqlite)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from .db_commands import run_register
+
+    return run_register(args.file, variables=dict(args.var), dry_run=args.dry_run)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .db_commands import run_export
+
+    return run_export(args.server, output=args.output)
+
+
+def _variable(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``register --var``; the value may itself contain ``=``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"needs NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detpipe", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -70,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("instance")
     server.add_argument("tango_args", nargs=argparse.REMAINDER, help="options for the Tango kernel, e.g. -v4")
     server.set_defaults(func=_server)
+
+    db = sub.add_parser("db", help="the embedded Tango database, for labs without one (production: TANGO_HOST's)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_start = db_sub.add_parser("start", help="run pytango's DataBaseds on sqlite in the foreground; Ctrl-C stops it")
+    db_start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    db_start.add_argument("--port", type=int, default=10000, help="TCP port (default 10000, Tango's; 0 = any free one)")
+    db_start.add_argument("--sqlite", type=Path, default=Path("tango_database.db"),
+                          help="database file, created if missing (default ./tango_database.db)")
+    db_start.set_defaults(func=_db_start)
+
+    register = sub.add_parser("register", help="write a config/*.yaml (or exported JSON) to TANGO_HOST's database")
+    register.add_argument("file", type=Path, help="YAML or dsconfig JSON: servers, devices, properties")
+    register.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    register.add_argument("--var", type=_variable, action="append", default=[], metavar="NAME=VALUE",
+                          help="value of a ${NAME} placeholder in the file (repeat for several)")
+    register.set_defaults(func=_register)
+
+    export = sub.add_parser("export", help="dsconfig JSON of detpipe servers in TANGO_HOST's database")
+    export.add_argument("--server", action="append", default=[], metavar="detpipe/INSTANCE",
+                        help="server to export (repeat; wildcards allowed); default every detpipe/* server")
+    export.add_argument("-o", "--output", type=Path, default=None, help="file to write (default stdout)")
+    export.set_defaults(func=_export)
     return parser
 
 

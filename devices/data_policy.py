@@ -62,7 +62,7 @@ class DataPolicy(DetpipeDevice):
 
     WriterDevice = device_property(
         dtype=str, mandatory=True,
-        doc="NexusWriter device in this server: its saving_directory is the run directory, raw files go to raw/",
+        doc="Mandatory. NexusWriter device in this server: its saving_directory is the run directory, raw files go to raw/",
     )
     BufferFrames = device_property(
         dtype=int, default_value=256, doc="Frames the data policy's queue holds (~1-3 MB each for a 4M)"

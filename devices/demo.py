@@ -16,8 +16,9 @@ from pathlib import Path
 
 import tango
 
+from .config_model import load_database_config
 from .managed_process import ManagedProcess
-from .server_config import load_server_config, register
+from .server_config import register
 from .tango_database import EmbeddedTangoDatabase, free_tcp_port
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -67,7 +68,7 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
     with ExitStack() as stack:
         print(f"[demo] starting embedded Tango database (sqlite in {output})", flush=True)
         db = stack.enter_context(EmbeddedTangoDatabase(output / "tango_database.db"))
-        register(db.client(), load_server_config(config_file(config), {
+        register(db.client(), load_database_config(config_file(config), {
             **{name: str(port) for name, port in ports.items()}, "DATA_ROOT": str(data_root)}))
         print(f"[demo] TANGO_HOST={db.tango_host}; starting the {detector} simulator", flush=True)
         stack.enter_context(ManagedProcess(simulator, ready_marker=ready))

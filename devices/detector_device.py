@@ -28,7 +28,7 @@ class DetectorDevice(DetpipeDevice):
     their acquisition is called in messages (``acquisition_label``)."""
 
     WriterDevice = device_property(
-        dtype=str, mandatory=True, doc="Name of the NexusWriter device in this server that receives the data"
+        dtype=str, mandatory=True, doc="Mandatory. Name of the NexusWriter device in this server that receives the data"
     )
     DataPolicyDevice = device_property(
         dtype=str, default_value="",

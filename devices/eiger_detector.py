@@ -13,7 +13,7 @@ from typing import Any
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.acquisition_params import COMPRESSIONS, StreamFormatChoice, TriggerMode
+from detpipe.pipeline.acquisition_params import COMPRESSIONS, TriggerMode
 from detpipe.pipeline.eiger_acquisition import EigerAcquisition, Phase
 from detpipe.pipeline.errors import DetectorRefused, DetectorUnreachable
 from detpipe.pipeline.simplon_client import SimplonClient
@@ -33,9 +33,11 @@ class EigerDetector(DetectorDevice):
 
     EVENT_ATTRIBUTES = ("last_image_acquired", "frames_received", "frames_dropped", "receive_rate")
 
-    DetectorUrl = device_property(dtype=str, mandatory=True, doc="SIMPLON base URL of the DCU, e.g. http://dcu:80")
+    DetectorUrl = device_property(
+        dtype=str, mandatory=True, doc="Mandatory. SIMPLON base URL of the DCU, e.g. http://dcu:80"
+    )
     StreamEndpoint = device_property(
-        dtype=str, mandatory=True, doc="ZMQ endpoint the DCU's stream PUSH socket binds, e.g. tcp://dcu:9999"
+        dtype=str, mandatory=True, doc="Mandatory. ZMQ endpoint the DCU's stream PUSH socket binds, e.g. tcp://dcu:9999"
     )
     StreamFormat = device_property(
         dtype=str, default_value="legacy",
@@ -153,7 +155,8 @@ class EigerDetector(DetectorDevice):
         self._request(trigger_mode=value.upper())
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="eV",
-               format="%.1f", min_value=1000.0, label="Photon energy", description="Beam energy; sets the threshold")
+               format="%.1f", min_value=1000.0, max_value=100000.0, label="Photon energy",
+               description="Beam energy; sets the threshold (EIGER2 CdTe sensors reach 100 keV)")
     async def photon_energy(self) -> float:
         return self._acq.requested.photon_energy_ev
 

@@ -170,7 +170,7 @@ class HitFinder(DetpipeDevice):
                                       "Pre-veto: fewer lit pixels make a miss without peak finding; 0 = off",
                                       min_value=0, units=UNITS)
 
-    @attribute(dtype=bool, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+    @attribute(dtype=bool, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, format="%s",
                description="Triage frames of the next series; when False detectors bypass the hit finder")
     async def enabled(self) -> bool:
         return self._enabled
@@ -268,11 +268,12 @@ class HitFinder(DetpipeDevice):
     async def triage_time(self) -> float:
         return self._dispatcher.stats.time_mean_ms
 
-    @attribute(dtype=int, format="%d", description="Triage worker processes running")
+    @attribute(dtype=int, unit="process", format="%d", description="Triage worker processes running")
     async def workers_alive(self) -> int:
         return self._dispatcher.pool.workers_alive
 
-    @attribute(dtype=int, format="%d", description="Hits seen since the series start; numbers last_hit_image")
+    @attribute(dtype=int, unit="frame", format="%d",
+               description="Hits seen since the series start; numbers last_hit_image")
     async def last_hit_number(self) -> int:
         hit = self._dispatcher.last_hit
         return hit.number if hit else 0

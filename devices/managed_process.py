@@ -86,6 +86,11 @@ class ManagedProcess:
                 self._process.wait(timeout_s)
         return self._process.returncode
 
+    def wait(self) -> int:
+        """Block until the child exits by itself; returns its exit code."""
+        assert self._process is not None
+        return self._process.wait()
+
     def kill(self) -> None:
         """SIGKILL at once: what a crash or a pulled plug looks like to the others."""
         if self._process is not None and self._process.poll() is None:

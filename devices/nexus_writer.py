@@ -35,7 +35,7 @@ class NexusWriter(DetpipeDevice):
     EVENT_ATTRIBUTES = ("last_image_saved", "frames_written", "bytes_written", "write_rate", "queue_fill")
 
     DataRoots = device_property(
-        dtype=(str,), mandatory=True, doc="Absolute directories below which this writer may create files"
+        dtype=(str,), mandatory=True, doc="Mandatory. Absolute directories below which this writer may create files"
     )
     BufferFrames = device_property(
         dtype=int, default_value=256,

@@ -39,7 +39,7 @@ def policy_server(sim: EigerSimulator | AgipdSimulator, data_root: Path) -> Iter
         {"class": detector_class, "devices": [{"name": DETECTOR, "properties": {
             "WriterDevice": WRITER, "HitFinderDevice": HIT_FINDER, "DataPolicyDevice": POLICY,
             **detector_props}}]},
-        {"class": HitFinder, "devices": [{"name": HIT_FINDER, "properties": {"Workers": 2}}]},
+        {"class": HitFinder, "devices": [{"name": HIT_FINDER, "properties": {"Workers": 2, "BypassFill": 100.0}}]},
         {"class": DataPolicy, "devices": [{"name": POLICY, "properties": {"WriterDevice": WRITER}}]},
         {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
             "DataRoots": [str(data_root)], "TrainsPerSequence": 8}}]},

@@ -140,7 +140,8 @@ def test_corrected_agipd_cells_are_triaged_against_the_simulated_hits(data_root:
     trains = 4
     with AgipdSimulator(cells=64, product="corrected", paced=False, seed=11, hit_fraction=0.15) as sim:
         props = {"BridgeEndpoint": sim.endpoint, "BridgeSocket": "REQ", "StreamTimeout": 30.0}
-        with triage_server(AgipdDetector, props, data_root) as (detector, finder, writer):
+        # BypassFill 100: every cell waits for a worker, so a loaded CI box cannot turn cells into backlog skips.
+        with triage_server(AgipdDetector, props, data_root, BypassFill=100.0) as (detector, finder, writer):
             assert run(detector, trains) == "Ready", detector.Status()
             truth = [sim.truth.train(k) for k in range(trains)]
             true_hits = np.concatenate([t.hits for t in truth])

@@ -1,0 +1,123 @@
+"""Every detpipe device class explains itself in Jive: property descriptions and defaults, attribute units,
+formats, descriptions and limits, read from a running server the way Jive reads them (tango.md §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tango
+from tango.server import Device
+from tango.test_context import MultiDeviceTestContext
+from tango.utils import is_float_type, is_int_type
+
+from detpipe.devices.agipd_detector import AgipdDetector
+from detpipe.devices.data_policy import DataPolicy
+from detpipe.devices.eiger_detector import EigerDetector
+from detpipe.devices.hit_finder import HitFinder
+from detpipe.devices.nexus_writer import NexusWriter
+from detpipe.devices.server import DEVICE_CLASSES
+from detpipe.devices.tango_database import free_tcp_port
+
+WRITER = "test/nexuswriter/1"
+NOT_SET = "Not specified"  # what Tango reports for a format, min_value or max_value nobody declared
+TANGO_DEFAULT_DESCRIPTION = "No description"
+
+# Numeric attributes without a physical unit, and why; every other int or float attribute must set `unit`.
+DIMENSIONLESS = {
+    "series_id": "an identifier", "run_number": "an identifier", "last_train_id": "an identifier",
+    "miss_seed": "a random seed", "binning": "a factor (1 or 2)",
+    "mantissa_bits": "a bit count, kept unitless as in the RED files' NXnote (reduction_params.UNITS)",
+    "compression_ratio": "a ratio", "reduction_ratio": "a ratio", "miss_fraction": "a fraction",
+    "pixels_dropped_fraction": "a fraction", "minimum_snr": "a signal-to-noise ratio",
+    "rms_error_sigma": "a multiple of the Poisson sigma", "sparse_threshold_sigma": "a multiple of the noise sigma",
+}
+# Writable numeric settings where every value is meaningful (thresholds in detector units may be negative on
+# corrected data); every other writable int or float attribute must set min_value.
+UNBOUNDED = {"adc_threshold", "lit_pixel_threshold"}
+# Settings with a natural ceiling, which must set max_value as well.
+BOUNDED = {"photon_energy", "run_number", "miss_fraction", "mantissa_bits", "binning"}
+
+
+def start_properties(data_root: Path) -> dict[type[Device], dict[str, object]]:
+    """The mandatory properties each class needs to start; nothing on the other end needs to answer."""
+    return {
+        NexusWriter: {"DataRoots": [str(data_root)]},
+        DataPolicy: {"WriterDevice": WRITER},
+        HitFinder: {"Workers": 1},
+        EigerDetector: {"DetectorUrl": f"http://127.0.0.1:{free_tcp_port()}",
+                        "StreamEndpoint": f"tcp://127.0.0.1:{free_tcp_port()}", "WriterDevice": WRITER},
+        AgipdDetector: {"BridgeEndpoint": f"tcp://127.0.0.1:{free_tcp_port()}", "WriterDevice": WRITER},
+    }
+
+
+def device_name(device_class: type[Device]) -> str:
+    return f"test/{device_class.__name__.lower()}/1"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiDeviceTestContext]:
+    """One server process running every class of ``detpipe server``."""
+    properties = start_properties(tmp_path_factory.mktemp("data"))
+    assert set(properties) == set(DEVICE_CLASSES), "give start_properties an entry for every class in DEVICE_CLASSES"
+    devices = [{"class": cls, "devices": [{"name": device_name(cls), "properties": properties[cls]}]}
+               for cls in DEVICE_CLASSES]
+    with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
+        yield ctx
+
+
+def attribute_configs(server: MultiDeviceTestContext, device_class: type[Device]) -> list[tango.AttributeInfoEx]:
+    configs = server.get_device(device_name(device_class)).attribute_list_query_ex()
+    return [config for config in configs if config.name not in ("State", "Status")]
+
+
+def numeric(config: tango.AttributeInfoEx) -> bool:
+    return is_int_type(config.data_type) or is_float_type(config.data_type)
+
+
+parametrize_classes = pytest.mark.parametrize("device_class", DEVICE_CLASSES, ids=lambda cls: cls.__name__)
+
+
+@parametrize_classes
+def test_every_device_property_has_a_description_and_a_default_unless_mandatory(
+        server: MultiDeviceTestContext, device_class: type[Device]) -> None:
+    admin = tango.DeviceProxy(server.get_device(device_name(device_class)).adm_name())
+    wizard = admin.QueryWizardDevProperty(device_class.__name__)  # what Jive shows: name, description, default
+    shown = {name: (doc, default) for name, doc, default in zip(wizard[::3], wizard[1::3], wizard[2::3])}
+    declared = device_class.TangoClassClass.device_property_list  # name: [type, doc, default, mandatory]
+    assert set(shown) == set(declared)
+    for name, (doc, default) in shown.items():
+        mandatory = declared[name][3]
+        assert doc.strip(), f"{name} has no description"
+        if mandatory:
+            assert "mandatory" in doc.lower(), f"{name} is mandatory but its description does not say so: {doc!r}"
+        else:
+            assert declared[name][2] is not None, f"{name} has no default_value"
+
+
+@parametrize_classes
+def test_every_attribute_has_a_description_and_a_format(
+        server: MultiDeviceTestContext, device_class: type[Device]) -> None:
+    for config in attribute_configs(server, device_class):
+        assert config.description.strip() not in ("", TANGO_DEFAULT_DESCRIPTION), f"{config.name} has no description"
+        assert config.format not in ("", NOT_SET), f"{config.name} has no format"
+        if is_int_type(config.data_type):  # Tango's default "%6.2f" would show counters as 12.00
+            assert config.format == "%d", f"{config.name} is an integer shown as {config.format!r}"
+
+
+@parametrize_classes
+def test_numeric_attributes_have_a_unit(server: MultiDeviceTestContext, device_class: type[Device]) -> None:
+    unitless = [config.name for config in attribute_configs(server, device_class)
+                if numeric(config) and not config.unit and config.name not in DIMENSIONLESS]
+    assert not unitless, f"set unit= (or list them in DIMENSIONLESS with a reason): {unitless}"
+
+
+@parametrize_classes
+def test_numeric_settings_have_limits(server: MultiDeviceTestContext, device_class: type[Device]) -> None:
+    settings = [config for config in attribute_configs(server, device_class)
+                if numeric(config) and config.writable != tango.AttrWriteType.READ]
+    no_min = [c.name for c in settings if c.min_value == NOT_SET and c.name not in UNBOUNDED]
+    no_max = [c.name for c in settings if c.max_value == NOT_SET and c.name in BOUNDED]
+    assert not no_min, f"set min_value= (or list them in UNBOUNDED): {no_min}"
+    assert not no_max, f"set max_value=: {no_max}"
