@@ -64,7 +64,7 @@ class AgipdTrainReducer:
                                 "(set the AGIPD ConstantsFile, or mantissa_bits 23 and rounding_step 0)")
         present = tuple(bool(train.modules_present[m]) and m in self.modules for m in range(AGIPD_MODULES))
         data = train.data[cells]
-        self.stats.bytes_kept_uncompressed += int(data[:, list(self.modules)].nbytes)
+        self.stats.bytes_kept_uncompressed += int(data[0, 0].nbytes) * int(cells.size) * len(self.modules)
         pixels = int(cells.size) * int(np.prod(MODULE_SHAPE))
         self.stats.pixels_considered += pixels * AGIPD_MODULES
         self.stats.pixels_dropped += pixels * (AGIPD_MODULES - len(self.modules))
