@@ -18,13 +18,15 @@ from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.saving_target import SavingParams
 from detpipe.pipeline.stage_runner import StageRunner
 
+from .bench_size import BenchSize
 from .best_of import best_times
 
-TRAINS = 10
 CELLS = 64
+KEYS = ("agipd.trains_per_s", "agipd.bare_client_trains_per_s", "agipd.ratio_vs_bare_client")
 
 
-def bench_agipd(_n_frames: int) -> dict[str, float]:
+def bench_agipd(size: BenchSize) -> dict[str, float]:
+    trains = size.agipd_trains
     port = free_tcp_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     simulator = ManagedProcess(
@@ -36,12 +38,12 @@ def bench_agipd(_n_frames: int) -> dict[str, float]:
         _bare_client(endpoint, 2)  # warm-up: the simulator builds its constants and background pools
         runs = iter(range(1000))
         bare_s, ours_s = best_times([
-            lambda: _bare_client(endpoint, TRAINS),
-            lambda: _receive_and_write(endpoint, Path(tmp), next(runs) + 1),
-        ], rounds=3)
+            lambda: _bare_client(endpoint, trains),
+            lambda: _receive_and_write(endpoint, Path(tmp), next(runs) + 1, trains),
+        ], rounds=size.agipd_rounds)
     return {
-        "agipd.trains_per_s": TRAINS / ours_s,
-        "agipd.bare_client_trains_per_s": TRAINS / bare_s,
+        "agipd.trains_per_s": trains / ours_s,
+        "agipd.bare_client_trains_per_s": trains / bare_s,
         "agipd.ratio_vs_bare_client": bare_s / ours_s,
     }
 
@@ -54,7 +56,7 @@ def _bare_client(endpoint: str, trains: int) -> float:
         return time.perf_counter() - t0
 
 
-def _receive_and_write(endpoint: str, root: Path, run_number: int) -> float:
+def _receive_and_write(endpoint: str, root: Path, run_number: int, trains: int) -> float:
     writer = ExdfWriter(SavingParams(directory=root, data_roots=(root,)), trains_per_sequence=256)
     inbox: FrameQueue = FrameQueue(4, FullPolicy.DROP)
     runner = StageRunner("writer", writer, inbox)
@@ -64,11 +66,11 @@ def _receive_and_write(endpoint: str, root: Path, run_number: int) -> float:
     try:
         writer.prepare(run_number)
         t0 = time.perf_counter()
-        receiver.listen(run_number, inbox, max_trains=TRAINS)
+        receiver.listen(run_number, inbox, max_trains=trains)
         if not runner.series_done.wait(300):
             raise TimeoutError("run not written within 300 s")
         elapsed = time.perf_counter() - t0
-        assert writer.stats.frames_written == TRAINS * CELLS, writer.stats
+        assert writer.stats.frames_written == trains * CELLS, writer.stats
     finally:
         receiver.close()
         runner.close()

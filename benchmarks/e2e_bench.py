@@ -1,4 +1,5 @@
-"""Unpaced simulator → detpipe device server (separate process) → NXmx files, with or without triage."""
+"""Unpaced simulator → detpipe device server (separate process, on 127.0.0.1) → NXmx files, with or without
+triage. The benchmark drives the server as any Tango client does: default 3 s timeout, waiting on State."""
 
 from __future__ import annotations
 
@@ -13,32 +14,34 @@ from tango.test_context import MultiDeviceTestContext
 from detpipe.devices.eiger_detector import EigerDetector
 from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
+from detpipe.devices.state_wait import prepare, wait_until_saved, wait_while_state
 from detpipe.simulators import EigerSimulator
 
+from .bench_size import BenchSize
 from .frames import DISTINCT_FRAMES
 
 DETECTOR, HIT_FINDER, WRITER = "bench/eiger/1", "bench/hitfinder/1", "bench/writer/1"
-TRIAGE_FRAMES = 300  # ~5 s at the 60 frame/s goal
-TRIAGE_ROUNDS = 3
 WORKERS_START_S = 300.0
+SERIES_TIMEOUT_S = 600.0
+KEYS = ("e2e.fps", "e2e.frames_lost")
+TRIAGE_KEYS = ("triage.e2e_fps", "triage.e2e_fps_worst", "triage.e2e_frames_lost", "triage.e2e_frames_not_triaged")
 
 
-def bench_e2e(n_frames: int) -> dict[str, float]:
-    fps, lost, _ = _run_chain(n_frames, triage=False)
+def bench_e2e(size: BenchSize) -> dict[str, float]:
+    fps, lost, _ = _run_chain(size.frames, triage=False)
     return {"e2e.fps": fps, "e2e.frames_lost": lost}
 
 
-def bench_triage_e2e(n_frames: int) -> dict[str, float]:
+def bench_triage_e2e(size: BenchSize) -> dict[str, float]:
     """Every frame triaged (the hit finder's queue holds the whole series, so none skips triage) and written.
 
-    Best of ``TRIAGE_ROUNDS`` (after ``os.sync()``, as ``best_of`` does): on the shared 2-core VM a page-cache
-    writeback stall of 1–2 s in one series halves its rate; the worst round is reported too.
+    Best of ``size.triage_rounds`` (after ``os.sync()``, as ``best_of`` does): on the shared 2-core VM a
+    page-cache writeback stall of 1–2 s in one series halves its rate; the worst round is reported too.
     """
-    frames = min(n_frames, TRIAGE_FRAMES)
     rounds = []
-    for _ in range(TRIAGE_ROUNDS):
+    for _ in range(size.triage_rounds):
         os.sync()
-        rounds.append(_run_chain(frames, triage=True))
+        rounds.append(_run_chain(size.triage_frames, triage=True))
     fps = [r[0] for r in rounds]
     return {"triage.e2e_fps": max(fps), "triage.e2e_fps_worst": min(fps),
             "triage.e2e_frames_lost": max(r[1] for r in rounds),
@@ -52,11 +55,10 @@ def _run_chain(n_frames: int, *, triage: bool) -> tuple[float, float, float]:
     ) as sim:
         for i in range(DISTINCT_FRAMES):
             sim.encoded_blob(i)
-        finder_name = HIT_FINDER if triage else ""
+        detector_props = {"DetectorUrl": sim.rest_url, "StreamEndpoint": sim.stream_endpoint, "WriterDevice": WRITER}
         devices = [
             {"class": EigerDetector, "devices": [{"name": DETECTOR, "properties": {
-                "DetectorUrl": sim.rest_url, "StreamEndpoint": sim.stream_endpoint, "WriterDevice": WRITER,
-                "HitFinderDevice": finder_name}}]},
+                **detector_props, **({"HitFinderDevice": HIT_FINDER} if triage else {})}}]},
             {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
                 "DataRoots": [tmp], "BufferFrames": 256}}]},
         ]
@@ -67,25 +69,16 @@ def _run_chain(n_frames: int, *, triage: bool) -> tuple[float, float, float]:
             detector, writer = ctx.get_device(DETECTOR), ctx.get_device(WRITER)
             finder = ctx.get_device(HIT_FINDER) if triage else None
             if finder is not None:
-                _wait_ready(finder)
-            detector.set_timeout_millis(60000)
+                wait_while_state(finder, {tango.DevState.INIT}, WORKERS_START_S)
             writer.saving_directory = str(Path(tmp))
             writer.saving_frame_per_file = 1000
             detector.acq_nb_frames = n_frames
             detector.acq_expo_time = 0.002
-            detector.Prepare()
+            prepare(detector)
             t0 = time.perf_counter()
             detector.Start()
-            deadline = t0 + 600
-            while detector.acq_status == "Running" and time.perf_counter() < deadline:
-                time.sleep(0.01)
+            wait_until_saved(detector, SERIES_TIMEOUT_S)
             elapsed = time.perf_counter() - t0
             written = writer.frames_written
             untriaged = float(n_frames - finder.frames_triaged) if finder is not None else 0.0
     return written / elapsed, float(n_frames - written), untriaged
-
-
-def _wait_ready(finder: tango.DeviceProxy) -> None:
-    deadline = time.monotonic() + WORKERS_START_S
-    while finder.State() == tango.DevState.INIT and time.monotonic() < deadline:
-        time.sleep(0.1)

@@ -11,12 +11,16 @@ from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.simplon_client import SimplonClient
 from detpipe.pipeline.stream_receiver import StreamReceiver
 
+from .bench_size import BenchSize
 from .best_of import best_times
 from .frames import DISTINCT_FRAMES
 from .simulator_process import unpaced_simulator
 
+KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull")
 
-def bench_receiver(n_frames: int) -> dict[str, float]:
+
+def bench_receiver(size: BenchSize) -> dict[str, float]:
+    n_frames = size.frames
     with unpaced_simulator() as sim:
         client = SimplonClient(sim.rest_url)
         configure_series(client, 2 * DISTINCT_FRAMES)
@@ -25,7 +29,7 @@ def bench_receiver(n_frames: int) -> dict[str, float]:
         bare_s, ours_s = best_times([
             lambda: _bare_pull(sim.stream_endpoint, client, n_frames),
             lambda: _our_receiver(sim.stream_endpoint, client, n_frames),
-        ])
+        ], size.rounds)
     return {
         "receiver.fps": n_frames / ours_s,
         "receiver.bare_pull_fps": n_frames / bare_s,

@@ -22,19 +22,21 @@ from detpipe.pipeline.reduction_params import Policy, ReductionParams
 from detpipe.pipeline.saving_target import SavingParams
 from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
 
-SERIES_FRAMES = 160
+from .bench_size import BenchSize
+
+KEYS = ("red.fps", "red.raw_writer_fps", "red.fps_vs_raw_writer", "red.reduction_ratio", "red.frames_kept")
 POLICY = ReductionParams(policy=Policy.RED, hits_only=True, miss_fraction=0.01, miss_seed=3, mantissa_bits=8)
 
 
-def _series() -> tuple[SeriesStart, list[Frame]]:
+def _series(n_frames: int) -> tuple[SeriesStart, list[Frame]]:
     from detpipe.simulators import SfxFrames
 
     sfx = SfxFrames("4M", seed=8, hit_fraction=0.05)
     no_peaks = PeakList.empty()
     frames = [Frame(1, i, sfx.shape, sfx.dtype, Encoding.BSLZ4, bslz4_chunk(sfx.pixels(i)), 0.0,
                     triage=FrameTriage(n_peaks=0, peaks=no_peaks, lit_pixels=0, is_hit=sfx.truth(i).is_hit))
-              for i in range(SERIES_FRAMES)]
-    config = DetectorConfig(shape=sfx.shape, dtype=np.dtype(sfx.dtype), nimages=SERIES_FRAMES)
+              for i in range(n_frames)]
+    config = DetectorConfig(shape=sfx.shape, dtype=np.dtype(sfx.dtype), nimages=n_frames)
     return SeriesStart(1, config=config, pixel_mask=sfx.pixel_mask), frames
 
 
@@ -47,8 +49,8 @@ def _rate(stage: NxmxWriter | DataPolicyStage, start: SeriesStart, frames: list[
     return len(frames) / (time.perf_counter() - t0)
 
 
-def bench_red(_frames: int) -> dict[str, float]:
-    start, frames = _series()
+def bench_red(size: BenchSize) -> dict[str, float]:
+    start, frames = _series(size.red_frames)
     with tempfile.TemporaryDirectory(prefix="detpipe-red-bench-") as tmp:
         root = Path(tmp)
         raw_fps = _rate(NxmxWriter(SavingParams(directory=root / "raw", data_roots=(root,))), start, frames)

@@ -3,34 +3,67 @@
 Prints a table and writes ``benchmarks/results/latest.json`` (a flat object of named numbers). Absolute
 numbers depend on the machine; the ratios are what the targets are about (goal ≥ 0.95 for both). Triage
 numbers are per frame on one core (``triage.*_ms_*``) and whole-chain frames/s (``triage.e2e_fps``).
+``--smoke`` runs every benchmark once on a few frames, as ``make test`` does, and fails when a benchmark
+does not report every key it promises.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from .agipd_bench import bench_agipd
-from .e2e_bench import bench_e2e, bench_triage_e2e
-from .receiver_bench import bench_receiver
-from .red_bench import bench_red
-from .triage_kernel_bench import triage_kernel_bench
-from .writer_bench import bench_writer
+from . import agipd_bench, e2e_bench, receiver_bench, red_bench, triage_kernel_bench, writer_bench
+from .bench_size import FULL, SMOKE, BenchSize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
+Bench = Callable[[BenchSize], dict[str, float]]
+BENCHES: tuple[tuple[Bench, tuple[str, ...]], ...] = (
+    (writer_bench.bench_writer, writer_bench.KEYS),
+    (receiver_bench.bench_receiver, receiver_bench.KEYS),
+    (e2e_bench.bench_e2e, e2e_bench.KEYS),
+    (agipd_bench.bench_agipd, agipd_bench.KEYS),
+    (triage_kernel_bench.triage_kernel_bench, triage_kernel_bench.KEYS),
+    (e2e_bench.bench_triage_e2e, e2e_bench.TRIAGE_KEYS),
+    (red_bench.bench_red, red_bench.KEYS),
+)
+
+
+class MissingKeys(RuntimeError):
+    def __init__(self, bench: str, missing: list[str]) -> None:
+        super().__init__(f"{bench} did not report {', '.join(missing)}")
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--frames", type=int, default=500, help="4M frames per measurement (default 500)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    # The end-to-end benchmarks fork their device servers from this process, after its own Tango clients have
+    # started an ORB; with this every ORB here and in those servers listens on loopback only.
+    os.environ.setdefault("ORBendPoint", "giop:tcp:127.0.0.1:")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=None,
+                        help=f"4M frames per writer/receiver/end-to-end measurement (default {FULL.frames}; "
+                             f"smoke {SMOKE.frames})")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every benchmark once on a few frames: checks they run and report every key")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     args = parser.parse_args(argv)
+    if args.frames is not None and args.frames < 1:
+        parser.error(f"--frames must be at least 1, got {args.frames}")
+    size = SMOKE if args.smoke else FULL
+    if args.frames is not None:
+        size = replace(size, frames=args.frames)
     results: dict[str, float] = {}
-    for bench in (bench_writer, bench_receiver, bench_e2e, bench_agipd, triage_kernel_bench, bench_triage_e2e,
-                  bench_red):
-        results.update(bench(args.frames))
+    for bench, keys in BENCHES:
+        measured = bench(size)
+        if missing := [k for k in keys if not math.isfinite(measured.get(k, math.nan))]:
+            raise MissingKeys(bench.__name__, missing)
+        results.update(measured)
         print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

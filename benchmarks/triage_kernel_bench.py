@@ -3,7 +3,7 @@
 Frames come from the simulators: EIGER2 4M frames (uint16 counts, gaps and dead pixels at 2**16 − 1,
 50 Bragg peaks each) triaged as prepared float32 images against the static mask built from the NXmx
 pixel mask; AGIPD-1M corrected frames (float32 photons, 50 peaks each) triaged as stacked (8192, 128)
-images. Each number is the median over ``REPEATS`` rounds of ``FRAMES`` distinct frames, after
+images. Each number is the median over ``kernel_repeats`` rounds of ``FRAMES`` distinct frames, after
 ``HitFinder.warm_up``, with the process pinned to one CPU and bitshuffle's OpenMP held to one thread.
 ``triage.eiger4m_ms_decode`` is the bslz4 decode plus float32/mask preparation alone (for information:
 ``HitFinder.triage_eiger`` pays it on top of the fast or full figure). Nothing is asserted: the shared
@@ -32,14 +32,17 @@ from detpipe.pipeline.triage_geometry import TriageGeometry
 from detpipe.simulators import AgipdSimulator, DetectorModel, SfxFrames, bslz4_chunk
 from detpipe.simulators.openmp_limit import use_one_openmp_thread
 
+from .bench_size import FULL, BenchSize
+
 FRAMES = 3
-REPEATS = 8
 PEAKS_PER_FRAME = 50
+KEYS = ("triage.eiger4m_ms_full", "triage.eiger4m_ms_fast", "triage.agipd_ms_full", "triage.agipd_ms_fast",
+        "triage.eiger4m_ms_decode")
 
 
-def triage_kernel_bench(_n_frames: int = 0) -> dict[str, float]:
-    """``{"triage.eiger4m_ms_full", "triage.eiger4m_ms_fast", "triage.agipd_ms_full", "triage.agipd_ms_fast",
-    "triage.eiger4m_ms_decode"}``; the argument is accepted for ``benchmarks.run`` and ignored."""
+def triage_kernel_bench(size: BenchSize = FULL) -> dict[str, float]:
+    """Milliseconds per frame of each kernel, the median of ``size.kernel_repeats`` rounds."""
+    repeats = size.kernel_repeats
     params = TriageParams()
     sfx = SfxFrames(DetectorModel.EIGER2_4M, seed=3, hit_fraction=1.0, peaks_per_hit=(PEAKS_PER_FRAME,) * 2)
     eiger_geometry = eiger_triage_geometry(
@@ -59,13 +62,13 @@ def triage_kernel_bench(_n_frames: int = 0) -> dict[str, float]:
             eiger = _warm(eiger_geometry, mode_params)
             agipd = _warm(agipd_geometry, mode_params)
             results[f"triage.eiger4m_ms_{mode}"] = _median_ms(
-                [lambda im=im: eiger.triage(im) for im in eiger_images]
+                [lambda im=im: eiger.triage(im) for im in eiger_images], repeats
             )
             results[f"triage.agipd_ms_{mode}"] = _median_ms(
-                [lambda im=im: agipd.triage_agipd(im) for im in agipd_images]
+                [lambda im=im: agipd.triage_agipd(im) for im in agipd_images], repeats
             )
         results["triage.eiger4m_ms_decode"] = _median_ms(
-            [lambda blob=blob: _decode_and_prepare(eiger, blob, sfx.shape, sfx.dtype) for blob in blobs]
+            [lambda blob=blob: _decode_and_prepare(eiger, blob, sfx.shape, sfx.dtype) for blob in blobs], repeats
         )
     return results
 
@@ -99,9 +102,9 @@ def _decode_and_prepare(hit_finder: HitFinder, blob: bytes, shape: tuple[int, in
     )
 
 
-def _median_ms(calls: list[Callable[[], object]]) -> float:
+def _median_ms(calls: list[Callable[[], object]], repeats: int) -> float:
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         for call in calls:
             t0 = time.perf_counter()
             call()

@@ -13,11 +13,15 @@ from detpipe.pipeline.nxmx_writer import NxmxWriter
 from detpipe.pipeline.saving_target import SavingParams
 from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
 
+from .bench_size import BenchSize
 from .best_of import best_times
 from .frames import bslz4_frames
 
+KEYS = ("writer.fps", "writer.mbps_on_disk", "writer.raw_write_fps", "writer.ratio_vs_raw_write")
 
-def bench_writer(n_frames: int) -> dict[str, float]:
+
+def bench_writer(size: BenchSize) -> dict[str, float]:
+    n_frames = size.frames
     frames = bslz4_frames(n_frames)
     total_bytes = sum(len(f.blob) for f in frames)
     with tempfile.TemporaryDirectory(prefix="detpipe-bench-") as tmp:
@@ -26,7 +30,7 @@ def bench_writer(n_frames: int) -> dict[str, float]:
         raw_s, writer_s = best_times([
             lambda: _raw_write(frames, root / f"raw_{next(runs)}.bin"),
             lambda: _nxmx_write(frames, root, next(runs)),
-        ])
+        ], size.rounds)
     return {
         "writer.fps": n_frames / writer_s,
         "writer.mbps_on_disk": total_bytes / writer_s / 1e6,

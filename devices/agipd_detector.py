@@ -26,6 +26,7 @@ from detpipe.pipeline.train import AGIPD_MODULES
 from detpipe.pipeline.triage_setup import DetectorKind
 
 from .detector_device import DetectorDevice
+from .detpipe_device import CLOSE_WAIT_S, in_background, settle
 
 CORRECTION_QUEUE_TRAINS = 4
 
@@ -33,11 +34,13 @@ CORRECTION_QUEUE_TRAINS = 4
 class AgipdDetector(DetectorDevice):
     """Receives AGIPD-1M trains from a Karabo bridge (protocol 1.0 or 2.2, REQ or PULL) into EuXFEL run files.
 
-    Sequence: set run_number and acq_nb_trains, Prepare (the writer claims r<run>/), Start (receive that
-    many trains), then ON once the writer closed the run. Stop drains what was received; Abort too, at once.
+    Sequence: set run_number and acq_nb_trains, Prepare (the writer claims r<run>/ in the background: MOVING,
+    then STANDBY), Start (receive that many trains: RUNNING), then ON once the writer closed the run. Stop
+    drains what was received; Abort too, at once.
     """
 
-    EVENT_ATTRIBUTES = ("trains_received", "frames_received", "last_train_id", "frames_dropped")
+    EVENT_ATTRIBUTES = ("trains_received", "frames_received", "last_train_id", "frames_dropped", "acq_status")
+    detector_kind = DetectorKind.AGIPD
 
     BridgeEndpoint = device_property(dtype=str, mandatory=True, doc="Mandatory. Karabo bridge endpoint, e.g. tcp://host:4545")
     BridgeSocket = device_property(
@@ -63,14 +66,16 @@ class AgipdDetector(DetectorDevice):
             self._correction.start()
         self._nb_trains, self._run_number = 20, 1
         self._summary = f"Ready: Karabo bridge {self.BridgeEndpoint} ({self.BridgeSocket})"
+        self.preload_triage(DetectorKind.AGIPD, None)
         self.refresh(force=True)
         self.start_monitor()
 
     async def delete_device(self) -> None:
         await super().delete_device()
-        self._receiver.close()
+        closing = [in_background(self._receiver.close)]  # ends a run still open
         if self._correction is not None:
-            self._correction.close()
+            closing.append(in_background(self._correction.close))
+        await settle(closing, CLOSE_WAIT_S)
 
     @property
     def armed(self) -> bool:
@@ -80,15 +85,22 @@ class AgipdDetector(DetectorDevice):
     def acquisition_label(self) -> str:
         return f"Run {self._run_number}"
 
+    @property
+    def engine_step(self) -> str:
+        return f"claiming the files of run {self._run_number}"
+
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         stats = self._receiver.stats
+        if self.preparing:
+            return DevState.MOVING, f"Preparing run {self._run_number}: {self.prepare_step}"
         if self._acq.prepared:
             return DevState.STANDBY, f"Run {self._run_number} prepared: {self._nb_trains} trains; waiting for Start"
         if self.acquiring:
             return self.running_state(stats.frames_dropped_total), (
                 f"Run {self._run_number}: {stats.trains_received}/{self._nb_trains} trains received, "
                 f"{stats.frames_dropped_total} frames dropped, writer queue {self._writer_queue_fill():.0f}% full"
+                f"{self.ending_note()}"
             )
         if stats.frames_dropped_total or stats.rejected_total or stats.trains_missing or sum(stats.modules_missing.values()):
             return DevState.ALARM, self._summary
@@ -97,11 +109,12 @@ class AgipdDetector(DetectorDevice):
     def event_values(self) -> dict[str, Any]:
         stats = self._receiver.stats
         return {"trains_received": stats.trains_received, "frames_received": stats.frames_received,
-                "last_train_id": stats.last_train_id, "frames_dropped": stats.frames_dropped_total}
+                "last_train_id": stats.last_train_id, "frames_dropped": stats.frames_dropped_total,
+                "acq_status": self.acquisition_status()}
 
     # --- settings ---
     def _check_idle(self) -> None:
-        if self._acq.prepared or self._acq.running:
+        if self.preparing or self._acq.prepared or self._acq.running:
             raise RuntimeError("settings apply at Prepare; Stop or Abort the current run first")
 
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="train",
@@ -171,51 +184,45 @@ class AgipdDetector(DetectorDevice):
     async def correction_time_mean(self) -> float:
         return self._correction.stage.stats.time_mean_ms if self._correction else 0.0
 
-    # --- commands ---
-    @command
-    async def Prepare(self) -> None:
-        """Claim the run directory in the writer (refused if it exists) and arm the receiver (STANDBY)."""
-        self.check_can_prepare()
+    # --- engine steps of the commands (DetectorDevice) ---
+    async def prepare_series(self) -> None:
+        """Claim the run directory in the writer (refused if it exists) and route the run through the hit
+        finder and correction."""
+        await self.wait_for_chain()
+        run, trains = self._run_number, self._nb_trains
+        await self.engine_call(lambda: self._acq.prepare(run, trains, self._claim))
+        await self.expect_series(None)
+
+    def _claim(self, run: int) -> FrameQueue[Item]:
         sink = self.data_sink()
-        outbox = self.data_inbox(DetectorKind.AGIPD)
-        if self._correction is not None:
-            self._correction.outbox = outbox
-            outbox = self._correction_inbox
-        self._throttle.forget()
-        await asyncio.to_thread(self._acq.prepare, self._run_number, self._nb_trains, sink, outbox)
-        self.refresh(force=True)
+        sink.prepare_run(run)
+        outbox = self.claimed(sink, run, DetectorKind.AGIPD)
+        if self._correction is None:
+            return outbox
+        self._correction.outbox = outbox
+        return self._correction_inbox
 
-    @command
-    async def Start(self) -> None:
-        """Receive the prepared run's trains; RUNNING until the writer closed the run."""
-        if not self._acq.prepared:
-            raise RuntimeError("Start needs a prepared run; call Prepare first")
-        self.start_acquisition(self._acquire())
-
-    @command
-    async def Stop(self) -> None:
-        """End the run after the trains already received; they are all written."""
-        await asyncio.to_thread(self._acq.stop, EndReason.STOP)
-        await self.acquisition_finished()
-
-    @command
-    async def Abort(self) -> None:
-        """End the run now; files are closed with what was queued."""
-        await asyncio.to_thread(self._acq.stop, EndReason.ABORT)
-        await self.acquisition_finished()
-
-    @command
-    async def Reset(self) -> None:
-        """Leave FAULT and clear the counters."""
-        self.clear_fault()
-        self._receiver.stats.reset()
-        self.refresh(force=True)
-
-    async def _acquire(self) -> None:
+    async def acquire_series(self) -> None:
         run = self._run_number
         end = await asyncio.to_thread(self._acq.acquire)
-        await self.wait_writer_done(run)
+        note = await self.wait_series_written()
         stats = self._receiver.stats
         self._summary = (f"Run {run} done ({end.reason.value}): {stats.trains_received} trains, "
                          f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "
-                         f"{stats.trains_missing} trains missing")
+                         f"{stats.trains_missing} trains missing{note}")
+
+    def abandon_engine(self) -> None:
+        self._acq.abandon()
+
+    def end_engine_series(self, reason: EndReason) -> None:
+        if not self._acq.running:
+            self._written = None  # a prepared run that never started: nothing reached the writer to close
+        self._acq.stop(reason)
+
+    @command
+    async def Reset(self) -> None:
+        """Abort any run (files closed valid), leave FAULT and clear the counters."""
+        await self.abort_series(f"Reset of {self.get_name()}")
+        self.clear_fault()
+        self._receiver.stats.reset()
+        self.refresh(force=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ def _sim(args: argparse.Namespace) -> int:
 def _server(args: argparse.Namespace) -> int:
     from .server import run_server
 
-    run_server(args.instance, args.tango_args)
+    run_server(args.instance, args.tango_args, host=args.host, port=args.port)
     return 0
 
 
@@ -55,6 +56,13 @@ def _export(args: argparse.Namespace) -> int:
     from .db_commands import run_export
 
     return run_export(args.server, output=args.output)
+
+
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs an IP address such as 127.0.0.1, got {text!r}") from None
 
 
 def _variable(text: str) -> tuple[str, str]:
@@ -92,10 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("-o", "--output", type=Path, required=True, help="run directory for red/ and the manifest")
     reduce.set_defaults(func=_reduce)
 
-    server = sub.add_parser("server", help="run the detpipe device server instance registered in TANGO_HOST")
+    server = sub.add_parser("server", help="run the detpipe device server instance registered in TANGO_HOST",
+                            epilog="Options not listed here go to the Tango kernel, e.g. -v4 for its trace level.")
     server.add_argument("instance")
-    server.add_argument("tango_args", nargs=argparse.REMAINDER, help="options for the Tango kernel, e.g. -v4")
-    server.set_defaults(func=_server)
+    server.add_argument("--host", type=_ip_address, default=None,
+                        help="IP address of the one interface to listen on, for requests and events (e.g. 127.0.0.1 "
+                             "for this computer only); default: Tango's convention, every interface unless "
+                             "omniORB's ORBendPoint says otherwise")
+    server.add_argument("--port", type=int, default=0, help="TCP port for requests (default 0: chosen by the system)")
+    server.set_defaults(func=_server, takes_tango_args=True)  # any other option goes to the Tango kernel (-v4)
 
     db = sub.add_parser("db", help="the embedded Tango database, for labs without one (production: TANGO_HOST's)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -121,8 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command's arguments; ``tango_args`` holds the options meant for the Tango kernel (``server`` only),
+    wherever they stand on the line."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_tango_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.tango_args = extra
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return int(args.func(args) or 0)
 

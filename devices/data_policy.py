@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from tango import AttrWriteType, DevState, Util
 from tango.server import attribute, command, device_property
 
 from detpipe.pipeline.data_policy_stage import DataPolicyStage, RedRun
+from detpipe.pipeline.agipd_train_reducer import AgipdTrainReducer
 from detpipe.pipeline.exdf_writer import ExdfWriter
 from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.frame_reducer import EigerFrameReducer
@@ -23,10 +27,13 @@ from detpipe.pipeline.red_run_layout import RAW_SUBDIRECTORY
 from detpipe.pipeline.reduction_params import MAX_MANTISSA_BITS, UNITS, Policy, ReductionParams
 from detpipe.pipeline.stage import Item
 from detpipe.pipeline.stage_runner import StageRunner
+from detpipe.pipeline.triage_setup import DetectorKind
 
-from .detpipe_device import DetpipeDevice
+from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle
 from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
 from .parameter_attribute import parameter_attribute
+
+log = logging.getLogger(__name__)
 
 POLICY_LABELS = [p.value for p in Policy]
 
@@ -80,10 +87,18 @@ class DataPolicy(DetpipeDevice):
         self.start_monitor()
 
     async def delete_device(self) -> None:
+        await self.release_series("Init")
         await self.stop_monitor()
         if self._runner is not None:
-            self._runner.close()
+            await settle([in_background(self._runner.close)], CLOSE_WAIT_S)  # closes a series still open
         await super().delete_device()
+
+    def series_engines(self) -> list[SeriesEngine]:
+        return [] if self._runner is None else [self._runner]
+
+    @property
+    def in_series(self) -> bool:
+        return self._runner is not None and self._runner.in_series
 
     def _writer(self) -> NexusWriter:
         writer = Util.instance().get_device_by_name(self.WriterDevice)
@@ -125,27 +140,40 @@ class DataPolicy(DetpipeDevice):
         stage, runner = self._engine()
         if runner.failure is not None:
             raise RuntimeError(f"data policy is in FAULT ({runner.failure}); Reset it first")
-        stage.configure(params=self.requested_params, saving=self._writer().saving_params)
+        writer = self._writer()
+        stage.configure(params=self.requested_params, saving=writer.saving_params)
+        stage.raw_outbox = writer.inbox  # the writer's queue of now: an Init of the writer replaced the last one
         run = stage.prepare(series_id, exdf=exdf)
         self._prepared, self._finalise_error = series_id, ""
         runner.last_end = None
         return run
 
-    def check_series(self, shape: tuple[int, int]) -> None:
+    def check_next(self, kind: DetectorKind, shape: tuple[int, int] | None) -> None:
         """Refuse a series at Prepare, before the detector is armed, when the policy cannot apply to its images
-        (a module or ROI outside the detector)."""
-        EigerFrameReducer.check(self.requested_params, shape)
+        (a module or ROI outside the detector, an Eiger-only reduction for an AGIPD run). ``shape`` is None
+        while the detector's image size is not known yet; the background Prepare checks again."""
+        params = self.requested_params
+        if kind is DetectorKind.AGIPD:
+            if params.policy.keeps_red:
+                AgipdTrainReducer.check(params)
+        elif shape is not None:
+            EigerFrameReducer.check(params, shape)
 
-    def series_written(self, series_id: int | None) -> bool:
-        """True once RED files are closed and, when raw is kept, the raw writer has closed the series too."""
-        if self._runner is None or self._runner.last_end is None or self._runner.last_end.series_id != series_id:
-            return False
-        return not self.requested_params.policy.keeps_raw or self._writer().series_written(series_id)
+    def series_written_check(self, series_id: int) -> Callable[[], bool]:
+        """Whether the RED files of ``series_id`` are closed and, when raw is kept, the raw writer has closed
+        it too. Bound to the threads that take the series, as the writer's own check is."""
+        stage, runner = self._engine()
+        assert stage.run is not None
+        raw = self._writer().series_written_check(series_id) if stage.run.params.policy.keeps_raw else None
+        return partial(_series_written, runner, raw, series_id)
 
-    async def finalise(self, series_id: int | None) -> Path:
-        """Checksums, retention metadata and the manifest, once every file of the series is closed."""
-        stage, _ = self._engine()
-        assert stage.run is not None and stage.run.series_id == series_id
+    async def finalise(self) -> Path | None:
+        """Checksums, retention metadata and the manifest, once every file of the series is closed; nothing when
+        an Init of this device abandoned the series."""
+        stage, series_id = self._stage, self._prepared
+        if stage is None or stage.run is None or stage.run.series_id != series_id:
+            log.warning("%s: no manifest for series %s, abandoned by an Init", self.get_name(), series_id)
+            return None
         raw_files: list[Path] = []
         raw_master = None
         if stage.run.params.policy.keeps_raw:
@@ -286,10 +314,18 @@ class DataPolicy(DetpipeDevice):
 
     @command
     async def Reset(self) -> None:
-        """Leave FAULT: forget the failure and any series that never finished; the next series is reduced normally."""
+        """Abort any series being reduced (files closed valid), leave FAULT and forget any series that never
+        finished; the next series is reduced normally."""
+        await self.release_series("Reset")
         if self._runner is not None:
             self._runner.reset()
         self._finalise_error = ""
         self._prepared = None  # a series that failed before its manifest no longer blocks policy changes
         self.clear_fault()
         self.refresh(force=True)
+
+
+def _series_written(runner: StageRunner, raw_written: Callable[[], bool] | None, series_id: int) -> bool:
+    end = runner.last_end
+    red_closed = (end is not None and end.series_id == series_id and not runner.in_series) or not runner.alive
+    return red_closed and (raw_written is None or raw_written())

@@ -19,6 +19,7 @@ import tango
 from .config_model import load_database_config
 from .managed_process import ManagedProcess
 from .server_config import register
+from .state_wait import AcquisitionFailed, prepare, wait_until_saved, wait_while_state
 from .tango_database import EmbeddedTangoDatabase, free_tcp_port
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -26,6 +27,7 @@ DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitf
 AGIPD, AGIPD_WRITER = "spb/agipd1m/1", "spb/writer/1"
 EXPO_TIME_S = 0.002
 ACQUISITION_TIMEOUT_S = 600.0
+CONNECT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +74,9 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
             **{name: str(port) for name, port in ports.items()}, "DATA_ROOT": str(data_root)}))
         print(f"[demo] TANGO_HOST={db.tango_host}; starting the {detector} simulator", flush=True)
         stack.enter_context(ManagedProcess(simulator, ready_marker=ready))
-        print("[demo] starting device server detpipe/demo", flush=True)
-        stack.enter_context(ManagedProcess([*detpipe, "server", "demo"], ready_marker="Ready to accept request",
-                                           env={"TANGO_HOST": db.tango_host}))
+        print("[demo] starting device server detpipe/demo (listening on 127.0.0.1 only)", flush=True)
+        stack.enter_context(ManagedProcess([*detpipe, "server", "demo", "--host", "127.0.0.1"],
+                                           ready_marker="Ready to accept request", env={"TANGO_HOST": db.tango_host}))
         os.environ["TANGO_HOST"] = db.tango_host
         summary = acquire(frames, data_root) if detector == "eiger" else acquire_agipd(trains, cells, data_root)
     print("[demo] summary")
@@ -85,7 +87,6 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
 
 def acquire(frames: int, data_root: Path) -> DemoSummary:
     detector, writer, hit_finder = (tango.DeviceProxy(name) for name in (DETECTOR, WRITER, HIT_FINDER))
-    wait_for_workers(hit_finder)
     writer.saving_directory = str(data_root)
     writer.saving_prefix = "demo_$id"
     writer.saving_frame_per_file = 100
@@ -125,36 +126,20 @@ def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
 
 
 def prepare_and_run(detector: tango.DeviceProxy) -> float:
-    """Prepare, Start, wait until everything is saved; returns the seconds from Start to saved."""
-    detector.Prepare()
-    print(f"[demo] {detector.Status()}", flush=True)
+    """Prepare, Start, wait until everything is saved; returns the seconds from Start to saved. Every command
+    returns at once (Tango's default 3 s client timeout is enough); the demo waits on State and acq_status."""
+    wait_while_state(detector, {tango.DevState.INIT}, CONNECT_TIMEOUT_S, _say)
+    prepare(detector, on_status=_say)
+    _say(detector.Status())
     t0 = time.monotonic()
     detector.Start()
-    status = wait_until_done(detector, ACQUISITION_TIMEOUT_S)
+    status = wait_until_saved(detector, ACQUISITION_TIMEOUT_S, on_progress=lambda: _say(detector.Status()))
     elapsed = time.monotonic() - t0
     if status != "Ready":
-        raise RuntimeError(f"acquisition ended in {detector.State()}: {detector.Status()}")
-    print(f"[demo] {detector.Status()}", flush=True)
+        raise AcquisitionFailed(detector, "acquisition", detector.State(), detector.Status())
+    _say(detector.Status())
     return elapsed
 
 
-def wait_for_workers(hit_finder: tango.DeviceProxy, timeout_s: float = 120.0) -> None:
-    """The hit finder is in INIT while its worker processes compile peakfinder8 (once per machine: numba
-    caches the result, later starts take about a second)."""
-    deadline = time.monotonic() + timeout_s
-    if hit_finder.State() == tango.DevState.INIT:
-        print(f"[demo] {hit_finder.Status()}", flush=True)
-    while hit_finder.State() == tango.DevState.INIT:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{hit_finder.name()} still starting after {timeout_s}s: {hit_finder.Status()}")
-        time.sleep(0.1)
-
-
-def wait_until_done(detector: tango.DeviceProxy, timeout_s: float) -> str:
-    """Poll acq_status until the series or run is saved (Ready) or failed (Fault); raise on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while (status := detector.acq_status) == "Running":
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{detector.name()} still running after {timeout_s}s: {detector.Status()}")
-        time.sleep(0.05)
-    return status
+def _say(status: str) -> None:
+    print(f"[demo] {status}", flush=True)

@@ -1,4 +1,5 @@
-"""What every detpipe device shares: State/Status with events, and throttled counter events.
+"""What every detpipe device shares: State/Status with events, throttled counter events, properties where a
+blank value means "not set", and the way out of a series (Init/Reset) that every device offers.
 
 Each device subclass lists its event-carrying counters in ``EVENT_ATTRIBUTES`` and derives its State
 from its engine in ``assess()``; one monitor task per device refreshes both every 40 ms (25 Hz).
@@ -8,16 +9,65 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Protocol
 
-from tango import DevState, GreenMode
-from tango.server import Device
+from tango import DevState, GreenMode, Util
+from tango.server import Device, device_property
 
 from .event_throttle import EventThrottle
 
 log = logging.getLogger(__name__)
 
 MONITOR_PERIOD_S = 0.04
+# Init and Reset must answer well inside Tango's 3 s client timeout, also on a loaded machine: this is what
+# they may spend waiting for a series to end and for threads to stop; the rest finishes in the background.
+RELEASE_BUDGET_S = 1.5
+CLOSE_WAIT_S = 0.5  # an engine thread polls its socket or queue every 20-100 ms
+
+
+class SeriesEngine(Protocol):
+    """What Init/Reset needs of a device's engine thread (StageRunner, TriageDispatcher)."""
+
+    in_series: bool
+
+    def end_series_now(self, detail: str) -> bool: ...
+
+
+class SeriesSource(Protocol):
+    """What a downstream device needs of a detector device feeding it: Init/Reset abort its series; a hit
+    finder rebuilds the geometry it last gave (kind, config)."""
+
+    triage_geometry: tuple[Any, Any] | None
+
+    def routes_through(self, device_name: str) -> bool: ...
+
+    async def abort_series(self, cause: str, timeout_s: float) -> None: ...
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.01) -> bool:
+    """True once ``condition()`` holds, False if it still does not after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True
+
+
+async def settle(work: Iterable[asyncio.Future[Any]], timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``work`` to finish without cancelling it; True if all of it did."""
+    pending = [w for w in work if not w.done()]
+    if not pending:
+        return True
+    _, still = await asyncio.wait(pending, timeout=max(timeout_s, 0.0))
+    return not still
+
+
+def in_background(call: Callable[[], object]) -> asyncio.Future[object]:
+    """A blocking engine call (joining a thread, closing files) on a worker thread, as an awaitable."""
+    return asyncio.ensure_future(asyncio.to_thread(call))
 
 
 class DetpipeDevice(Device):
@@ -29,6 +79,7 @@ class DetpipeDevice(Device):
 
     async def init_device(self) -> None:
         await super().init_device()
+        self._blank_properties_unset()
         for name in ("State", "Status"):
             self.set_change_event(name, True, False)
         for name in self.EVENT_ATTRIBUTES:
@@ -36,6 +87,15 @@ class DetpipeDevice(Device):
         self._throttle = EventThrottle(self._push_value)
         self._fault: str | None = None
         self._monitor: asyncio.Task[None] | None = None
+
+    def _blank_properties_unset(self) -> None:
+        """A blank property value means "not set", wherever it came from: the Tango database cannot store an
+        empty string (Jive, dsconfig and registration store " "), and a test context passes "" as it is.
+        Values are stripped; a blank one takes the property's default, blank list entries are dropped."""
+        for cls in type(self).__mro__:
+            for name, prop in vars(cls).items():
+                if isinstance(prop, device_property) and name in self._tango_properties:
+                    self._tango_properties[name] = _unblanked(name, self._tango_properties[name], prop)
 
     def start_monitor(self) -> None:
         self._monitor = asyncio.create_task(self._monitor_loop(), name=f"{self.get_name()} monitor")
@@ -88,6 +148,33 @@ class DetpipeDevice(Device):
         self.refresh()
         return self.get_status()
 
+    # --- the way out of a series: Init and Reset ---
+    def feeding_detectors(self) -> list[SeriesSource]:
+        """The detector devices of this server whose series pass through this device."""
+        name = self.get_name()
+        return [device for device in Util.instance().get_device_list("*")
+                if hasattr(device, "routes_through") and device.routes_through(name)]
+
+    def series_engines(self) -> list[SeriesEngine]:
+        """This device's engine threads that carry a series; downstream devices override it."""
+        return []
+
+    async def release_series(self, cause: str, timeout_s: float = RELEASE_BUDGET_S) -> None:
+        """Init/Reset of a downstream device: abort every series passing through it (files closed valid,
+        the detector says why), then end whatever is still open here because its source vanished."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        why = f"{cause} of {self.get_name()}"
+        for detector in self.feeding_detectors():
+            await detector.abort_series(why, deadline - loop.time())
+        engines = self.series_engines()
+        if await wait_for(lambda: not any(e.in_series for e in engines), min(0.2, deadline - loop.time())):
+            return
+        for engine in engines:
+            if engine.in_series and engine.end_series_now(why):
+                log.warning("%s: ended a series nothing else would end (%s)", self.get_name(), why)
+        await wait_for(lambda: not any(e.in_series for e in engines), deadline - loop.time())
+
     def _push_value(self, name: str, value: Any) -> None:
         self.push_change_event(name, value)
 
@@ -99,6 +186,22 @@ class DetpipeDevice(Device):
     def _on_monitor_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self.set_fault(f"monitor stopped: {task.exception()!r}")
+
+
+def _unblanked(name: str, value: Any, prop: device_property) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            if prop.mandatory:
+                raise ValueError(f"property {name} is mandatory but empty; set it (Jive, detpipe register) and Init")
+            return prop.default_value if prop.default_value is not None else ""
+        return value
+    if isinstance(value, Iterable) and all(isinstance(v, str) for v in value):  # StdStringVector, list…
+        kept = [v.strip() for v in value if v.strip()]
+        if not kept and prop.mandatory:
+            raise ValueError(f"property {name} is mandatory but empty; set it (Jive, detpipe register) and Init")
+        return kept if kept or prop.default_value is None else prop.default_value
+    return value
 
 
 _LATIN1_SPELLINGS = str.maketrans({"…": "...", "≥": ">=", "≤": "<=", "×": "x", "—": "-", "–": "-", "→": "->"})

@@ -16,22 +16,30 @@ from tango.server import attribute, command, device_property
 from detpipe.pipeline.acquisition_params import COMPRESSIONS, TriggerMode
 from detpipe.pipeline.eiger_acquisition import EigerAcquisition, Phase
 from detpipe.pipeline.errors import DetectorRefused, DetectorUnreachable
+from detpipe.pipeline.frame_queue import FrameQueue
 from detpipe.pipeline.simplon_client import SimplonClient
+from detpipe.pipeline.series import EndReason
+from detpipe.pipeline.stage import Item
 from detpipe.pipeline.stream_receiver import StreamReceiver
 from detpipe.pipeline.triage_setup import DetectorKind
 
 from .data_policy import DataPolicy
 from .detector_device import DetectorDevice
+from .detpipe_device import CLOSE_WAIT_S, in_background, settle
+
+DCU_READ_WAIT_S = 1.0
 
 
 class EigerDetector(DetectorDevice):
     """Controls one EIGER/EIGER2 over SIMPLON REST and receives its ZMQ stream (V1 or V2, detected).
 
-    Sequence: set acq_* attributes, Prepare (configure + arm), Start (trigger), then the device goes
-    back to ON once the writer has saved the last frame. Stop drains; Abort closes files as they are.
+    Sequence: set acq_* attributes, Prepare (configure + arm in the background: MOVING, then STANDBY), Start
+    (trigger: RUNNING), then the device goes back to ON once the writer has saved the last frame. Stop drains;
+    Abort closes files as they are. The device connects in the background too (INIT until the DCU answered).
     """
 
-    EVENT_ATTRIBUTES = ("last_image_acquired", "frames_received", "frames_dropped", "receive_rate")
+    EVENT_ATTRIBUTES = ("last_image_acquired", "frames_received", "frames_dropped", "receive_rate", "acq_status")
+    detector_kind = DetectorKind.EIGER
 
     DetectorUrl = device_property(
         dtype=str, mandatory=True, doc="Mandatory. SIMPLON base URL of the DCU, e.g. http://dcu:80"
@@ -59,13 +67,12 @@ class EigerDetector(DetectorDevice):
         )
         self._acq.request(stream_format=self.StreamFormat, header_detail=self.HeaderDetail)
         self._summary = "Connecting to the detector"
-        self.set_state_and_status(DevState.INIT, f"Connecting to {self.DetectorUrl}")
-        await self._connect()
         self.start_monitor()
+        self.connect()
 
     async def delete_device(self) -> None:
         await super().delete_device()
-        self._receiver.close()
+        await settle([in_background(self._receiver.close)], CLOSE_WAIT_S)  # ends a series still armed
 
     @property
     def armed(self) -> bool:
@@ -75,15 +82,28 @@ class EigerDetector(DetectorDevice):
     def acquisition_label(self) -> str:
         return f"Series {self._acq.series_id}"
 
+    @property
+    def engine_step(self) -> str:
+        return self._acq.step
+
+    # --- connection, in the background: State INIT until the DCU answered ---
+    def connect(self) -> None:
+        self._connecting = asyncio.create_task(self._connect(), name=f"{self.get_name()} connect")
+        self.refresh(force=True)
+
     async def _connect(self) -> None:
         client = self._acq.client
         try:
             version = await asyncio.to_thread(lambda: client.api_version)
             if await asyncio.to_thread(client.detector_status) in ("na", "error"):
                 await asyncio.to_thread(client.command, "initialize")
+            geometry = await asyncio.to_thread(self._acq.geometry)
         except (DetectorUnreachable, DetectorRefused) as err:
             self.set_fault(str(err))
             return
+        if geometry is not None:
+            self.image_shape = geometry.shape
+        self.preload_triage(DetectorKind.EIGER, geometry)
         self._summary = f"Ready: EIGER at {self.DetectorUrl}, SIMPLON API {version}"
         self.refresh(force=True)
 
@@ -91,12 +111,16 @@ class EigerDetector(DetectorDevice):
     def assess(self) -> tuple[DevState, str]:
         stats, acq = self._receiver.stats, self._acq
         queue_fill = self._writer_queue_fill()
-        if acq.phase is Phase.PREPARED:
+        if self.preparing:
+            return DevState.MOVING, f"Preparing a series: {self.prepare_step}"
+        if self.connecting:
+            return DevState.INIT, f"Connecting to {self.DetectorUrl}"
+        if acq.phase is Phase.PREPARED and not self.acquiring:
             return DevState.STANDBY, f"Armed series {acq.series_id}: {acq.frames_expected} frames; waiting for Start"
         if self.acquiring:
             return self.running_state(stats.frames_dropped_total), (
                 f"Acquiring series {acq.series_id}: {stats.frames_received}/{acq.frames_expected} frames received, "
-                f"{stats.frames_dropped_total} dropped, queue {queue_fill:.0f}% full"
+                f"{stats.frames_dropped_total} dropped, queue {queue_fill:.0f}% full{self.ending_note()}"
             )
         if stats.frames_dropped_total or stats.rejected_total or stats.frames_missing:
             return DevState.ALARM, self._summary
@@ -109,11 +133,12 @@ class EigerDetector(DetectorDevice):
             "frames_received": stats.frames_received,
             "frames_dropped": stats.frames_dropped_total,
             "receive_rate": stats.rates()[1],
+            "acq_status": self.acquisition_status(),
         }
 
     # --- acquisition settings (LImA names, memorized) ---
     def _request(self, **changes: object) -> None:
-        if self._acq.phase is not Phase.IDLE:
+        if self.preparing or self._acq.phase is not Phase.IDLE:
             raise RuntimeError("settings apply at Prepare; Stop or Abort the current acquisition first")
         self._acq.request(**changes)
 
@@ -196,6 +221,12 @@ class EigerDetector(DetectorDevice):
     async def rejection_reasons(self) -> str:
         return json.dumps(dict(self._receiver.stats.rejected))
 
+    @attribute(dtype=int, unit="message", format="%d",
+               description="Messages of an earlier series read and discarded in this series (leftovers of a series "
+                           "aborted, refused or re-initialised away; a second end message at disarm); not an error")
+    async def late_messages(self) -> int:
+        return self._receiver.stats.late_messages
+
     @attribute(dtype=int, unit="frame", format="%d", description="Holes in the frame numbering: sent but never received")
     async def frames_missing(self) -> int:
         return self._receiver.stats.frames_missing
@@ -229,61 +260,44 @@ class EigerDetector(DetectorDevice):
         fmt = self._receiver.decoder.stream_format
         return fmt.value if fmt is not None else "unknown"
 
-    @attribute(dtype=str, description="SIMPLON API version discovered on the DCU")
+    @attribute(dtype=str, description="SIMPLON API version discovered on the DCU; empty until connected")
     async def api_version(self) -> str:
-        return await asyncio.to_thread(lambda: self._acq.client.api_version)
+        return "" if self.connecting or self._fault else await asyncio.to_thread(lambda: self._acq.client.api_version)
 
-    @attribute(dtype=str, description="Detector status/state as the DCU reports it (na, idle, ready, acquire, error)")
+    @attribute(dtype=str,
+               description="Detector status/state as the DCU reports it (na, idle, ready, acquire, error); "
+                           "'unreachable' when the DCU does not answer within 1 s")
     async def detector_state(self) -> str:
-        return str(await asyncio.to_thread(self._acq.client.detector_status))
+        reading = in_background(self._acq.client.detector_status)
+        if not await settle([reading], DCU_READ_WAIT_S) or reading.exception() is not None:
+            return "unreachable"
+        return str(reading.result())
 
-    # --- commands ---
-    @command
-    async def Prepare(self) -> None:
-        """Apply the acq_* settings, arm the detector and prepare the writer's files (STANDBY)."""
-        self.check_can_prepare()
+    # --- engine steps of the commands (DetectorDevice) ---
+    async def prepare_series(self) -> None:
+        """Configure, arm and claim the files; then make sure triage is ready for the armed geometry."""
         sink = self.data_sink()
         if isinstance(sink, DataPolicy):
-            sink.check_series(await asyncio.to_thread(self._acq.image_shape))
-        self._throttle.forget()
-        inbox = self.data_inbox(DetectorKind.EIGER)
-        series_id = await asyncio.to_thread(self._acq.prepare, self._acq.requested, sink, inbox)
+            self._chain_step = "reading the detector's image shape"
+            self.image_shape = await asyncio.to_thread(self._acq.image_shape)
+            sink.check_next(DetectorKind.EIGER, self.image_shape)
+            self._chain_step = ""
+        await self.wait_for_chain()
+        requested = self._acq.requested
+        series_id = await self.engine_call(lambda: self._acq.prepare(requested, self._claim))
         await self.expect_series(self._acq.rest_config)
         self._summary = f"Series {series_id} prepared"
-        self.refresh(force=True)
 
-    @command
-    async def Start(self) -> None:
-        """Trigger the prepared series (software trigger modes) and receive it; RUNNING until saved."""
-        if self._acq.phase is not Phase.PREPARED:
-            raise RuntimeError("Start needs a prepared series; call Prepare first")
-        self.start_acquisition(self._acquire())
+    def _claim(self, series_id: int) -> FrameQueue[Item]:
+        sink = self.data_sink()
+        sink.prepare(series_id)
+        return self.claimed(sink, series_id, DetectorKind.EIGER)
 
-    @command
-    async def Stop(self) -> None:
-        """Stop after the current frame; every frame received is written, then files close."""
-        await asyncio.to_thread(self._acq.stop)
-        await self.acquisition_finished()
-
-    @command
-    async def Abort(self) -> None:
-        """Stop now: abort the detector and close the files with what was queued."""
-        await asyncio.to_thread(self._acq.abort)
-        await self.acquisition_finished()
-
-    @command
-    async def Reset(self) -> None:
-        """Leave FAULT: reconnect to the detector and clear the counters."""
-        self.clear_fault()
-        self._receiver.stats.reset()
-        self.set_state_and_status(DevState.INIT, f"Reconnecting to {self.DetectorUrl}")
-        await self._connect()
-
-    async def _acquire(self) -> None:
+    async def acquire_series(self) -> None:
         series_id = self._acq.series_id
         try:
             end = await asyncio.to_thread(self._acq.acquire)
-            await self.wait_writer_done(series_id)
+            note = await self.wait_series_written()
         except (DetectorUnreachable, DetectorRefused, TimeoutError) as err:
             self.set_fault(f"Series {series_id} failed: {err}")
             return
@@ -291,4 +305,24 @@ class EigerDetector(DetectorDevice):
         self._summary = (
             f"Series {series_id} done ({end.reason.value}): {stats.frames_received} frames received, "
             f"{stats.frames_dropped_total} dropped, {stats.rejected_total} rejected, {stats.frames_missing} missing"
+            f"{f', {stats.late_messages} late messages of earlier series' if stats.late_messages else ''}{note}"
         )
+
+    def abandon_engine(self) -> None:
+        self._acq.abandon()
+
+    def end_engine_series(self, reason: EndReason) -> None:
+        if reason is EndReason.STOP:
+            self._acq.stop()
+        else:
+            self._acq.abort()
+
+    @command
+    async def Reset(self) -> None:
+        """Abort any series (files closed valid), leave FAULT, clear the counters and reconnect to the detector
+        in the background (State INIT until it answers). Returns at once."""
+        await self.abort_series(f"Reset of {self.get_name()}")
+        await self._stop_connecting()
+        self.clear_fault()
+        self._receiver.stats.reset()
+        self.connect()

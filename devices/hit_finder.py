@@ -26,7 +26,7 @@ from detpipe.pipeline.triage_pool import TriagePool
 from detpipe.pipeline.triage_setup import DetectorKind
 from detpipe.pipeline.triage_stats import HISTOGRAM_BINS
 
-from .detpipe_device import DetpipeDevice
+from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle, wait_for
 from .event_throttle import EventThrottle
 from .parameter_attribute import parameter_attribute
 
@@ -80,43 +80,77 @@ class HitFinder(DetpipeDevice):
         self._image_rate_hz = 25.0
         self._image_throttle = EventThrottle(self._push_image_ready, self._image_rate_hz)
         self._image_cache: tuple[int, np.ndarray] | None = None
+        self._geometry: tuple[DetectorKind, DetectorConfig | None] | None = None
+        for detector in self.feeding_detectors():  # after an Init: rebuild what the detectors gave before
+            if detector.triage_geometry is not None:
+                self.preload(*detector.triage_geometry)
         self.refresh(force=True)
         self.start_monitor()
 
     async def delete_device(self) -> None:
+        await self.release_series("Init")
         await self.stop_monitor()
-        self._dispatcher.close()
+        await settle([in_background(self._dispatcher.close)], CLOSE_WAIT_S)  # the workers stop on their own
         await super().delete_device()
 
+    def series_engines(self) -> list[SeriesEngine]:
+        return [self._dispatcher]
+
     # --- used in-process by detector devices ---
+    @property
+    def enabled_for_next_series(self) -> bool:
+        return self._enabled
+
+    @property
+    def in_series(self) -> bool:
+        return self._dispatcher.in_series
+
+    @property
+    def ready_for_series(self) -> bool:
+        """Workers started (kernels compiled) and no series still being triaged: a Prepare can connect."""
+        return self._dispatcher.pool.ready and not self._dispatcher.in_series
+
     def connect(self, kind: DetectorKind, writer_inbox: FrameQueue[Item]) -> FrameQueue[Item]:
         """Put the hit finder in front of ``writer_inbox`` for the next series; returns where frames go
-        (``writer_inbox`` itself while the hit finder is disabled)."""
+        (``writer_inbox`` itself while the hit finder is disabled). Call once ``ready_for_series``."""
         if not self._enabled:
             return writer_inbox
-        if not self._dispatcher.pool.ready:
-            raise RuntimeError("the hit finder is still starting its workers (compiling peakfinder8); "
-                               "Prepare again when its State leaves INIT, or disable it")
         self._dispatcher.inbox = self._inboxes[kind]
         self._dispatcher.params = self.requested_params
         self._dispatcher.prepare(kind, writer_inbox)
         self._throttle.forget()
         return self._dispatcher.inbox
 
+    def preload(self, kind: DetectorKind, config: DetectorConfig | None) -> None:
+        """A detector's geometry for its next series (given when the detector connects): the workers build
+        it now, in the background, and again whenever a parameter changes, so no Prepare waits for it."""
+        self._geometry = (kind, config)
+        self._rebuild_geometry()
+
+    def _rebuild_geometry(self) -> None:
+        if self._geometry is None or not self._enabled or self._dispatcher.in_series:
+            return  # a running series keeps its setup; the next Prepare sends the new one
+        kind, config = self._geometry
+        if kind is DetectorKind.EIGER and config is None:
+            return  # the detector could not read its geometry: the series header will bring it
+        self._dispatcher.params = self.requested_params
+        self._dispatcher.expect(config, kind)
+
     async def expect(self, config: DetectorConfig | None, timeout_s: float = 30.0) -> None:
         """The armed series' detector configuration: returns once the workers have built their geometry
-        for it (about a second for a 4M), so triage keeps up from the first frame after Start."""
+        for it (at once when it is what they built in advance; about a second for a new 4M geometry), so
+        triage keeps up from the first frame after Start. None: nothing to wait for (an AGIPD run, whose
+        geometry is fixed and sent by ``connect``, or an Eiger series whose header brings it)."""
         if not self._enabled or config is None:
             return
         self._dispatcher.expect(config)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not self._dispatcher.setup_ready and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: self._dispatcher.setup_ready, timeout_s, poll_s=0.02)
 
     def set_parameter(self, name: str, value: Any) -> None:
-        """Validated through ``TriageParams``; a bad value raises ``ConfigError`` and changes nothing."""
+        """Validated through ``TriageParams``; a bad value raises ``ConfigError`` and changes nothing. The
+        workers rebuild their geometry at once (parameters such as min_res shape it)."""
         self.requested_params = TriageParams.from_mapping({**self.requested_params.to_mapping(), name: value})
+        self._rebuild_geometry()
 
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
@@ -124,7 +158,8 @@ class HitFinder(DetpipeDevice):
         if d.failure is not None:
             return DevState.FAULT, f"{d.failure}; frames go to the writer untriaged. Reset to retry"
         if not d.pool.ready:
-            return DevState.INIT, f"Starting {d.pool.workers} triage workers (compiling peakfinder8)"
+            return DevState.INIT, (f"Starting {d.pool.workers} triage workers (compiling peakfinder8 the first "
+                                   "time on this machine, about a minute)")
         lost_workers = d.pool.workers - d.pool.workers_alive
         behind = stats.not_triaged_total or lost_workers or d.inbox.fill_percent > QUEUE_ALARM_PERCENT
         summary = (f"{stats.frames_triaged} frames triaged, {stats.hits} hits ({stats.hit_rate:.1f}% over the last "
@@ -134,7 +169,8 @@ class HitFinder(DetpipeDevice):
                 f"Triaging: {summary}; backlog {d.backlog}, {d.pool.workers_alive}/{d.pool.workers} workers")
         if not self._enabled:
             return DevState.ON, "Disabled: detectors send their frames straight to the writer"
-        return (DevState.ALARM if behind else DevState.ON), f"Idle. Last series: {summary}"
+        geometry = "ready" if self.triage_ready else "being built" if self._geometry else "not given yet"
+        return (DevState.ALARM if behind else DevState.ON), f"Idle, geometry {geometry}. Last series: {summary}"
 
     def event_values(self) -> dict[str, Any]:
         stats = self._dispatcher.stats
@@ -178,6 +214,17 @@ class HitFinder(DetpipeDevice):
     @enabled.write
     async def enabled(self, value: bool) -> None:
         self._enabled = value
+        self._rebuild_geometry()
+
+    @property
+    def triage_ready(self) -> bool:
+        return self._dispatcher.pool.ready and self._geometry is not None and self._dispatcher.setup_ready
+
+    @attribute(dtype=bool, format="%s", label="Triage ready",
+               description="Workers started and the geometry of the detector's next series built (it is built when "
+                           "the detector connects and when a parameter changes, so Prepare does not wait for it)")
+    async def geometry_ready(self) -> bool:
+        return self.triage_ready
 
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="frame",
                format="%d", min_value=1, description="Frames in the running hit-rate window (OM uses 200)")
@@ -287,12 +334,14 @@ class HitFinder(DetpipeDevice):
         if hit is None:
             return np.zeros((1, 1), dtype=np.float32)
         if self._image_cache is None or self._image_cache[0] != hit.number:
-            self._image_cache = (hit.number, _image_of(hit))
+            self._image_cache = (hit.number, await asyncio.to_thread(_image_of, hit))  # 4M: tens of ms
         return self._image_cache[1]
 
     @command
     async def Reset(self) -> None:
-        """Leave FAULT and clear the counters; the next series is triaged again."""
+        """Abort any series passing through (files closed valid), leave FAULT and clear the counters; the next
+        series is triaged again."""
+        await self.release_series("Reset")
         self._dispatcher.failure = None
         self._dispatcher.stats.reset()
         self.clear_fault()

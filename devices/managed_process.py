@@ -20,7 +20,8 @@ class ProcessNotReady(RuntimeError):
 
 
 class ManagedProcess:
-    """A child process that is ready once it prints ``ready_marker``; stopped by PID on exit.
+    """A child process that is ready once it prints ``ready_marker``; stopped by PID on exit. ``env`` adds to
+    this process's environment (a value of None removes that variable).
 
     Output is collected by a reader thread so a chatty child never blocks on a full pipe, and so a
     failed start reports what the child said (ophyd-async's ManagedSubprocess does the same).
@@ -31,12 +32,13 @@ class ManagedProcess:
         command: Sequence[str],
         *,
         ready_marker: str,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         cwd: str | None = None,
     ) -> None:
         self.command = list(command)
         self.ready_marker = ready_marker
-        self.env = {**os.environ, **(env or {})}
+        merged = {**os.environ, **(env or {})}
+        self.env = {name: value for name, value in merged.items() if value is not None}  # None: unset
         self.cwd = cwd
         self.output: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()

@@ -4,7 +4,9 @@ Frames and trains arrive in-process from a detector device, never via Tango."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from detpipe.pipeline.stage import Item
 from detpipe.pipeline.stage_runner import StageRunner
 from detpipe.pipeline.writer_selector import FileFormat, WriterSelector
 
-from .detpipe_device import DetpipeDevice
+from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle
 
 QUEUE_ALARM_PERCENT = 75.0
 
@@ -62,9 +64,17 @@ class NexusWriter(DetpipeDevice):
         self.start_monitor()
 
     async def delete_device(self) -> None:
+        await self.release_series("Init")
         await self.stop_monitor()
-        self._runner.close()
+        await settle([in_background(self._runner.close)], CLOSE_WAIT_S)  # closes a series still open, valid
         await super().delete_device()
+
+    def series_engines(self) -> list[SeriesEngine]:
+        return [self._runner]
+
+    @property
+    def in_series(self) -> bool:
+        return self._runner.in_series
 
     # --- sink used in-process by detector devices (eiger_acquisition.FrameSink, agipd_acquisition.RunSink) ---
     def prepare(self, series_id: int, *, directory: Path | None = None) -> Path:
@@ -95,10 +105,10 @@ class NexusWriter(DetpipeDevice):
         """The saving parameters of the next series (a data policy derives raw/ and red/ from them)."""
         return self._writer.params
 
-    def series_written(self, series_id: int | None) -> bool:
-        """True once the writer has handled the end of ``series_id`` (files closed, master final)."""
-        end = self._runner.last_end
-        return end is not None and end.series_id == series_id
+    def series_written_check(self, series_id: int) -> Callable[[], bool]:
+        """Whether this writer has handled the end of ``series_id`` (files closed, master final). Bound to
+        the writer thread that takes the series: after an Init of this device that thread still closes it."""
+        return partial(_series_ended, self._runner, series_id)
 
     def _on_writer_failure(self, reason: str) -> None:
         self._fault = reason  # the monitor task pushes FAULT from the event loop thread
@@ -250,9 +260,15 @@ class NexusWriter(DetpipeDevice):
 
     @command
     async def Reset(self) -> None:
-        """Leave FAULT: forget the failure and the counters; the next series is written normally."""
+        """Abort any series being written (files closed valid), leave FAULT and forget the counters; the next
+        series is written normally."""
+        await self.release_series("Reset")
         self._runner.reset()
         self._writer.stats.reset()
         self.clear_fault()
         self.refresh(force=True)
 
+
+def _series_ended(runner: StageRunner, series_id: int) -> bool:
+    end = runner.last_end
+    return (end is not None and end.series_id == series_id and not runner.in_series) or not runner.alive

@@ -32,7 +32,8 @@ class EmbeddedTangoDatabase(ManagedProcess):
             [sys.executable, "-u", "-m", "tango.databaseds.database", "--host", host, "--port", str(self.port),
              "--print-host-port", "2"],
             ready_marker=f"{self.port}",
-            env={"PYTANGO_DATABASE_NAME": str(sqlite_path), "TANGO_HOST": f"{host}:{self.port}"},
+            # omniORB would let an ORBendPoint of the environment win over the --host/--port given here.
+            env={"PYTANGO_DATABASE_NAME": str(sqlite_path), "TANGO_HOST": f"{host}:{self.port}", "ORBendPoint": None},
         )
 
     @property

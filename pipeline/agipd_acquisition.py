@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
 
 from .agipd_receiver import AgipdReceiver
-from .errors import AcquisitionStateError, ConfigError
+from .errors import AcquisitionAbandoned, AcquisitionStateError, ConfigError
 from .frame_queue import FrameQueue
 from .series import EndOfSeries, EndReason
 from .stage import Item
@@ -22,12 +21,9 @@ from .stage import Item
 log = logging.getLogger(__name__)
 
 
-class RunSink(Protocol):
-    """Where a run goes: the writer device's queue, prepared for the run number first."""
-
-    inbox: FrameQueue[Item]
-
-    def prepare_run(self, run_number: int) -> Path: ...
+RunClaim = Callable[[int], FrameQueue[Item]]
+"""Called with the run number at Prepare: claims the run directory (raising the writer's refusal) and returns
+the queue the trains go to (the writer's, or a stage in front of it)."""
 
 
 class AgipdAcquisition:
@@ -47,21 +43,27 @@ class AgipdAcquisition:
         self._outbox: FrameQueue[Item] | None = None
         self._ended = threading.Event()
         self._last_end: EndOfSeries | None = None
+        self._abandoned = False
         receiver.on_series_end = self._on_end
 
-    def prepare(self, run_number: int, nb_trains: int, sink: RunSink, outbox: FrameQueue[Item]) -> Path:
-        """Claim the run's files; ``outbox`` is where trains go (the writer's queue, or a correction stage)."""
+    def prepare(self, run_number: int, nb_trains: int, claim: RunClaim) -> None:
+        """Claim the run's files and its route (``claim``): trains go to the queue it returns."""
         if self.running:
             raise AcquisitionStateError("Prepare", "running", "Stop or Abort the running run first")
         problems = [f"run_number must be >= 1, got {run_number}"] if run_number < 1 else []
         problems += [f"nb_trains must be >= 1, got {nb_trains}"] if nb_trains < 1 else []
         if problems:
             raise ConfigError(problems)
-        run_directory = sink.prepare_run(run_number)
+        if self._abandoned:
+            raise AcquisitionAbandoned(run_number)
+        outbox = claim(run_number)
         self.run_number, self.nb_trains, self._outbox = run_number, nb_trains, outbox
         self.receiver.stats.reset()
         self.prepared = True
-        return run_directory
+
+    def abandon(self) -> None:
+        """The device is re-initialised while ``prepare`` may still run in a worker thread: it claims nothing."""
+        self._abandoned = True
 
     def acquire(self) -> EndOfSeries:
         """Receive the run; returns its end. Raises TimeoutError after ending the run if the bridge goes silent."""

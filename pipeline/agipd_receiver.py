@@ -174,7 +174,17 @@ class AgipdReceiver:
                     continue
                 socket = self._receive_one(run, socket)
         finally:
+            self._end_on_close()
             socket.close(linger=0)
+
+    def _end_on_close(self) -> None:
+        """A receiver closed during a run (the device's Init) ends it, so the writer closes its files
+        instead of waiting for trains that will never come."""
+        with self._lock:
+            runs, self._superseded = [*self._superseded, *([self._run] if self._run else [])], []
+        for run in runs:
+            run.end = run.end or EndOfSeries(run.series_id, EndReason.ABORT, detail="receiver closed")
+            self._emit_end(run)
 
     def _receive_one(self, run: _Run, socket: zmq.Socket) -> zmq.Socket:
         if self.socket_type is BridgeSocket.REQ and not self._awaiting_reply:
@@ -261,6 +271,14 @@ class AgipdReceiver:
     def _finish(self, run: _Run, socket: zmq.Socket) -> zmq.Socket:
         """Emit the run's end (after its start, if that never went out) and forget any request in flight,
         so the next run does not begin with a train requested for this one."""
+        self._emit_end(run)
+        if self._awaiting_reply:
+            socket.close(linger=0)
+            socket = self._open_socket()
+        return socket
+
+    def _emit_end(self, run: _Run) -> None:
+        """The run's start (if it never went out), then its end, downstream; the acquisition is told."""
         assert run.end is not None
         if not run.started:
             run.outbox.put(SeriesStart(series_id=run.series_id, config=None, received_s=time.time()))
@@ -271,10 +289,6 @@ class AgipdReceiver:
                 self._run = None
         if self.on_series_end is not None:
             self.on_series_end(run.end)
-        if self._awaiting_reply:
-            socket.close(linger=0)
-            socket = self._open_socket()
-        return socket
 
     def _reject(self, reason: str, detail: str) -> None:
         self.stats.rejected[reason] += 1

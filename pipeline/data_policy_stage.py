@@ -212,11 +212,11 @@ class DataPolicyStage:
     def finish(self, end: EndOfSeries) -> None:
         """Hands the end to the raw writer first (it closes in parallel), then closes the RED files with their
         provenance."""
-        run = self.run
+        run, started = self.run, self._in_series
         self._forward_raw(end)
         self._in_series = False
-        if run is None:
-            return
+        if run is None or not started:
+            return  # a series ended before its start arrived (aborted while arming): nothing was opened
         run.end_date = _now()
         if self._agipd is not None:
             self._agipd.finish(end)

@@ -12,13 +12,12 @@ import enum
 import logging
 import threading
 import time
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
 
 import numpy as np
 
 from .acquisition_params import AcquisitionParams, StreamFormatChoice
-from .errors import AcquisitionStateError, DetectorRefused, DetectorUnreachable
+from .errors import AcquisitionAbandoned, AcquisitionStateError, DetectorRefused, DetectorUnreachable
 from .frame_queue import FrameQueue
 from .series import DetectorConfig, EndOfSeries, EndReason
 from .simplon_client import SimplonClient
@@ -28,12 +27,9 @@ from .stream_receiver import StreamReceiver
 log = logging.getLogger(__name__)
 
 
-class FrameSink(Protocol):
-    """Where the receiver delivers a series: in detpipe, the writer's ingress queue."""
-
-    inbox: FrameQueue[Item]
-
-    def prepare(self, series_id: int) -> Path: ...
+SeriesClaim = Callable[[int], FrameQueue[Item]]
+"""Called once the detector is armed, with its series id: claims the series' files (raising the writer's
+refusal) and returns the queue its frames go to (the writer's, or a hit finder's in front of it)."""
 
 
 class Phase(enum.Enum):
@@ -77,9 +73,12 @@ class EigerAcquisition:
         self.requested = AcquisitionParams()
         self.detector_values: dict[str, object] = {}
         self.rest_config: DetectorConfig | None = None  # the armed series' settings as read over REST
+        self.step = ""  # what a Prepare in progress is doing, for the device's Status
         self._series_ended = threading.Event()
         self._last_end: EndOfSeries | None = None
         self._stop_requested = threading.Event()
+        self._abandoned = False
+        self._claim_lock = threading.Lock()  # abandon() vs. claiming files and listening
         receiver.on_series_end = self._on_series_end
 
     def request(self, **changes: object) -> None:
@@ -90,35 +89,51 @@ class EigerAcquisition:
     def frames_expected(self) -> int:
         return self.params.nb_frames if self.params else 0
 
-    def prepare(self, params: AcquisitionParams, sink: FrameSink, inbox: FrameQueue[Item] | None = None) -> int:
-        """Configure, arm and point the receiver at the new series; returns the series id.
-
-        Frames go to ``inbox`` (a hit finder in front of the writer) or, by default, to ``sink.inbox``.
-        """
+    def prepare(self, params: AcquisitionParams, claim: SeriesClaim) -> int:
+        """Configure, arm, ``claim`` the series (files and route, resolved only now that the id is known) and point
+        the receiver at it; returns the series id. A refusal of the claim disarms the detector again."""
         if self.phase in (Phase.ACQUIRING, Phase.ENDING):
             raise AcquisitionStateError("Prepare", self.phase.value, "Stop or Abort the running acquisition first")
-        if self.phase is Phase.PREPARED:
-            self._disarm_quietly()
+        if self.phase is Phase.PREPARED or self.client.detector_status() == "ready":
+            self._disarm_quietly()  # armed before: by us, by a Prepare abandoned at an Init, or by another client
         self.phase = Phase.IDLE
+        self.step = f"configuring the detector at {self.client.base_url}"
         self._configure(params)
         self.receiver.stats.reset()
         self.receiver.decoder.reset()
+        self._raise_if_abandoned(None)
+        self.step = "arming the detector"
         series_id = self.client.command("arm")
         if series_id is None:
             raise DetectorRefused("arm", "the reply carried no sequence id")
-        try:
-            sink.prepare(series_id)
-        except Exception:
-            self._disarm_quietly()
-            raise
-        self._series_ended.clear()
-        self._stop_requested.clear()
-        self.series_id, self.params = series_id, params
-        self.rest_config = self._config_from_rest(params)
-        self.receiver.listen(series_id, inbox or sink.inbox, self.rest_config)
-        self.phase = Phase.PREPARED
+        self.step = f"reading the settings of series {series_id}"
+        rest_config = self._config_from_rest(params)
+        self.step = f"claiming the files of series {series_id}"
+        with self._claim_lock:
+            self._raise_if_abandoned(series_id)
+            try:
+                outbox = claim(series_id)
+            except Exception:
+                self._disarm_quietly()
+                raise
+            self._series_ended.clear()
+            self._stop_requested.clear()
+            self.series_id, self.params, self.rest_config = series_id, params, rest_config
+            self.receiver.listen(series_id, outbox, rest_config)
+            self.phase = Phase.PREPARED
         log.info("series %d armed: %d frames", series_id, params.nb_frames)
         return series_id
+
+    def abandon(self) -> None:
+        """The device is re-initialised while ``prepare`` may still run in a worker thread (an arm can take
+        seconds): from now on that prepare claims no files and listens to nothing. A prepare that already
+        did is an armed series, which the device aborts like any other."""
+        with self._claim_lock:
+            self._abandoned = True
+
+    def _raise_if_abandoned(self, series_id: int | None) -> None:
+        if self._abandoned:
+            raise AcquisitionAbandoned(series_id)
 
     def acquire(self) -> EndOfSeries:
         """Trigger (software modes), wait for every frame, disarm, and wait for the series end.
@@ -129,6 +144,7 @@ class EigerAcquisition:
         if self.phase is not Phase.PREPARED or self.params is None:
             raise AcquisitionStateError("Start", self.phase.value, "call Prepare first")
         self.phase = Phase.ACQUIRING
+        self.receiver.last_message_monotonic = time.monotonic()  # an armed detector is silent until Start
         try:
             if self.params.trigger_mode.software_triggered:
                 for _ in range(self.params.ntrigger):
@@ -179,6 +195,11 @@ class EigerAcquisition:
         """(height, width) of the detector's images, read over REST (an ROI mode changes it)."""
         read = self.client.detector_config
         return (int(read("y_pixels_in_detector")), int(read("x_pixels_in_detector")))
+
+    def geometry(self) -> DetectorConfig | None:
+        """The detector's image geometry as the next series would have it (shape, bit depth, beam centre),
+        read over REST: what the hit finder builds its geometry from before any Prepare."""
+        return self._config_from_rest(self.requested)
 
     def _config_from_rest(self, params: AcquisitionParams) -> DetectorConfig | None:
         """The series metadata read over REST, for streams that carry none (header_detail none)."""

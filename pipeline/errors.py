@@ -62,6 +62,15 @@ class DetectorRefused(ValueError):
         self.reason = reason
 
 
+class AcquisitionAbandoned(RuntimeError):
+    """A Prepare still running in a worker thread when its device was re-initialised: it stops before it
+    claims files or listens, so a series nobody will run never reaches the writer."""
+
+    def __init__(self, series_id: int | None) -> None:
+        super().__init__(f"Prepare abandoned by an Init (the detector armed series {series_id}); nothing claimed")
+        self.series_id = series_id
+
+
 class AcquisitionStateError(RuntimeError):
     """A command that does not fit the current acquisition state (e.g. Start before Prepare)."""
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import enum
+import logging
 import queue
 from typing import Generic, TypeVar
 
-from .series import EndOfSeries, SeriesStart
+from .series import EndOfSeries, EndReason, SeriesStart
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class FullPolicy(enum.Enum):
@@ -49,6 +52,19 @@ class FrameQueue(Generic[T]):
                 return False
             return True
         self._queue.put(item, timeout=timeout_s)
+        return True
+
+    def put_abort_end(self, series_id: int | None, detail: str, timeout_s: float = 1.0) -> bool:
+        """Queue an ``EndOfSeries(ABORT)`` behind the items already queued: how a stage whose source was
+        re-initialised or died ends the series it would otherwise wait on forever. False without a series,
+        or when the queue stayed full for ``timeout_s`` (the consumer is stuck too)."""
+        if series_id is None:
+            return False
+        try:
+            self._queue.put(EndOfSeries(series_id, EndReason.ABORT, detail=detail), timeout=timeout_s)  # type: ignore[arg-type]
+        except queue.Full:
+            log.error("no room to end series %d (%s): the queue stayed full", series_id, detail)
+            return False
         return True
 
     def get(self, timeout_s: float | None = None) -> T:

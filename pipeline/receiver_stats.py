@@ -16,11 +16,13 @@ class ReceiverStats(StageStats):
     Every frame message is accounted for exactly once: forwarded (``frames_received`` minus drops),
     ``frames_dropped`` by reason (the ingress queue was full), or ``rejected`` by reason (malformed,
     from another series…). ``frames_missing`` counts holes in the frame numbering (frames the detector
-    sent that never arrived, e.g. taken by a second PULL client, eiger.md §9.11).
+    sent that never arrived, e.g. taken by a second PULL client, eiger.md §9.11). ``late_messages`` counts
+    leftovers of an earlier series, read and discarded: not an error.
     """
 
     frames_received: int = 0
     messages_received: int = 0
+    late_messages: int = 0
     bytes_received: int = 0
     frames_missing: int = 0
     last_image_acquired: int = -1
@@ -38,6 +40,7 @@ class ReceiverStats(StageStats):
     def reset(self) -> None:
         super().reset()
         self.frames_received = self.messages_received = self.bytes_received = self.frames_missing = 0
+        self.late_messages = 0
         self.last_image_acquired = -1
         self.frames_dropped.clear()
         self.rate_meter.reset()

@@ -19,13 +19,14 @@ from .errors import DetectorRefused, DetectorUnreachable
 log = logging.getLogger(__name__)
 
 SUPPORTED_API_VERSIONS = ("1.8.0", "1.6.0")
+HARDWARE_COMMANDS = frozenset({"arm", "trigger", "initialize"})  # block on the detector for up to minutes
 
 
 class SimplonClient:
     """One detector's REST interface.
 
     ``timeout_s`` bounds ordinary requests; ``command_timeout_s`` bounds ``arm``, ``trigger`` and
-    ``initialize``, which block on hardware for minutes (LImA allows 5 min, eiger.md §1.4).
+    ``initialize``, which block on hardware for minutes (LImA allows 5 min, per DECTRIS' SIMPLON manual).
     """
 
     def __init__(self, base_url: str, *, timeout_s: float = 10.0, command_timeout_s: float = 300.0) -> None:
@@ -62,9 +63,13 @@ class SimplonClient:
         return {k: self.get_value(module, "config", k) for k in keys}
 
     def command(self, name: str, value: Any = None) -> int | None:
-        """Run a detector command; returns the sequence id where the DCU replies with one (arm, disarm…)."""
+        """Run a detector command; returns the sequence id where the DCU replies with one (arm, disarm…).
+
+        Only the commands that wait on hardware get ``command_timeout_s``; disarm, cancel and abort answer at
+        once on a working DCU, so a dead one must not hold a Stop or Abort for minutes."""
         body = None if value is None else {"value": value}
-        reply = self._request("PUT", self._url("detector", "command", name), body, timeout_s=self.command_timeout_s)
+        timeout_s = self.command_timeout_s if name in HARDWARE_COMMANDS else self.timeout_s
+        reply = self._request("PUT", self._url("detector", "command", name), body, timeout_s=timeout_s)
         if isinstance(reply, dict) and "sequence id" in reply:
             return int(reply["sequence id"])
         return None

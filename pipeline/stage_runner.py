@@ -26,8 +26,9 @@ class StageRunner:
     its files, ``failure`` holds the message, ``on_failure`` is told, and the rest of that series is
     counted as ``rejected["stage_failed"]`` so upstream never jams and nothing is lost silently.
     The sentinel ``EndOfSeries`` calls ``finish`` and is forwarded after the last frame, so a Stop
-    drains in order. ``in_series`` is True from a series' start to its end; ``series_done`` is set when
-    a series' end has been handled.
+    drains in order. ``in_series`` is True from a series' start to its end (``series_id`` names it);
+    ``series_done`` is set when a series' end has been handled. A runner closed in the middle of a series
+    ends that series itself (``EndReason.ABORT``), so its files are closed valid whatever stopped it.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class StageRunner:
         self.failure: str | None = None
         self.series_done = threading.Event()
         self.in_series = False
+        self.series_id: int | None = None
         self.last_end: EndOfSeries | None = None
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"detpipe-{name}", daemon=True)
@@ -56,9 +58,17 @@ class StageRunner:
         self._thread.start()
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread after the items already queued; used at device shutdown."""
+        """Stop the thread after the items already queued; used at device shutdown and Init. A series still
+        open then is ended as aborted (files closed valid)."""
+        self.end_series_now(f"{self.name} closed")
         self._closing.set()
         self._thread.join(timeout_s)
+
+    def end_series_now(self, detail: str) -> bool:
+        """End the open series after the items already queued, when nothing upstream will (its source was
+        re-initialised or died): the way out of a series that would otherwise stay open forever.
+        Returns False when no series is open or the end found no room in the inbox."""
+        return self.in_series and self.inbox.put_abort_end(self.series_id, detail)
 
     def reset(self) -> None:
         """Clear a failure (Reset command); the next series is processed normally."""
@@ -81,7 +91,7 @@ class StageRunner:
     def _handle(self, item: Item) -> None:
         if isinstance(item, SeriesStart):
             self.series_done.clear()
-            self.in_series = True
+            self.in_series, self.series_id = True, item.series_id
             if self.failure is None:
                 self._guarded(lambda: self.stage.start_series(item), f"series {item.series_id} start")
             self._forward(item)

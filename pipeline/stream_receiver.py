@@ -1,9 +1,11 @@
 """ZMQ PULL receiver: socket → decoder → the writer's ingress queue, in one thread.
 
 The receiver forwards only the series its acquisition armed (``listen``). Until then messages wait in
-the ZMQ buffer, so the writer is prepared for a series id before its header is read. Messages of any
-other series are counted as ``rejected["stale_series"]``, never forwarded. The receiver is the only
-producer into the outbox, so even a synthetic end (Stop, Abort, silence) arrives after the last frame.
+the ZMQ buffer, so the writer is prepared for a series id before its header is read. Messages of an
+earlier series are leftovers, counted as ``late_messages``; those of any other series are counted as
+``rejected["other_series"]``. Neither is ever forwarded. The receiver is the only
+producer into the outbox, so even a synthetic end (Stop, Abort, silence, closing) arrives after the last
+frame.
 """
 
 from __future__ import annotations
@@ -105,7 +107,16 @@ class StreamReceiver:
                     continue
                 self._handle_message(parts)
         finally:
+            self._end_on_close()
             socket.close(linger=0)
+
+    def _end_on_close(self) -> None:
+        """A receiver closed while a series is armed (the device's Init) ends it, so every stage after it
+        closes its files instead of waiting for frames that will never come."""
+        with self._lock:
+            series_id, pending = self._series_id, self._pending_end
+        if series_id is not None:
+            self._emit_end(pending or EndOfSeries(series_id, EndReason.ABORT, detail="receiver closed"))
 
     def _handle_message(self, parts: list[zmq.Frame]) -> None:
         received_s = time.time()
@@ -122,7 +133,7 @@ class StreamReceiver:
             stats.record_time((time.perf_counter() - t0) * 1e3)
         for item in items:
             if item.series_id != self._series_id:
-                self._reject("stale_series", f"series {item.series_id} while listening to {self._series_id}")
+                self._not_this_series(item.series_id)
             elif isinstance(item, Frame):
                 self._forward_frame(item)
             elif isinstance(item, SeriesStart):
@@ -159,6 +170,20 @@ class StreamReceiver:
             self._outbox.put(end)
         if self.on_series_end is not None:
             self.on_series_end(end)
+
+    def _not_this_series(self, series_id: int) -> None:
+        """A message of an earlier series is a leftover (of a series aborted, refused at Prepare, or ended before
+        its last message was read; some DCUs send a second end at disarm): counted, not an error. Any other
+        series id is rejected: a second detector or stream on this endpoint."""
+        listening = self._series_id
+        if listening is not None and series_id < listening:
+            self.stats.late_messages += 1
+            if "late" not in self._logged_reasons:
+                self._logged_reasons.add("late")
+                log.info("message of the earlier series %d discarded while listening to %d; further ones counted "
+                         "only (late_messages)", series_id, listening)
+            return
+        self._reject("other_series", f"series {series_id} while listening to {listening}")
 
     def _reject(self, reason: str, detail: str) -> None:
         self.stats.rejected[reason] += 1

@@ -31,6 +31,7 @@ from .triage_stats import TriageStats
 log = logging.getLogger(__name__)
 
 
+
 @dataclass
 class _Pending:
     """An item on its way through triage: ``results[k]`` for image k; ``unsubmitted`` images still to
@@ -67,6 +68,7 @@ class TriageDispatcher:
         self.last_hit: LastHit | None = None
         self.active: TriageSetup | None = None  # the setup of the series being (or last) triaged
         self.in_series = False
+        self.series_id: int | None = None
         self.failure: str | None = None
         self._kind = DetectorKind.EIGER
         self._outbox: FrameQueue[Item] | None = None
@@ -83,9 +85,17 @@ class TriageDispatcher:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop after the images already queued; a series still open is ended as aborted, which closes the
+        writer's files too."""
+        self.end_series_now("hit finder closed")
         self._closing.set()
         self._thread.join(10.0)
         self.pool.close()
+
+    def end_series_now(self, detail: str) -> bool:
+        """End the open series after the images already queued, when its source will not (it was
+        re-initialised or died); the end then releases the writer too. False when no series is open."""
+        return self.in_series and self.inbox.put_abort_end(self.series_id, detail)
 
     def prepare(self, kind: DetectorKind, outbox: FrameQueue[Item]) -> None:
         """Route the next series to ``outbox`` (the writer's queue); called from the control thread."""
@@ -97,10 +107,13 @@ class TriageDispatcher:
         if kind is DetectorKind.AGIPD:
             self.expect(None)
 
-    def expect(self, config: DetectorConfig | None) -> None:
-        """The armed series' configuration (Eiger: as read over REST at Prepare): the workers build their
-        geometry now rather than after the series header arrived, which for a 4M takes about a second.
-        When the header agrees (same shape, beam centre, mask), the workers keep what they built."""
+    def expect(self, config: DetectorConfig | None, kind: DetectorKind | None = None) -> None:
+        """The next series' configuration (Eiger: as read over REST when the detector connects and again at
+        Prepare): the workers build their geometry now, while no series runs, rather than after the series
+        header arrived, which for a 4M takes about a second. When the header agrees (same shape, beam
+        centre, mask), the workers keep what they built."""
+        if kind is not None:
+            self._kind = kind
         self._preload = self._setup(config, pixel_mask=None)
 
     @property
@@ -127,9 +140,12 @@ class TriageDispatcher:
                     self._skip(entry, "hit_finder_failed")
 
     def _step(self) -> None:
-        if (preload := self._preload) is not None and not self._pending and not self.pool.in_flight:
-            self._preload = None
-            self.pool.configure(preload)
+        if (preload := self._preload) is not None:
+            if self.in_series:  # a running series keeps the setup its start sent
+                self._preload = None
+            elif not self._pending and not self.pool.in_flight:
+                self._preload = None
+                self.pool.configure(preload)
         self._collect(0.002 if self.pool.in_flight else 0.0)
         self._submit_waiting()
         self._forward_done()
@@ -144,7 +160,7 @@ class TriageDispatcher:
     def _accept(self, item: Item) -> None:
         if isinstance(item, SeriesStart):
             self._drain()
-            self.in_series = True
+            self.in_series, self.series_id = True, item.series_id
             self.active = self._setup_for(item)
             if self.active is not None:
                 self.pool.configure(self.active)

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--truth-frames", type=int, default=1000, help="frames described by --truth")
     parser.add_argument("--api-version", default=API_1_8, choices=API_VERSIONS)
     parser.add_argument("--distinct-frames", type=int, help="frame i repeats frame i %% N (benchmarks)")
+    parser.add_argument("--arm-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="time arm takes to answer, as on a real DCU (default 0)")
     parser.add_argument("--log-level", default="INFO", help="logging level of the messages on stderr")
     return parser
 
@@ -68,6 +70,7 @@ def _build(args: argparse.Namespace) -> EigerSimulator | None:
             dataset=args.dataset,
             distinct_frames=args.distinct_frames,
             api_version=args.api_version,
+            arm_delay_s=args.arm_delay,
         )
     except (OSError, ValueError, KeyError) as err:
         log.error("cannot start the EIGER simulator: %s", err)

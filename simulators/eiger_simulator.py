@@ -53,6 +53,9 @@ class EigerSimulator:
 
     ``dataset`` ("FILE" or "FILE::/path") replays recorded frames instead of synthetic ones; its shape
     and dtype then fix the image size and bit depth. ``paced=False`` sends images as fast as possible.
+    ``arm_delay_s`` (settable between series) is how long ``arm`` takes to answer: a real DCU arms in a
+    fraction of a second to several seconds (large EIGER2 models, first arm after initialize), and a
+    control system must not wait for it inside a client's call.
     """
 
     def __init__(
@@ -71,9 +74,13 @@ class EigerSimulator:
         api_version: str = API_1_8,
         send_timeout_s: float = 2.0,
         blob_cache_bytes: int = DEFAULT_CACHE_BYTES,
+        arm_delay_s: float = 0.0,
     ) -> None:
         if api_version not in API_VERSIONS:
             raise ValueError(f"api_version {api_version!r} is not one of {list(API_VERSIONS)}")
+        if not arm_delay_s >= 0:
+            raise ValueError(f"arm_delay_s must be >= 0 seconds, got {arm_delay_s}")
+        self.arm_delay_s = arm_delay_s
         self.geometry = DetectorGeometry.of(model)
         # Built first so bad options fail before any file or port is opened; settings follow the config.
         self._sfx = SfxFrames(
@@ -246,6 +253,7 @@ class EigerSimulator:
         acquisition = self._acquisition
 
         def arm(_: Any) -> dict[str, int]:
+            time.sleep(self.arm_delay_s)
             return {"sequence id": acquisition.arm(self._open_series)}
 
         def trigger(value: Any) -> None:

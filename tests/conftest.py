@@ -14,6 +14,11 @@ import pytest
 # HitFinder decodes bslz4 in the server (last_hit_image): one OpenMP thread keeps the fork safe. It must
 # be set before bitshuffle is first imported, hence here. Real servers start as fresh processes.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Every ORB of this test process (its clients) and of the servers forked from it listens on loopback only:
+# a server forked after a client call here inherits this process's ORB, which would otherwise keep omniORB's
+# default endpoint (every interface) beside the -ORBendPoint the test context gives it. omniORB reads ORB*
+# parameters from the environment; subprocess servers (demo, Sardana) inherit it too.
+os.environ.setdefault("ORBendPoint", "giop:tcp:127.0.0.1:")
 
 
 def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:

@@ -7,6 +7,7 @@ Sardana host may run it against a detpipe server on another machine. Wiring and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import h5py
@@ -18,9 +19,11 @@ from sardana.pool import AcqSynch
 from sardana.pool.controller import DefaultValue, Description, MaxDimSize, Referable, TwoDController, Type
 
 FRAMES_DATASET = "/entry/data/data"
-# Stop and Abort drain the writer before they return (detector_device.WRITER_DRAIN_TIMEOUT_S is 120 s); Prepare
-# waits for the hit finder's workers. Tango's default 3 s client timeout would cut both short.
-DEVICE_TIMEOUT_MS = 130_000
+# Every detpipe command returns at once: Prepare arms in the background (State MOVING, then STANDBY or FAULT), so
+# the controller waits on State, not on a long client timeout. The first Prepare on a machine may wait for the
+# hit finder to compile peakfinder8.
+PREPARE_TIMEOUT_S = 600.0
+POLL_S = 0.05
 # EIGER2 16M images are 4148 x 4362 pixels, beyond Sardana's default 4096 x 4096 Value attribute.
 MAX_IMAGE_SIZE = (8192, 8192)
 
@@ -202,6 +205,9 @@ class DetpipeTwoDController(TwoDController, Referable):
             ("acq_expo_time", float(expo_time_s)), ("latency_time", float(latency_s)),
         ])
         self._detector.Prepare()
+        state = _wait_while_moving(self._detector, PREPARE_TIMEOUT_S)
+        if state != tango.DevState.STANDBY:
+            raise RuntimeError(f"{self.DeviceName} Prepare ended in {state}: {self._detector.Status()}")
         self._master, self._next_ref, self._next_value = self._writer.master_file, 0, 0
 
     def _frames(self, fetch: Callable[[range], list], cursor: str) -> object:
@@ -244,9 +250,17 @@ class DetpipeTwoDController(TwoDController, Referable):
 
 
 def _proxy(name: str) -> tango.DeviceProxy:
-    proxy = tango.DeviceProxy(name)
-    proxy.set_timeout_millis(DEVICE_TIMEOUT_MS)
-    return proxy
+    return tango.DeviceProxy(name)
+
+
+def _wait_while_moving(detector: tango.DeviceProxy, timeout_s: float) -> tango.DevState:
+    """The State once a background Prepare has ended (STANDBY, or FAULT with the reason in Status)."""
+    deadline = time.monotonic() + timeout_s
+    while (state := detector.State()) == tango.DevState.MOVING:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{detector.name()} still preparing after {timeout_s:.0f}s: {detector.Status()}")
+        time.sleep(POLL_S)
+    return state
 
 
 def _device_property(device: tango.DeviceProxy, name: str) -> str:

@@ -26,10 +26,11 @@ from sardana.macroserver.msexception import UnknownEnv
 
 POLL_S = 0.1
 PROGRESS_EVERY_S = 2.0
-# Stop and Abort drain the writer before returning (up to 120 s, detector_device.WRITER_DRAIN_TIMEOUT_S), and
-# Prepare waits for the hit finder; Tango's default 3 s client timeout would cut them short.
-DEVICE_TIMEOUT_MS = 130_000
-WORKERS_START_S = 300.0  # the first start on a machine compiles peakfinder8 in every worker
+# Every detpipe command returns at once (Tango's default 3 s client timeout is plenty): Prepare arms in the
+# background (State MOVING, then STANDBY or FAULT), Start runs until the State leaves RUNNING. The macros wait
+# on State. The first Prepare on a machine may wait for the hit finder to compile peakfinder8.
+PREPARE_TIMEOUT_S = 600.0
+DRAIN_TIMEOUT_S = 120.0  # Stop: the frames already queued are written before the files close
 RUN_TIMEOUT_S = 24 * 3600.0
 EIGER_ENV, AGIPD_ENV, DATA_DIR_ENV = "DetpipeDetector", "DetpipeAgipd", "DetpipeDataDir"
 COMPANIONS = {"writer": "WriterDevice", "hit finder": "HitFinderDevice", "data policy": "DataPolicyDevice"}
@@ -42,9 +43,7 @@ STATUS_COUNTERS = {
 
 
 def proxy(name: str) -> tango.DeviceProxy:
-    device = tango.DeviceProxy(name)
-    device.set_timeout_millis(DEVICE_TIMEOUT_MS)
-    return device
+    return tango.DeviceProxy(name)
 
 
 def env_text(macro: Macro, name: str, example: str, *, required: bool = True) -> str:
@@ -103,6 +102,10 @@ class StopsDetector:
         """Prepare, Start and wait until the writer has closed every file (acq_status Ready)."""
         self.armed_detector = detector
         detector.Prepare()
+        poll_until(self, lambda: detector.State() != tango.DevState.MOVING, PREPARE_TIMEOUT_S,
+                   f"{detector.name()} Prepare", lambda: detector.Status())
+        if detector.State() != tango.DevState.STANDBY:
+            raise RuntimeError(f"{detector.name()} Prepare ended in {detector.State()}: {detector.Status()}")
         self.output("%s", detector.Status())
         detector.Start()
         poll_until(self, lambda: detector.acq_status != "Running", RUN_TIMEOUT_S, detector.name(), progress)
@@ -111,13 +114,17 @@ class StopsDetector:
             raise RuntimeError(f"{detector.name()} ended in {detector.State()}: {detector.Status()}")
 
     def on_stop(self) -> None:
+        """Stop answers at once and drains in the background: the macro ends once every frame received is
+        written and the files are closed, so what it reports is what is on disk."""
         if self.armed_detector is not None:
             self.armed_detector.Stop()
+            _wait_saved(self.armed_detector, DRAIN_TIMEOUT_S)
             self.output("Stopped. %s", self.armed_detector.Status())
 
     def on_abort(self) -> None:
         if self.armed_detector is not None:
             self.armed_detector.Abort()
+            _wait_saved(self.armed_detector, DRAIN_TIMEOUT_S)
 
 
 def data_policy(detector: tango.DeviceProxy, linked: dict[str, tango.DeviceProxy]) -> tango.DeviceProxy:
@@ -165,8 +172,6 @@ class sfx_acquire(StopsDetector, Macro):
             writer.saving_directory = data_dir
         if finder is not None:
             finder.enabled = True
-            poll_until(self, lambda: finder.State() != tango.DevState.INIT, WORKERS_START_S,
-                       f"{finder.name()} worker start", lambda: finder.Status())
         detector.write_attributes([("acq_trigger_mode", "INTERNAL_TRIGGER"), ("acq_nb_frames", nframes),
                                    ("acq_expo_time", expo)])
         self.acquire(detector, lambda: f"{detector.frames_received}/{nframes} frames received")
@@ -239,6 +244,13 @@ class det_status(Macro):
             for role, device in {"detector": detector, **companions(detector)}.items():
                 self.output("%-11s %-24s %-8s %s", role, device.name(), device.State(), device.Status())
                 self.output("%-11s %s", "", "  ".join(_counter(device, a) for a in STATUS_COUNTERS[role]))
+
+
+def _wait_saved(detector: tango.DeviceProxy, timeout_s: float) -> None:
+    """Poll until the series is closed, without checkPoint (the macro is already stopping)."""
+    deadline = time.monotonic() + timeout_s
+    while detector.acq_status == "Running" and time.monotonic() < deadline:
+        time.sleep(POLL_S)
 
 
 def _counter(device: tango.DeviceProxy, attribute: str) -> str:

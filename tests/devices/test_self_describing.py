@@ -19,6 +19,7 @@ from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
 from detpipe.devices.server import DEVICE_CLASSES
 from detpipe.devices.tango_database import free_tcp_port
+from tests.device_servers import device_server
 
 WRITER = "test/nexuswriter/1"
 NOT_SET = "Not specified"  # what Tango reports for a format, min_value or max_value nobody declared
@@ -63,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiDeviceTest
     assert set(properties) == set(DEVICE_CLASSES), "give start_properties an entry for every class in DEVICE_CLASSES"
     devices = [{"class": cls, "devices": [{"name": device_name(cls), "properties": properties[cls]}]}
                for cls in DEVICE_CLASSES]
-    with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
+    with device_server(devices, timeout_s=60) as ctx:
         yield ctx
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import tango
-from tango.test_context import MultiDeviceTestContext
 
 from detpipe.devices.eiger_detector import EigerDetector
 from detpipe.devices.nexus_writer import NexusWriter
 from detpipe.simulators import EigerSimulator
+from tests.device_servers import device_server
 
 DETECTOR, WRITER = "test/eiger/1", "test/writer/1"
 
@@ -45,8 +45,6 @@ def detpipe_server(request: pytest.FixtureRequest, eiger_sim: EigerSimulator,
                    data_root: Path) -> Iterator[tuple[tango.DeviceProxy, tango.DeviceProxy]]:
     """(detector, writer) proxies of a detpipe server process; ``indirect`` params set detector properties."""
     props = getattr(request, "param", {})
-    with MultiDeviceTestContext(server_devices(eiger_sim, data_root, **props), process=True,
-                                host="127.0.0.1", timeout=30) as ctx:
+    with device_server(server_devices(eiger_sim, data_root, **props), timeout_s=30) as ctx:
         detector, writer = ctx.get_device(DETECTOR), ctx.get_device(WRITER)
-        detector.set_timeout_millis(30000)
         yield detector, writer

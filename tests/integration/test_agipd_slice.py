@@ -13,11 +13,12 @@ import hdf5plugin  # noqa: F401 - bitshuffle/LZ4 filters for reading
 import numpy as np
 import tango
 from extra_data.components import AGIPD1M
-from tango.test_context import MultiDeviceTestContext
 
 from detpipe.devices.agipd_detector import AgipdDetector
 from detpipe.devices.nexus_writer import NexusWriter
 from detpipe.simulators.agipd_simulator import AgipdSimulator
+from detpipe.devices.state_wait import prepare
+from tests.device_servers import device_server
 from tests.waiting import wait_until
 
 AGIPD, WRITER = "test/agipd/1", "test/writer/1"
@@ -32,9 +33,8 @@ def agipd_server(sim: AgipdSimulator, data_root: Path, **props: object) -> Itera
         {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
             "DataRoots": [str(data_root)], "BufferFrames": 8, "TrainsPerSequence": 8}}]},
     ]
-    with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
+    with device_server(devices, timeout_s=60) as ctx:
         detector, writer = ctx.get_device(AGIPD), ctx.get_device(WRITER)
-        detector.set_timeout_millis(60000)
         writer.saving_directory = str(data_root)
         yield detector, writer
 
@@ -42,8 +42,7 @@ def agipd_server(sim: AgipdSimulator, data_root: Path, **props: object) -> Itera
 def run(detector: tango.DeviceProxy, trains: int, run_number: int = 1, timeout_s: float = 300) -> str:
     detector.run_number = run_number
     detector.acq_nb_trains = trains
-    detector.Prepare()
-    assert detector.State() == tango.DevState.STANDBY, detector.Status()
+    prepare(detector, timeout_s)
     detector.Start()
     return wait_until(lambda: detector.acq_status, lambda s: s != "Running", timeout_s, "acq_status")
 

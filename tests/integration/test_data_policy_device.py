@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pytest
 import tango
-from tango.test_context import MultiDeviceTestContext
 
 from detpipe.devices.agipd_detector import AgipdDetector
 from detpipe.devices.cli import main as detpipe_main
@@ -20,7 +19,9 @@ from detpipe.devices.data_policy import DataPolicy
 from detpipe.devices.eiger_detector import EigerDetector
 from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
+from detpipe.devices.state_wait import prepare
 from detpipe.simulators import AgipdSimulator, EigerSimulator
+from tests.device_servers import device_server
 from tests.integration.test_agipd_slice import run
 from tests.integration.test_eiger_slice import acquire, configure
 from tests.integration.test_hit_finder_device import WORKERS_START_S, eiger_props
@@ -44,11 +45,10 @@ def policy_server(sim: EigerSimulator | AgipdSimulator, data_root: Path) -> Iter
         {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
             "DataRoots": [str(data_root)], "TrainsPerSequence": 8}}]},
     ]
-    with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
+    with device_server(devices, timeout_s=60) as ctx:
         detector, finder, policy, writer = (ctx.get_device(n) for n in (DETECTOR, HIT_FINDER, POLICY, WRITER))
-        for proxy in (detector, policy):
-            proxy.set_timeout_millis(60000)
         wait_until(finder.State, lambda s: s != tango.DevState.INIT, WORKERS_START_S, "HitFinder State")
+        wait_until(detector.State, lambda s: s != tango.DevState.INIT, 30, "detector State")
         yield detector, policy, writer
 
 
@@ -107,7 +107,7 @@ def test_bad_policy_values_are_refused_with_the_reason_and_change_nothing(eiger_
         with pytest.raises(tango.DevFailed, match="module 99"):
             detector.Prepare()
         policy.modules = "[]"
-        detector.Prepare()
+        prepare(detector)
         with pytest.raises(tango.DevFailed, match="cannot change the policy"):
             policy.policy = 0
         detector.Start()

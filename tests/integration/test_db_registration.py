@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h5py
 import pytest
 import tango
 
@@ -20,7 +21,9 @@ from detpipe.devices.config_model import load_database_config
 from detpipe.devices.demo import config_file
 from detpipe.devices.managed_process import ManagedProcess
 from detpipe.devices.server_config import register
+from detpipe.devices.state_wait import prepare, wait_until_saved
 from detpipe.devices.tango_database import EmbeddedTangoDatabase, free_tcp_port
+from detpipe.simulators import EigerSimulator
 from tests.waiting import wait_until
 
 DETPIPE = [sys.executable, "-m", "detpipe.devices.cli"]
@@ -100,7 +103,7 @@ def register_writer(database: EmbeddedTangoDatabase, instance: str, data_root: P
 
 def detpipe_server(database: EmbeddedTangoDatabase, instance: str) -> ManagedProcess:
     """`detpipe server <instance>` as a child process, ready once Tango says so; stopped by PID on exit."""
-    return ManagedProcess([*DETPIPE, "server", instance], ready_marker="Ready to accept request",
+    return ManagedProcess([*DETPIPE, "server", instance, "--host", "127.0.0.1"], ready_marker="Ready to accept request",
                           env={"TANGO_HOST": database.tango_host})
 
 
@@ -223,3 +226,45 @@ def test_a_memorized_attribute_comes_back_after_a_server_restart(database: Embed
     assert stored["saving_frame_per_file"] == {"__value": ["17"]}
     with detpipe_server(database, "restart"):
         assert tango.DeviceProxy(name).saving_frame_per_file == 17
+
+
+# Blank values as each source writes them: YAML "" and " ", a blank list entry; Jive's " " (the C++ database
+# stores an empty string as a space) is written below with put_device_property.
+BLANKS_CONFIG = """
+servers:
+  detpipe/blanks:
+    EigerDetector:
+      test/blanks/detector:
+        properties:
+          DetectorUrl: "${REST_URL}"
+          StreamEndpoint: "${STREAM_ENDPOINT}"
+          WriterDevice: test/blanks/writer
+          HitFinderDevice: ""
+          DataPolicyDevice: " "
+    NexusWriter:
+      test/blanks/writer:
+        properties:
+          DataRoots: ["${DATA_ROOT}", ""]
+"""
+
+
+def test_blank_properties_registered_from_yaml_or_set_in_jive_mean_not_set(
+        database: EmbeddedTangoDatabase, root_a: Path) -> None:
+    config = root_a.parent / "blanks.yaml"
+    config.write_text(BLANKS_CONFIG)
+    with EigerSimulator("1M", seed=3, paced=False) as sim:
+        variables = {"REST_URL": sim.rest_url, "STREAM_ENDPOINT": sim.stream_endpoint, "DATA_ROOT": str(root_a)}
+        run = detpipe("register", str(config), *variables_args(variables), tango_host=database.tango_host)
+        assert run.returncode == 0, run.stdout + run.stderr
+        database.client().put_device_property("test/blanks/writer", {"InstrumentName": [" "]})  # as Jive stores ""
+        with detpipe_server(database, "blanks"):
+            detector = tango.DeviceProxy(f"tango://{database.tango_host}/test/blanks/detector")
+            writer = tango.DeviceProxy(f"tango://{database.tango_host}/test/blanks/writer")
+            writer.saving_directory = str(root_a)
+            detector.acq_nb_frames = 3
+            prepare(detector)
+            detector.Start()
+            assert wait_until_saved(detector, 60) == "Ready", detector.Status()
+            assert writer.frames_written == 3
+            with h5py.File(writer.master_file) as f:
+                assert f["/entry/instrument/name"][()] == b"detpipe"  # the property's default, not " "

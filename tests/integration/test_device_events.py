@@ -31,19 +31,24 @@ class EventLog:
 def test_state_changes_and_final_counters_are_pushed_as_change_events(detpipe_server, data_root: Path) -> None:
     detector, writer = detpipe_server
     configure(detector, writer, data_root, FRAMES)
-    states, written, acquired = EventLog(), EventLog(), EventLog()
+    states, written, acquired, acq_status = EventLog(), EventLog(), EventLog(), EventLog()
     ids = [
         (detector, detector.subscribe_event("State", tango.EventType.CHANGE_EVENT, states)),
         (writer, writer.subscribe_event("frames_written", tango.EventType.CHANGE_EVENT, written)),
         (detector, detector.subscribe_event("last_image_acquired", tango.EventType.CHANGE_EVENT, acquired)),
+        (detector, detector.subscribe_event("acq_status", tango.EventType.CHANGE_EVENT, acq_status)),
     ]
     try:
         assert acquire(detector) == "Ready"
         wait_until(written.snapshot, lambda v: v and v[-1] == FRAMES, 5, "frames_written events")
         wait_until(states.snapshot, lambda v: v and v[-1] == tango.DevState.ON, 5, "State events")
         seen = states.snapshot()
-        assert tango.DevState.STANDBY in seen and tango.DevState.RUNNING in seen
-        assert seen.index(tango.DevState.STANDBY) < seen.index(tango.DevState.RUNNING)
+        assert {tango.DevState.MOVING, tango.DevState.STANDBY, tango.DevState.RUNNING} <= set(seen), seen
+        moving = seen.index(tango.DevState.MOVING)  # Prepare in the background, the way a motor moves
+        assert moving < seen.index(tango.DevState.STANDBY, moving) < seen.index(tango.DevState.RUNNING, moving)
+        statuses = acq_status.snapshot()
+        assert statuses[-1] == "Ready" and "Configuration" in statuses
+        assert statuses.index("Configuration") < statuses.index("Running", statuses.index("Configuration"))
         assert acquired.snapshot()[-1] == FRAMES - 1
     finally:
         for device, event_id in ids:

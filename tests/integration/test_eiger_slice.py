@@ -12,10 +12,11 @@ import numpy as np
 import nxmx
 import pytest
 import tango
-from tango.test_context import MultiDeviceTestContext
 
 from detpipe.simulators import EigerSimulator
 from tests.integration.conftest import DETECTOR, WRITER, server_devices
+from detpipe.devices.state_wait import prepare
+from tests.device_servers import device_server
 from tests.waiting import wait_until
 
 FRAMES = 100
@@ -32,8 +33,7 @@ def configure(detector: tango.DeviceProxy, writer: tango.DeviceProxy, data_root:
 
 
 def acquire(detector: tango.DeviceProxy, timeout_s: float = 120.0) -> str:
-    detector.Prepare()
-    assert detector.State() == tango.DevState.STANDBY
+    prepare(detector, timeout_s)
     detector.Start()
     return wait_until(lambda: detector.acq_status, lambda s: s != "Running", timeout_s, "acq_status")
 
@@ -81,10 +81,10 @@ def test_every_pixel_and_chunk_of_a_series_reaches_the_nxmx_files(detpipe_server
 def series_under_way(sim: EigerSimulator, data_root: Path, frames_first: int) -> Iterator[tuple]:
     """A paced 400-frame series through a fresh server, yielded once ``frames_first`` frames arrived."""
     sim.paced = True
-    with MultiDeviceTestContext(server_devices(sim, data_root), process=True, host="127.0.0.1") as ctx:
+    with device_server(server_devices(sim, data_root)) as ctx:
         detector, writer = ctx.get_device(DETECTOR), ctx.get_device(WRITER)
         configure(detector, writer, data_root, 400, expo_s=0.02)
-        detector.Prepare()
+        prepare(detector)
         detector.Start()
         wait_until(lambda: detector.frames_received, lambda n: n >= frames_first, 30, "frames_received")
         yield detector, writer
@@ -111,17 +111,6 @@ def test_saving_directory_outside_data_roots_is_refused(detpipe_server, tmp_path
     _, writer = detpipe_server
     with pytest.raises(tango.DevFailed, match="not below any DataRoots"):
         writer.saving_directory = str(tmp_path / "elsewhere")
-
-
-def test_existing_target_file_is_refused_and_never_overwritten(detpipe_server, data_root: Path) -> None:
-    detector, writer = detpipe_server
-    configure(detector, writer, data_root, 5, prefix="fixed")
-    existing = data_root / "fixed_master.h5"
-    existing.write_bytes(b"precious")
-    with pytest.raises(tango.DevFailed, match="already exists"):
-        detector.Prepare()
-    assert existing.read_bytes() == b"precious"
-    assert detector.State() == tango.DevState.ON
 
 
 def test_detector_killed_mid_series_gives_fault_with_a_status_that_says_so(eiger_sim: EigerSimulator,

@@ -13,15 +13,15 @@ import h5py
 import numpy as np
 import pytest
 import tango
-from tango.test_context import MultiDeviceTestContext
 
 from detpipe.devices.agipd_detector import AgipdDetector
 from detpipe.devices.eiger_detector import EigerDetector
 from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
 from detpipe.simulators import AgipdSimulator, EigerSimulator
-from tests.integration.test_eiger_slice import acquire, configure
+from tests.device_servers import device_server
 from tests.integration.test_agipd_slice import run
+from tests.integration.test_eiger_slice import acquire, configure
 from tests.waiting import wait_until
 
 DETECTOR, HIT_FINDER, WRITER = "test/detector/1", "test/hitfinder/1", "test/writer/1"
@@ -38,10 +38,8 @@ def triage_server(detector_class: type, detector_props: dict, data_root: Path,
         {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
             "DataRoots": [str(data_root)], "BufferFrames": 256, "TrainsPerSequence": 8}}]},
     ]
-    with MultiDeviceTestContext(devices, process=True, host="127.0.0.1", timeout=60) as ctx:
+    with device_server(devices, timeout_s=60) as ctx:
         detector, finder, writer = (ctx.get_device(name) for name in (DETECTOR, HIT_FINDER, WRITER))
-        for proxy in (detector, finder):  # a 4M last_hit_image read on a loaded 2-core CI box can exceed 3 s
-            proxy.set_timeout_millis(60000)
         wait_until(finder.State, lambda s: s != tango.DevState.INIT, WORKERS_START_S, "HitFinder State")
         writer.saving_directory = str(data_root)
         yield detector, finder, writer

@@ -26,11 +26,11 @@ class QueueSink:
         self.refuse = refuse
         self.prepared: list[int] = []
 
-    def prepare(self, series_id: int) -> Path:
+    def claim(self, series_id: int) -> FrameQueue:
         if self.refuse:
             raise TargetFileExists(Path(f"/data/series_{series_id}_master.h5"))
         self.prepared.append(series_id)
-        return Path(f"/data/series_{series_id}_master.h5")
+        return self.inbox
 
     def items(self) -> list:
         return [self.inbox.get(timeout_s=1) for _ in range(self.inbox.size)]
@@ -54,7 +54,7 @@ def acquisition(sim: EigerSimulator) -> Iterator[EigerAcquisition]:
 
 def test_a_series_is_configured_armed_triggered_and_disarmed_in_order(sim, acquisition) -> None:
     sink = QueueSink()
-    series_id = acquisition.prepare(AcquisitionParams(nb_frames=12, expo_time_s=0.001), sink)
+    series_id = acquisition.prepare(AcquisitionParams(nb_frames=12, expo_time_s=0.001), sink.claim)
     assert sink.prepared == [series_id] and acquisition.phase is Phase.PREPARED
     end = acquisition.acquire()
     assert end.reason is EndReason.END_MESSAGE and acquisition.phase is Phase.IDLE
@@ -71,7 +71,7 @@ def test_a_series_is_configured_armed_triggered_and_disarmed_in_order(sim, acqui
 def test_a_writer_refusal_disarms_the_detector_and_nothing_is_forwarded(sim, acquisition) -> None:
     sink = QueueSink(refuse=True)
     with pytest.raises(TargetFileExists):
-        acquisition.prepare(AcquisitionParams(nb_frames=3, expo_time_s=0.001), sink)
+        acquisition.prepare(AcquisitionParams(nb_frames=3, expo_time_s=0.001), sink.claim)
     assert acquisition.phase is Phase.IDLE
     assert acquisition.client.detector_status() == "idle"
     assert sink.inbox.size == 0
@@ -85,7 +85,7 @@ def test_start_without_prepare_is_refused(acquisition) -> None:
 def test_a_detector_killed_mid_series_ends_the_series_in_the_sink(sim, acquisition) -> None:
     sim.paced = True
     sink = QueueSink()
-    acquisition.prepare(AcquisitionParams(nb_frames=500, expo_time_s=0.01), sink)
+    acquisition.prepare(AcquisitionParams(nb_frames=500, expo_time_s=0.01), sink.claim)
     sim.kill()
     with pytest.raises((DetectorUnreachable, StreamSilent)):
         acquisition.acquire()

@@ -70,7 +70,8 @@ def test_malformed_message_is_counted_and_the_stream_continues(push, receiver: S
     assert receiver.stats.frames_missing == 1  # frame 0 never became a frame
 
 
-def test_messages_of_another_series_are_counted_as_stale_and_never_forwarded(push, receiver: StreamReceiver) -> None:
+def test_leftovers_of_an_earlier_series_are_counted_late_not_rejected_and_never_forwarded(
+        push, receiver: StreamReceiver) -> None:
     socket, _ = push
     outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
     socket.send_multipart(v1_header(4, "basic", v1_config(SHAPE)))  # a refused series' leftovers
@@ -80,7 +81,19 @@ def test_messages_of_another_series_are_counted_as_stale_and_never_forwarded(pus
     socket.send_multipart(v1_end(5))
     start, end = drain(outbox, 2)
     assert start.series_id == end.series_id == 5
-    assert receiver.stats.rejected["stale_series"] == 2
+    assert receiver.stats.late_messages == 2 and receiver.stats.rejected_total == 0
+
+
+def test_messages_of_a_later_series_are_rejected_and_never_forwarded(push, receiver: StreamReceiver) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(9, "basic", v1_config(SHAPE)))  # another detector on this endpoint
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    socket.send_multipart(v1_end(5))
+    start, end = drain(outbox, 2)
+    assert start.series_id == end.series_id == 5
+    assert receiver.stats.rejected == {"other_series": 1} and receiver.stats.late_messages == 0
 
 
 def test_full_ingress_queue_drops_frames_and_counts_them(push, receiver: StreamReceiver) -> None:

@@ -17,6 +17,7 @@ import tango
 from sardana.tango.core.util import register_sardana
 
 from detpipe.devices.managed_process import ManagedProcess
+from detpipe.devices.server import orb_endpoint
 from detpipe.devices.server_config import load_server_config, register
 from detpipe.devices.tango_database import EmbeddedTangoDatabase
 from detpipe.simulators import AgipdSimulator, EigerSimulator
@@ -47,9 +48,7 @@ class SardanaBench:
 
     def device(self, name: str) -> tango.DeviceProxy:
         """A proxy by full name, so no TANGO_HOST of this test process (or an earlier test's) gets in the way."""
-        proxy = tango.DeviceProxy(f"tango://{self.tango_host}/{name}")
-        proxy.set_timeout_millis(60_000)
-        return proxy
+        return tango.DeviceProxy(f"tango://{self.tango_host}/{name}")
 
 
 @pytest.fixture(scope="package")
@@ -71,12 +70,13 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SardanaBench]:
             "MacroPath": [str(REPO / "sardana" / "macros")], "EnvironmentDb": [str(root / "macroserver_env")]})
         client.put_device_property(POOL, {"PoolPath": [str(REPO / "sardana" / "controllers")]})
         env = {"TANGO_HOST": db.tango_host, "PYTHONUNBUFFERED": "1"}
-        stack.enter_context(ManagedProcess([sys.executable, "-m", "detpipe.devices.cli", "server", DETPIPE_INSTANCE],
+        stack.enter_context(ManagedProcess([sys.executable, "-m", "detpipe.devices.cli", "server", DETPIPE_INSTANCE,
+                                            "--host", "127.0.0.1"],
                                            ready_marker="Ready to accept request", env=env).start(SERVER_START_S))
         # Sardana prints its ready line at info level only.
         sardana = ManagedProcess(
             [str(Path(sys.executable).with_name("Sardana")), SARDANA_INSTANCE, "--log-level=info",
-             "--without-log-file=True"], ready_marker="Ready to accept request", env=env, cwd=str(root))
+             "--without-log-file=True", "-ORBendPoint", orb_endpoint("127.0.0.1")], ready_marker="Ready to accept request", env=env, cwd=str(root))
         stack.enter_context(sardana.start(SERVER_START_S))
         macros = MacroRunner(tango.DeviceProxy(f"tango://{db.tango_host}/{DOOR}"))
         stack.callback(macros.close)

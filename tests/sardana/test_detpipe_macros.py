@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import tango
 
+from tests.listening import listening, on_wildcards
 from tests.sardana.conftest import AGIPD, AGIPD_CELLS, AGIPD_WRITER, EIGER, EIGER_WRITER, POLICY, SardanaBench
 from tests.waiting import wait_until
 
@@ -76,3 +78,11 @@ def test_agipd_run_records_a_run_and_moves_to_the_next_run_number(bench: Sardana
     assert writer.frames_written == 3 * AGIPD_CELLS
     assert detector.run_number == 8
     assert sorted(p.name for p in (bench.data_root / "r0007").glob("RAW-R0007-AGIPD00-S*.h5"))
+
+
+def test_the_database_detpipe_and_sardana_servers_of_the_tests_listen_on_loopback_only(bench: SardanaBench) -> None:
+    sockets = listening(os.getpid(), include_root=False)
+    commands = " | ".join(name for name, _, _ in sockets)
+    for process in ("tango.databaseds", "cli server", "Sardana"):
+        assert process in commands, f"no listening socket of {process} seen: {sorted(sockets)}"
+    assert not on_wildcards(sockets)

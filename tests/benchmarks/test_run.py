@@ -1,0 +1,36 @@
+"""``make bench`` cannot break unseen: every benchmark runs once on a few frames (``--smoke``), as a user runs it,
+and reports every key the README's table promises."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.run import BENCHES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_benchmark_runs_and_reports_every_key_it_promises(tmp_path: Path) -> None:
+    output = tmp_path / "smoke.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(output)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(output.read_text())
+    promised = [key for _, keys in BENCHES for key in keys]
+    assert len(promised) == len(set(promised)) >= 25
+    missing = [key for key in promised if not math.isfinite(results.get(key, math.nan))]
+    assert not missing, f"keys not reported: {missing}"
+    assert results["e2e.frames_lost"] == results["triage.e2e_frames_lost"] == 0
+    assert results["triage.e2e_frames_not_triaged"] == 0
+    assert "written" in run.stdout
+
+
+def test_a_wrong_option_is_refused_with_a_one_line_reason() -> None:
+    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--frames", "0"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].endswith("--frames must be at least 1, got 0")
