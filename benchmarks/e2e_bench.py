@@ -19,6 +19,7 @@ from detpipe.simulators import EigerSimulator
 
 from .bench_size import BenchSize
 from .frames import DISTINCT_FRAMES
+from .simulator_process import SEND_TIMEOUT_S
 
 DETECTOR, HIT_FINDER, WRITER = "bench/eiger/1", "bench/hitfinder/1", "bench/writer/1"
 WORKERS_START_S = 300.0
@@ -51,7 +52,7 @@ def bench_triage_e2e(size: BenchSize) -> dict[str, float]:
 def _run_chain(n_frames: int, *, triage: bool) -> tuple[float, float, float]:
     """(frames written per second from Start to saved, frames lost, frames not triaged)."""
     with tempfile.TemporaryDirectory(prefix="detpipe-e2e-") as tmp, EigerSimulator(
-        model="4M", seed=3, distinct_frames=DISTINCT_FRAMES, paced=False
+        model="4M", seed=3, distinct_frames=DISTINCT_FRAMES, paced=False, send_timeout_s=SEND_TIMEOUT_S
     ) as sim:
         for i in range(DISTINCT_FRAMES):
             sim.encoded_blob(i)

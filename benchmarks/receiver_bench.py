@@ -14,9 +14,10 @@ from detpipe.pipeline.stream_receiver import StreamReceiver
 from .bench_size import BenchSize
 from .best_of import best_times
 from .frames import DISTINCT_FRAMES
-from .simulator_process import unpaced_simulator
+from .simulator_process import SEND_TIMEOUT_S, unpaced_simulator
 
 KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull")
+RECEIVE_TIMEOUT_MS = int(2 * SEND_TIMEOUT_S * 1000)
 
 
 def bench_receiver(size: BenchSize) -> dict[str, float]:
@@ -55,6 +56,7 @@ def _triggered(client: SimplonClient) -> threading.Thread:
 
 def _bare_pull(endpoint: str, client: SimplonClient, n_frames: int) -> float:
     socket = zmq.Context.instance().socket(zmq.PULL)
+    socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)  # a lost message fails the benchmark, never hangs it
     socket.connect(endpoint)
     try:
         client.command("arm")

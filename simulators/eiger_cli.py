@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--distinct-frames", type=int, help="frame i repeats frame i %% N (benchmarks)")
     parser.add_argument("--arm-delay", type=float, default=0.0, metavar="SECONDS",
                         help="time arm takes to answer, as on a real DCU (default 0)")
+    parser.add_argument("--send-timeout", type=float, default=2.0, metavar="SECONDS",
+                        help="a message no receiver takes within this time is dropped and counted (default 2)")
     parser.add_argument("--log-level", default="INFO", help="logging level of the messages on stderr")
     return parser
 
@@ -71,6 +73,7 @@ def _build(args: argparse.Namespace) -> EigerSimulator | None:
             distinct_frames=args.distinct_frames,
             api_version=args.api_version,
             arm_delay_s=args.arm_delay,
+            send_timeout_s=args.send_timeout,
         )
     except (OSError, ValueError, KeyError) as err:
         log.error("cannot start the EIGER simulator: %s", err)
