@@ -18,6 +18,10 @@ from .simulator_process import SEND_TIMEOUT_S, unpaced_simulator
 
 KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull")
 RECEIVE_TIMEOUT_MS = int(2 * SEND_TIMEOUT_S * 1000)
+# Each round connects a new PULL socket to the simulator's PUSH. Until the simulator's ZMQ thread has seen the
+# previous round's socket close, PUSH may still hand it the next series' first messages, which are then lost;
+# on a loaded machine that takes a noticeable time, so each round waits this long after closing (untimed).
+PEER_GONE_S = 1.0
 
 
 def bench_receiver(size: BenchSize) -> dict[str, float]:
@@ -71,6 +75,7 @@ def _bare_pull(endpoint: str, client: SimplonClient, n_frames: int) -> float:
         socket.recv_multipart(copy=False)  # end of series
     finally:
         socket.close(linger=0)
+        time.sleep(PEER_GONE_S)
     return elapsed
 
 
@@ -94,4 +99,5 @@ def _our_receiver(endpoint: str, client: SimplonClient, n_frames: int) -> float:
         assert receiver.stats.frames_received == n_frames and receiver.stats.frames_dropped_total == 0
     finally:
         receiver.close()
+        time.sleep(PEER_GONE_S)
     return elapsed
