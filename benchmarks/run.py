@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing := [k for k in keys if not math.isfinite(measured.get(k, math.nan))]:
             raise MissingKeys(bench.__name__, missing)
         results.update(measured)
-        print_table(results)
+        print_table(measured)
+    print("\nall benchmarks", end="")
+    print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"\nwritten {args.output}")
