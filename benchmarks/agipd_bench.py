@@ -10,13 +10,13 @@ from pathlib import Path
 
 from karabo_bridge import Client
 
-from detpipe.devices.managed_process import ManagedProcess
-from detpipe.devices.tango_database import free_tcp_port
-from detpipe.pipeline.agipd_receiver import AgipdReceiver
-from detpipe.pipeline.exdf_writer import ExdfWriter
-from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.saving_target import SavingParams
-from detpipe.pipeline.stage_runner import StageRunner
+from detpipe.devices.cli.embedded_database import free_tcp_port
+from detpipe.devices.cli.managed_process import ManagedProcess
+from detpipe.pipeline.agipd.receiver import AgipdReceiver
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.saving_target import SavingParams
+from detpipe.pipeline.core.stage_runner import StageRunner
+from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 
 from .bench_size import BenchSize
 from .best_of import best_times

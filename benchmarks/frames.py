@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from detpipe.pipeline.frame import Encoding, Frame
+from detpipe.pipeline.core.frame import Encoding, Frame
 
 DISTINCT_FRAMES = 16
 

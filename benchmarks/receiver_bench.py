@@ -7,9 +7,9 @@ import time
 
 import zmq
 
-from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.simplon_client import SimplonClient
-from detpipe.pipeline.stream_receiver import StreamReceiver
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.eiger.simplon_client import SimplonClient
+from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 
 from .bench_size import BenchSize
 from .best_of import best_times

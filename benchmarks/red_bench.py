@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from detpipe.pipeline.chunk_framing import bslz4_chunk
-from detpipe.pipeline.data_policy_stage import DataPolicyStage
-from detpipe.pipeline.frame import Encoding, Frame
-from detpipe.pipeline.nxmx_writer import NxmxWriter
-from detpipe.pipeline.peak_list import FrameTriage, PeakList
-from detpipe.pipeline.reduction_params import Policy, ReductionParams
-from detpipe.pipeline.saving_target import SavingParams
-from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
+from detpipe.pipeline.core.chunk_framing import bslz4_chunk
+from detpipe.pipeline.core.frame import Encoding, Frame
+from detpipe.pipeline.core.peak_list import FrameTriage, PeakList
+from detpipe.pipeline.core.saving_target import SavingParams
+from detpipe.pipeline.core.series import DetectorConfig, EndOfSeries, SeriesStart
+from detpipe.pipeline.policy.data_policy_stage import DataPolicyStage
+from detpipe.pipeline.policy.reduction_params import Policy, ReductionParams
+from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 
 from .bench_size import BenchSize
 

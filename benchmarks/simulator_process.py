@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from detpipe.devices.managed_process import ManagedProcess
-from detpipe.devices.tango_database import free_tcp_port
+from detpipe.devices.cli.embedded_database import free_tcp_port
+from detpipe.devices.cli.managed_process import ManagedProcess
 
 from .frames import DISTINCT_FRAMES
 

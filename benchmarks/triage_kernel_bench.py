@@ -21,14 +21,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from detpipe.pipeline import peakfinder8
-from detpipe.pipeline.agipd_geometry import agipd_triage_geometry
-from detpipe.pipeline.chunk_framing import decode_chunk_pixels
-from detpipe.pipeline.eiger_panels import eiger_triage_geometry
-from detpipe.pipeline.frame import Encoding
-from detpipe.pipeline.hit_finder import HitFinder
-from detpipe.pipeline.triage_params import TriageParams
-from detpipe.pipeline.triage_geometry import TriageGeometry
+from detpipe.pipeline.core.chunk_framing import decode_chunk_pixels
+from detpipe.pipeline.core.frame import Encoding
+from detpipe.pipeline.core.triage_params import TriageParams
+from detpipe.pipeline.triage import peakfinder8
+from detpipe.pipeline.triage.detector_geometry import agipd_triage_geometry, eiger_triage_geometry
+from detpipe.pipeline.triage.geometry import TriageGeometry
+from detpipe.pipeline.triage.hit_finder import HitFinder
 from detpipe.simulators import AgipdSimulator, DetectorModel, SfxFrames, bslz4_chunk
 from detpipe.simulators.openmp_limit import use_one_openmp_thread
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detpipe.pipeline.nxmx_writer import NxmxWriter
-from detpipe.pipeline.saving_target import SavingParams
-from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
+from detpipe.pipeline.core.saving_target import SavingParams
+from detpipe.pipeline.core.series import DetectorConfig, EndOfSeries, SeriesStart
+from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 
 from .bench_size import BenchSize
 from .best_of import best_times

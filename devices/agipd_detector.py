@@ -14,16 +14,16 @@ from typing import Any
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.agipd_acquisition import AgipdAcquisition
-from detpipe.pipeline.agipd_constants import load_constants
-from detpipe.pipeline.agipd_correction import AgipdCorrection
-from detpipe.pipeline.agipd_receiver import AgipdReceiver
-from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.series import EndReason
-from detpipe.pipeline.stage import Item
-from detpipe.pipeline.stage_runner import StageRunner
-from detpipe.pipeline.train import AGIPD_MODULES
-from detpipe.pipeline.triage_setup import DetectorKind
+from detpipe.pipeline.agipd.acquisition import AgipdAcquisition
+from detpipe.pipeline.agipd.constants import load_constants
+from detpipe.pipeline.agipd.correction import AgipdCorrection
+from detpipe.pipeline.agipd.receiver import AgipdReceiver
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.series import EndReason
+from detpipe.pipeline.core.stage import Item
+from detpipe.pipeline.core.stage_runner import StageRunner
+from detpipe.pipeline.core.train import AGIPD_MODULES
+from detpipe.pipeline.triage.setup import DetectorKind
 
 from .detector_device import DetectorDevice
 from .detpipe_device import CLOSE_WAIT_S, in_background, settle

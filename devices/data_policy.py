@@ -18,16 +18,16 @@ import yaml
 from tango import AttrWriteType, DevState, Util
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.data_policy_stage import DataPolicyStage, RedRun
-from detpipe.pipeline.agipd_train_reducer import AgipdTrainReducer
-from detpipe.pipeline.exdf_writer import ExdfWriter
-from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.frame_reducer import EigerFrameReducer
-from detpipe.pipeline.red_run_layout import RAW_SUBDIRECTORY
-from detpipe.pipeline.reduction_params import MAX_MANTISSA_BITS, UNITS, Policy, ReductionParams
-from detpipe.pipeline.stage import Item
-from detpipe.pipeline.stage_runner import StageRunner
-from detpipe.pipeline.triage_setup import DetectorKind
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.stage import Item
+from detpipe.pipeline.core.stage_runner import StageRunner
+from detpipe.pipeline.policy.agipd_train_reducer import AgipdTrainReducer
+from detpipe.pipeline.policy.data_policy_stage import DataPolicyStage, RedRun
+from detpipe.pipeline.policy.frame_reducer import EigerFrameReducer
+from detpipe.pipeline.policy.reduction_params import MAX_MANTISSA_BITS, UNITS, Policy, ReductionParams
+from detpipe.pipeline.policy.run_layout import RAW_SUBDIRECTORY
+from detpipe.pipeline.triage.setup import DetectorKind
+from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 
 from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle
 from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
@@ -118,7 +118,7 @@ class DataPolicy(DetpipeDevice):
     def _on_failure(self, reason: str) -> None:
         self._fault = reason
 
-    # --- sink used in-process by detector devices (eiger_acquisition.FrameSink, agipd_acquisition.RunSink) ---
+    # --- sink used in-process by detector devices (eiger.acquisition.FrameSink, agipd.acquisition.RunSink) ---
     def prepare(self, series_id: int) -> Path:
         """An Eiger series: claims its RED files and manifest, and the raw writer's files in raw/ when raw is
         kept; returns the RED master (policy raw: where it would be)."""

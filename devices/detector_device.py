@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 from tango import DevFailed, DevState, Util
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.frame_queue import FrameQueue
-from detpipe.pipeline.series import DetectorConfig, EndReason
-from detpipe.pipeline.stage import Item
-from detpipe.pipeline.triage_setup import DetectorKind
+from detpipe.pipeline.core.frame_queue import FrameQueue
+from detpipe.pipeline.core.series import DetectorConfig, EndReason
+from detpipe.pipeline.core.stage import Item
+from detpipe.pipeline.triage.setup import DetectorKind
 
 from .data_policy import DataPolicy
 from .detpipe_device import RELEASE_BUDGET_S, DetpipeDevice, in_background, settle, wait_for

@@ -13,15 +13,15 @@ from typing import Any
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.acquisition_params import COMPRESSIONS, TriggerMode
-from detpipe.pipeline.eiger_acquisition import EigerAcquisition, Phase
-from detpipe.pipeline.errors import DetectorRefused, DetectorUnreachable
-from detpipe.pipeline.frame_queue import FrameQueue
-from detpipe.pipeline.simplon_client import SimplonClient
-from detpipe.pipeline.series import EndReason
-from detpipe.pipeline.stage import Item
-from detpipe.pipeline.stream_receiver import StreamReceiver
-from detpipe.pipeline.triage_setup import DetectorKind
+from detpipe.pipeline.core.errors import DetectorRefused, DetectorUnreachable
+from detpipe.pipeline.core.frame_queue import FrameQueue
+from detpipe.pipeline.core.series import EndReason
+from detpipe.pipeline.core.stage import Item
+from detpipe.pipeline.eiger.acquisition import EigerAcquisition, Phase
+from detpipe.pipeline.eiger.acquisition_params import COMPRESSIONS, TriggerMode
+from detpipe.pipeline.eiger.simplon_client import SimplonClient
+from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
+from detpipe.pipeline.triage.setup import DetectorKind
 
 from .data_policy import DataPolicy
 from .detector_device import DetectorDevice

@@ -14,17 +14,17 @@ import numpy as np
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.chunk_framing import decode_chunk_pixels
-from detpipe.pipeline.frame import Frame
-from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.series import DetectorConfig
-from detpipe.pipeline.stage import Item
-from detpipe.pipeline.train import AGIPD_MODULES, MODULE_SHAPE
-from detpipe.pipeline.triage_dispatcher import LastHit, TriageDispatcher
-from detpipe.pipeline.triage_params import UNITS, TriageParams
-from detpipe.pipeline.triage_pool import TriagePool
-from detpipe.pipeline.triage_setup import DetectorKind
-from detpipe.pipeline.triage_stats import HISTOGRAM_BINS
+from detpipe.pipeline.core.chunk_framing import decode_chunk_pixels
+from detpipe.pipeline.core.frame import Frame
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.series import DetectorConfig
+from detpipe.pipeline.core.stage import Item
+from detpipe.pipeline.core.train import AGIPD_MODULES, MODULE_SHAPE
+from detpipe.pipeline.core.triage_params import UNITS, TriageParams
+from detpipe.pipeline.triage.dispatcher import LastHit, TriageDispatcher
+from detpipe.pipeline.triage.pool import TriagePool
+from detpipe.pipeline.triage.setup import DetectorKind
+from detpipe.pipeline.triage.stats import HISTOGRAM_BINS
 
 from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle, wait_for
 from .event_throttle import EventThrottle

@@ -13,13 +13,13 @@ from typing import Any
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.exdf_writer import ExdfWriter
-from detpipe.pipeline.nxmx_writer import NxmxWriter
-from detpipe.pipeline.saving_target import OverwritePolicy, SavingParams, check_directory
-from detpipe.pipeline.stage import Item
-from detpipe.pipeline.stage_runner import StageRunner
-from detpipe.pipeline.writer_selector import FileFormat, WriterSelector
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.saving_target import OverwritePolicy, SavingParams, check_directory
+from detpipe.pipeline.core.stage import Item
+from detpipe.pipeline.core.stage_runner import StageRunner
+from detpipe.pipeline.writers.exdf_writer import ExdfWriter
+from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
+from detpipe.pipeline.writers.selector import FileFormat, WriterSelector
 
 from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle
 
@@ -76,7 +76,7 @@ class NexusWriter(DetpipeDevice):
     def in_series(self) -> bool:
         return self._runner.in_series
 
-    # --- sink used in-process by detector devices (eiger_acquisition.FrameSink, agipd_acquisition.RunSink) ---
+    # --- sink used in-process by detector devices (eiger.acquisition.FrameSink, agipd.acquisition.RunSink) ---
     def prepare(self, series_id: int, *, directory: Path | None = None) -> Path:
         """An Eiger series: NXmx files, in ``directory`` when a data policy gives one (``raw/``)."""
         return self._prepare(FileFormat.NXMX, series_id, directory=directory)

@@ -1,1 +1,2 @@
-"""detpipe's engine: decoders, queues, stages and writers. Pure Python; never imports Tango."""
+"""detpipe's engine, one subpackage per concern (docs/architecture.md, "Package layout"): policy, writers,
+exdf, nexus | triage, eiger | agipd, core, each importing only those below it. Pure Python; never imports Tango."""

@@ -1,6 +1,6 @@
 """Why the simulated DCU refuses a request; each maps to the HTTP status a client sees.
 
-The simulators may not import ``detpipe.pipeline.errors`` (they share no code with the receivers), so
+The simulators may not import ``detpipe.pipeline.core.errors`` (they share no code with the receivers), so
 they keep this small hierarchy of their own, shaped the same way (style.md §5).
 """
 

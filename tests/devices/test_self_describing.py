@@ -13,12 +13,12 @@ from tango.test_context import MultiDeviceTestContext
 from tango.utils import is_float_type, is_int_type
 
 from detpipe.devices.agipd_detector import AgipdDetector
+from detpipe.devices.cli.embedded_database import free_tcp_port
 from detpipe.devices.data_policy import DataPolicy
 from detpipe.devices.eiger_detector import EigerDetector
 from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
 from detpipe.devices.server import DEVICE_CLASSES
-from detpipe.devices.tango_database import free_tcp_port
 from tests.device_servers import device_server
 
 WRITER = "test/nexuswriter/1"

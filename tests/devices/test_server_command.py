@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from detpipe.devices.cli import parse_command_line
+from detpipe.devices.cli.main import parse_command_line
 from detpipe.devices.server import orb_endpoint
 
 

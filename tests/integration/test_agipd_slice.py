@@ -16,8 +16,8 @@ from extra_data.components import AGIPD1M
 
 from detpipe.devices.agipd_detector import AgipdDetector
 from detpipe.devices.nexus_writer import NexusWriter
-from detpipe.simulators.agipd_simulator import AgipdSimulator
 from detpipe.devices.state_wait import prepare
+from detpipe.simulators.agipd_simulator import AgipdSimulator
 from tests.device_servers import device_server
 from tests.waiting import wait_until
 

@@ -14,7 +14,7 @@ import pytest
 import tango
 
 from detpipe.devices.agipd_detector import AgipdDetector
-from detpipe.devices.cli import main as detpipe_main
+from detpipe.devices.cli.main import main as detpipe_main
 from detpipe.devices.data_policy import DataPolicy
 from detpipe.devices.eiger_detector import EigerDetector
 from detpipe.devices.hit_finder import HitFinder
@@ -25,8 +25,8 @@ from tests.device_servers import device_server
 from tests.integration.test_agipd_slice import run
 from tests.integration.test_eiger_slice import acquire, configure
 from tests.integration.test_hit_finder_device import WORKERS_START_S, eiger_props
-from tests.pipeline.test_agipd_red import module_chunks
-from tests.pipeline.test_data_policy_stage import red_chunks
+from tests.pipeline.policy.test_agipd_red import module_chunks
+from tests.pipeline.policy.test_data_policy_stage import red_chunks
 from tests.waiting import wait_until
 
 DETECTOR, HIT_FINDER, POLICY, WRITER = "test/detector/1", "test/hitfinder/1", "test/datapolicy/1", "test/writer/1"

@@ -17,12 +17,12 @@ import h5py
 import pytest
 import tango
 
-from detpipe.devices.config_model import load_database_config
-from detpipe.devices.demo import config_file
-from detpipe.devices.managed_process import ManagedProcess
-from detpipe.devices.server_config import register
+from detpipe.devices.cli.demo import config_file
+from detpipe.devices.cli.embedded_database import EmbeddedTangoDatabase, free_tcp_port
+from detpipe.devices.cli.managed_process import ManagedProcess
 from detpipe.devices.state_wait import prepare, wait_until_saved
-from detpipe.devices.tango_database import EmbeddedTangoDatabase, free_tcp_port
+from detpipe.devices.tangodb.config_model import load_database_config
+from detpipe.devices.tangodb.server_config import register
 from detpipe.simulators import EigerSimulator
 from tests.waiting import wait_until
 

@@ -13,10 +13,10 @@ import nxmx
 import pytest
 import tango
 
-from detpipe.simulators import EigerSimulator
-from tests.integration.conftest import DETECTOR, WRITER, server_devices
 from detpipe.devices.state_wait import prepare
+from detpipe.simulators import EigerSimulator
 from tests.device_servers import device_server
+from tests.integration.conftest import DETECTOR, WRITER, server_devices
 from tests.waiting import wait_until
 
 FRAMES = 100

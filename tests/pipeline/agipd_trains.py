@@ -1,4 +1,4 @@
-"""AGIPD trains in detpipe's canonical layout (pipeline/train.py), built here as ground truth for writer tests.
+"""AGIPD trains in detpipe's canonical layout (pipeline/core/train.py), built here as ground truth for writer tests.
 
 Pixels are reproducible noise around realistic ADU levels, so chunks compress as real data does and any
 module, frame or train mix-up shows as a pixel mismatch. A missing module's slice is zero, as the receiver
@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from detpipe.pipeline.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
+from detpipe.pipeline.core.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 
 FIRST_TRAIN_ID = 1_500_000_000
 FIRST_TIMESTAMP_S = 1.7e9

@@ -15,8 +15,8 @@ import hdf5plugin  # noqa: F401 - registers filters 32008/32004 for reading back
 import lz4.block
 import numpy as np
 
-from detpipe.pipeline.frame import Encoding, Frame
-from detpipe.pipeline.series import DetectorConfig, SeriesStart
+from detpipe.pipeline.core.frame import Encoding, Frame
+from detpipe.pipeline.core.series import DetectorConfig, SeriesStart
 
 SMALL = (64, 96)
 BLOCK_BYTES = 8192

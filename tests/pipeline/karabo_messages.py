@@ -1,6 +1,6 @@
 """Karabo bridge messages built by hand from agipd.md §2–§3, independent of karabo_bridge and of detpipe's decoder.
 
-A test states the canonical truth (file order, pipeline/train.py) and this module lays it out on the
+A test states the canonical truth (file order, pipeline/core/train.py) and this module lays it out on the
 wire: protocol 2.2 (header/payload pairs, raw array buffers) or 1.0 (one msgpack map, arrays encoded as
 msgpack-numpy maps ``{b'nd', b'type', b'kind', b'shape', b'data'}``), as a combined source or as 16
 per-module sources, in file or online axis order.

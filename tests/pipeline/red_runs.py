@@ -2,7 +2,7 @@
 ExdfWriter) in its own thread, RED files written by the stage, then ``finalise`` once the raw files are closed.
 
 Frames come from ``SfxFrames`` (Eiger 4M) and carry triage results made from its ground truth, so tests of the
-policy do not depend on peak finding (``test_triage_accuracy`` covers that).
+policy do not depend on peak finding (``triage/test_accuracy.py`` covers that).
 """
 
 from __future__ import annotations
@@ -12,22 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
-from detpipe.pipeline.chunk_framing import bslz4_chunk
-from detpipe.pipeline.data_policy_stage import DataPolicyStage
-from detpipe.pipeline.errors import FrameRejected
-from detpipe.pipeline.exdf_writer import ExdfWriter
-from detpipe.pipeline.frame import Encoding, Frame
-from detpipe.pipeline.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.nxmx_writer import NxmxWriter
-from detpipe.pipeline.peak_list import FrameTriage, PeakList
-from detpipe.pipeline.reduction_params import ReductionParams
-from detpipe.pipeline.red_run_layout import RAW_SUBDIRECTORY
-from detpipe.pipeline.saving_target import SavingParams
-from detpipe.pipeline.series import DetectorConfig, EndOfSeries, SeriesStart
-from detpipe.pipeline.stage import Item
-from detpipe.pipeline.train import MODULE_SHAPE, Product, Train
-from detpipe.pipeline.stage_runner import StageRunner
-from detpipe.pipeline.triage_params import TriageParams
+from detpipe.pipeline.core.chunk_framing import bslz4_chunk
+from detpipe.pipeline.core.errors import FrameRejected
+from detpipe.pipeline.core.frame import Encoding, Frame
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.peak_list import FrameTriage, PeakList
+from detpipe.pipeline.core.saving_target import SavingParams
+from detpipe.pipeline.core.series import DetectorConfig, EndOfSeries, SeriesStart
+from detpipe.pipeline.core.stage import Item
+from detpipe.pipeline.core.stage_runner import StageRunner
+from detpipe.pipeline.core.train import MODULE_SHAPE, Product, Train
+from detpipe.pipeline.core.triage_params import TriageParams
+from detpipe.pipeline.policy.data_policy_stage import DataPolicyStage
+from detpipe.pipeline.policy.reduction_params import ReductionParams
+from detpipe.pipeline.policy.run_layout import RAW_SUBDIRECTORY
+from detpipe.pipeline.writers.exdf_writer import ExdfWriter
+from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 from detpipe.simulators import AgipdSimulator, SfxFrames
 from detpipe.simulators.agipd_scene import AgipdTrainTruth
 

@@ -16,10 +16,10 @@ import pytest
 import tango
 from sardana.tango.core.util import register_sardana
 
-from detpipe.devices.managed_process import ManagedProcess
+from detpipe.devices.cli.embedded_database import EmbeddedTangoDatabase
+from detpipe.devices.cli.managed_process import ManagedProcess
 from detpipe.devices.server import orb_endpoint
-from detpipe.devices.server_config import load_server_config, register
-from detpipe.devices.tango_database import EmbeddedTangoDatabase
+from detpipe.devices.tangodb.server_config import load_server_config, register
 from detpipe.simulators import AgipdSimulator, EigerSimulator
 from tests.sardana.macro_runner import MacroRunner
 from tests.waiting import wait_until

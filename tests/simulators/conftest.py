@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from detpipe.simulators import EigerSimulator
 from tests.simulators.eiger_sim_client import SimplonClient, StreamReceiver
 

@@ -15,6 +15,7 @@ from typing import IO
 from detpipe.simulators import EigerSimulator
 from tests.simulators.eiger_sim_client import SimplonClient
 
+
 def read_line(stream: IO[str], timeout_s: float) -> str:
     """One line from a child's pipe, or "" if none came within ``timeout_s`` (no test hangs on a mute child)."""
     with selectors.DefaultSelector() as selector:

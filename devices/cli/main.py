@@ -1,0 +1,151 @@
+"""The ``detpipe`` command: demo, simulators, the device server and its Tango database behind one entry point."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(output=args.output, frames=args.frames, model=args.model, detector=args.detector,
+                    trains=args.trains, cells=args.cells)
+
+
+def _sim(args: argparse.Namespace) -> int:
+    if args.detector == "eiger":
+        from detpipe.simulators.eiger_cli import main as eiger_main
+
+        return eiger_main(args.sim_args)
+    from detpipe.simulators.agipd_cli import main as agipd_main
+
+    return agipd_main(args.sim_args)
+
+
+def _server(args: argparse.Namespace) -> int:
+    from ..server import run_server
+
+    run_server(args.instance, args.tango_args, host=args.host, port=args.port)
+    return 0
+
+
+def _reduce(args: argparse.Namespace) -> int:
+    from .reduce_command import run_reduce
+
+    return run_reduce(args.raw, policy_file=args.policy, config_from=args.config_from, output=args.output)
+
+
+def _db_start(args: argparse.Namespace) -> int:
+    from .db_commands import run_db_start
+
+    return run_db_start(host=args.host, port=args.port, sqlite=args.sqlite)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from .db_commands import run_register
+
+    return run_register(args.file, variables=dict(args.var), dry_run=args.dry_run)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .db_commands import run_export
+
+    return run_export(args.server, output=args.output)
+
+
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs an IP address such as 127.0.0.1, got {text!r}") from None
+
+
+def _variable(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``register --var``; the value may itself contain ``=``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"needs NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detpipe", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="simulator -> devices -> files on an embedded Tango database")
+    demo.add_argument("--output", type=Path, default=None, help="folder for the run (default: ./detpipe-demo/<time>)")
+    demo.add_argument("--frames", type=int, default=200, help="frames to acquire (default 200)")
+    demo.add_argument("--detector", choices=["eiger", "agipd"], default="eiger", help="which slice to run")
+    demo.add_argument("--model", default="4M", help="EIGER2 model of the simulator (default 4M)")
+    demo.add_argument("--trains", type=int, default=20, help="AGIPD: trains to acquire (default 20)")
+    demo.add_argument("--cells", type=int, default=64, help="AGIPD: memory cells per train (default 64)")
+    demo.set_defaults(func=_demo)
+
+    sim = sub.add_parser("sim", help="run a detector simulator (eiger, agipd)")
+    sim.add_argument("detector", choices=["eiger", "agipd"])
+    sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="simulator options (see detpipe sim eiger --help)")
+    sim.set_defaults(func=_sim)
+
+    reduce = sub.add_parser("reduce", help="apply a data policy to an archived raw series or run (same code as online)")
+    reduce.add_argument("raw", type=Path, help="Eiger series master <stem>_master.h5, or AGIPD run directory r<run>")
+    source = reduce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policy", type=Path, help="YAML/JSON data policy (DataPolicy attribute names)")
+    source.add_argument("--config-from", type=Path, help="a RED file: reuse the policy stored in its NXnote")
+    reduce.add_argument("-o", "--output", type=Path, required=True, help="run directory for red/ and the manifest")
+    reduce.set_defaults(func=_reduce)
+
+    server = sub.add_parser("server", help="run the detpipe device server instance registered in TANGO_HOST",
+                            epilog="Options not listed here go to the Tango kernel, e.g. -v4 for its trace level.")
+    server.add_argument("instance")
+    server.add_argument("--host", type=_ip_address, default=None,
+                        help="IP address of the one interface to listen on, for requests and events (e.g. 127.0.0.1 "
+                             "for this computer only); default: Tango's convention, every interface unless "
+                             "omniORB's ORBendPoint says otherwise")
+    server.add_argument("--port", type=int, default=0, help="TCP port for requests (default 0: chosen by the system)")
+    server.set_defaults(func=_server, takes_tango_args=True)  # any other option goes to the Tango kernel (-v4)
+
+    db = sub.add_parser("db", help="the embedded Tango database, for labs without one (production: TANGO_HOST's)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_start = db_sub.add_parser("start", help="run pytango's DataBaseds on sqlite in the foreground; Ctrl-C stops it")
+    db_start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    db_start.add_argument("--port", type=int, default=10000, help="TCP port (default 10000, Tango's; 0 = any free one)")
+    db_start.add_argument("--sqlite", type=Path, default=Path("tango_database.db"),
+                          help="database file, created if missing (default ./tango_database.db)")
+    db_start.set_defaults(func=_db_start)
+
+    register = sub.add_parser("register", help="write a config/*.yaml (or exported JSON) to TANGO_HOST's database")
+    register.add_argument("file", type=Path, help="YAML or dsconfig JSON: servers, devices, properties")
+    register.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    register.add_argument("--var", type=_variable, action="append", default=[], metavar="NAME=VALUE",
+                          help="value of a ${NAME} placeholder in the file (repeat for several)")
+    register.set_defaults(func=_register)
+
+    export = sub.add_parser("export", help="dsconfig JSON of detpipe servers in TANGO_HOST's database")
+    export.add_argument("--server", action="append", default=[], metavar="detpipe/INSTANCE",
+                        help="server to export (repeat; wildcards allowed); default every detpipe/* server")
+    export.add_argument("-o", "--output", type=Path, default=None, help="file to write (default stdout)")
+    export.set_defaults(func=_export)
+    return parser
+
+
+def parse_command_line(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command's arguments; ``tango_args`` holds the options meant for the Tango kernel (``server`` only),
+    wherever they stand on the line."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_tango_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.tango_args = extra
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_command_line(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return int(args.func(args) or 0)
+

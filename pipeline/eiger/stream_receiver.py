@@ -1,0 +1,193 @@
+"""ZMQ PULL receiver: socket → decoder → the writer's ingress queue, in one thread.
+
+The receiver forwards only the series its acquisition armed (``listen``). Until then messages wait in
+the ZMQ buffer, so the writer is prepared for a series id before its header is read. Messages of an
+earlier series are leftovers, counted as ``late_messages``; those of any other series are counted as
+``rejected["other_series"]``. Neither is ever forwarded. The receiver is the only
+producer into the outbox, so even a synthetic end (Stop, Abort, silence, closing) arrives after the last
+frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import zmq
+
+from ..core.errors import FrameRejected
+from ..core.frame import Frame
+from ..core.frame_queue import FrameQueue
+from ..core.receiver_stats import ReceiverStats
+from ..core.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
+from ..core.stage import Item
+from .stream_decoder import EigerStreamDecoder
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 20  # receive timeout: how promptly a requested end or close is honoured
+
+
+class StreamReceiver:
+    """Receives one detector stream. Thread-safe control methods; one internal thread owns the socket."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        receive_buffer_messages: int = 1000,
+        on_series_end: Callable[[EndOfSeries], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.decoder = EigerStreamDecoder(verify_block_chain=False)  # the writer walks the chain (check_chunk)
+        self.stats = ReceiverStats()
+        self.on_series_end = on_series_end
+        self.last_message_monotonic = 0.0
+        self._receive_buffer_messages = receive_buffer_messages
+        self._outbox: FrameQueue[Item] | None = None
+        self._series_id: int | None = None
+        self._fallback_config: DetectorConfig | None = None
+        self._expected_index = 0
+        self._pending_end: EndOfSeries | None = None
+        self._listening = threading.Event()
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._logged_reasons: set[str] = set()
+        self._thread = threading.Thread(target=self._loop, name="detpipe-receiver", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._closing.set()
+        self._thread.join(timeout_s)
+
+    @property
+    def active_series(self) -> int | None:
+        return self._series_id
+
+    def listen(self, series_id: int, outbox: FrameQueue[Item], fallback_config: DetectorConfig | None) -> None:
+        """Forward series ``series_id`` to ``outbox``. ``fallback_config`` (read over REST) fills a series
+        header that carries no config (V1 header_detail=none), so the master file still gets its metadata."""
+        with self._lock:
+            self._outbox = outbox
+            self._series_id = series_id
+            self._fallback_config = fallback_config
+            self._expected_index = 0
+            self._pending_end = None
+            self.last_message_monotonic = time.monotonic()
+            self._listening.set()
+
+    def end_series(self, reason: EndReason, detail: str = "") -> None:
+        """Close the active series after the messages already read (Stop, Abort, silence, failure)."""
+        with self._lock:
+            if self._series_id is not None and self._pending_end is None:
+                self._pending_end = EndOfSeries(self._series_id, reason, detail=detail)
+
+    def _loop(self) -> None:
+        context = zmq.Context.instance()
+        socket = context.socket(zmq.PULL)
+        socket.setsockopt(zmq.RCVHWM, self._receive_buffer_messages)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        socket.connect(self.endpoint)
+        try:
+            while not self._closing.is_set():
+                if self._pending_end is not None:
+                    self._emit_end(self._pending_end)
+                    continue
+                if not self._listening.wait(0.05):
+                    continue
+                try:
+                    parts = socket.recv_multipart(copy=False)
+                except zmq.Again:
+                    continue
+                self._handle_message(parts)
+        finally:
+            self._end_on_close()
+            socket.close(linger=0)
+
+    def _end_on_close(self) -> None:
+        """A receiver closed while a series is armed (the device's Init) ends it, so every stage after it
+        closes its files instead of waiting for frames that will never come."""
+        with self._lock:
+            series_id, pending = self._series_id, self._pending_end
+        if series_id is not None:
+            self._emit_end(pending or EndOfSeries(series_id, EndReason.ABORT, detail="receiver closed"))
+
+    def _handle_message(self, parts: list[zmq.Frame]) -> None:
+        received_s = time.time()
+        self.last_message_monotonic = time.monotonic()
+        stats = self.stats
+        stats.messages_received += 1
+        t0 = time.perf_counter()
+        try:
+            items = self.decoder.decode([p.buffer for p in parts], received_s)
+        except FrameRejected as err:
+            self._reject(err.reason, err.detail)
+            return
+        finally:
+            stats.record_time((time.perf_counter() - t0) * 1e3)
+        for item in items:
+            if item.series_id != self._series_id:
+                self._not_this_series(item.series_id)
+            elif isinstance(item, Frame):
+                self._forward_frame(item)
+            elif isinstance(item, SeriesStart):
+                if item.config is None and self._fallback_config is not None:
+                    item = replace(item, config=self._fallback_config)
+                self._put(item)
+            else:
+                self._emit_end(item)
+
+    def _forward_frame(self, frame: Frame) -> None:
+        stats = self.stats
+        stats.frames_received += 1
+        stats.processed += 1
+        stats.bytes_received += frame.nbytes_encoded
+        stats.bytes_processed += frame.nbytes_encoded
+        stats.rate_meter.add(frame.nbytes_encoded)
+        if frame.index > self._expected_index:
+            stats.frames_missing += frame.index - self._expected_index
+        self._expected_index = max(self._expected_index, frame.index + 1)
+        stats.last_image_acquired = max(stats.last_image_acquired, frame.index)
+        if not self._put(frame):
+            stats.frames_dropped["queue_full"] += 1
+
+    def _put(self, item: Item) -> bool:
+        assert self._outbox is not None
+        return self._outbox.put(item)
+
+    def _emit_end(self, end: EndOfSeries) -> None:
+        with self._lock:
+            self._pending_end = None
+            self._listening.clear()
+            self._series_id = None
+        if self._outbox is not None:
+            self._outbox.put(end)
+        if self.on_series_end is not None:
+            self.on_series_end(end)
+
+    def _not_this_series(self, series_id: int) -> None:
+        """A message of an earlier series is a leftover (of a series aborted, refused at Prepare, or ended before
+        its last message was read; some DCUs send a second end at disarm): counted, not an error. Any other
+        series id is rejected: a second detector or stream on this endpoint."""
+        listening = self._series_id
+        if listening is not None and series_id < listening:
+            self.stats.late_messages += 1
+            if "late" not in self._logged_reasons:
+                self._logged_reasons.add("late")
+                log.info("message of the earlier series %d discarded while listening to %d; further ones counted "
+                         "only (late_messages)", series_id, listening)
+            return
+        self._reject("other_series", f"series {series_id} while listening to {listening}")
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        if reason not in self._logged_reasons:
+            self._logged_reasons.add(reason)
+            log.warning("stream message rejected (%s): %s; further ones counted only", reason, detail)
+

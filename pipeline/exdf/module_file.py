@@ -1,0 +1,276 @@
+"""One EXDF sequence file of one AGIPD module (agipd.md §4): METADATA, INDEX and INSTRUMENT/<source>/image.
+
+Pixels go to disk as they arrive, one frame per chunk, compressed with bitshuffle-LZ4 by ``module_chunks`` and
+written with ``write_direct_chunk`` (the filter 32008 chunk form and code path of the Eiger writer, eiger.md §5–6).
+The pixel datasets grow by one train at a time (``maxshape`` None along frames): one resize costs ~25 us,
+against ~13 ms to compress and write one module's 64 raw frames, and the file's extent always equals the
+trains it holds, so nothing is trimmed or padded except after a failure mid-train. The small per-frame ids and the per-train INDEX are kept in memory and written
+once, at their final size, when the file closes (a full 256-train, 352-cell sequence holds ~90k frames, so
+well under 2 MB). A file that has not been closed therefore lacks INDEX; ``close`` runs on finish and on
+abort, and trims rows of a train that was only partly written, so files left by the writer always open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from ..core.chunk_framing import bslz4_chunk
+from ..core.errors import FrameRejected, TargetFileExists
+from ..core.software_version import detpipe_version
+from ..core.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
+from .index import TrainRecord
+
+log = logging.getLogger(__name__)
+
+DATA_FORMAT_VERSION = "1.2"  # INDEX/flag 1 = good (as 1.0), plus INDEX/origin (agipd.md §4.2)
+ORIGIN_TIME_SERVER = -1  # INDEX/origin as EuXFEL's own test files write it: train id from the timing system
+FLAG_GOOD = 1
+PRODUCT_PREFIX = {Product.RAW: "RAW", Product.CORRECTED: "CORR"}
+
+
+@dataclass(frozen=True, slots=True)
+class PixelKey:
+    """A per-frame image key of ``image``: ``shape`` is one frame of one module."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+# agipd.md §4.2: raw keeps the analog/digital axis; corrected drops it and adds gain stage and mask.
+PIXEL_KEYS: dict[Product, tuple[PixelKey, ...]] = {
+    Product.RAW: (PixelKey("data", np.dtype("u2"), (2, *MODULE_SHAPE)),),
+    Product.CORRECTED: (PixelKey("data", np.dtype("f4"), MODULE_SHAPE),
+                        PixelKey("gain", np.dtype("u1"), MODULE_SHAPE),
+                        PixelKey("mask", np.dtype("u4"), MODULE_SHAPE)),
+}
+# Per-frame scalars: raw stores them as (N, 1) with length/status as the DAQ does, corrected as (N,).
+_ID_KEYS: dict[Product, tuple[tuple[str, str], ...]] = {
+    Product.RAW: (("trainId", "u8"), ("pulseId", "u8"), ("cellId", "u2"), ("length", "u4"), ("status", "u2")),
+    Product.CORRECTED: (("trainId", "u8"), ("pulseId", "u8"), ("cellId", "u2")),
+}
+
+
+ModuleChunks = dict[str, list[bytes]]  # pixel key -> one chunk per frame
+
+
+@dataclass(frozen=True, slots=True)
+class RunMetadata:
+    """The METADATA values shared by every file of a run; strings the run did not supply stay empty."""
+
+    proposal: int
+    run: int
+    run_type: str = ""
+    sample: str = ""
+
+    @property
+    def daq_library(self) -> str:
+        return f"detpipe {detpipe_version()}"
+
+
+def module_source(detector: str, product: Product, module: int) -> str:
+    """``<detector>/DET/<m>CH0:xtdf`` (raw) or ``<detector>/CORR/<m>CH0:output`` (corrected), the names
+    extra-data's ``AGIPD1M`` recognises (``/DET/(\\d+)CH`` and ``/CORR/(\\d+)CH``)."""
+    if product is Product.RAW:
+        return f"{detector}/DET/{module}CH0:xtdf"
+    return f"{detector}/CORR/{module}CH0:output"
+
+
+def module_file_name(product: Product, run: int, module: int, sequence: int) -> str:
+    return f"{PRODUCT_PREFIX[product]}-R{run:04d}-AGIPD{module:02d}-S{sequence:05d}.h5"
+
+
+def module_chunks(train: Train, module: int) -> ModuleChunks:
+    """Every pixel key of ``module``'s frames as chunks, frame by frame. A pure function of the train, so
+    it runs in the writer's compression threads (``bitshuffle`` releases the GIL) while the writer thread
+    writes the previous module."""
+    return {key.name: [bslz4_chunk(frame) for frame in getattr(train, key.name)[:, module]]
+            for key in PIXEL_KEYS[train.product]}
+
+
+def check_train_layout(train: Train, product: Product) -> None:
+    """Raises ``FrameRejected`` unless every array of ``train`` has the dtype and shape of ``product``."""
+    if train.product is not product:
+        raise FrameRejected("product_mismatch", f"{train.product.value} train {train.train_id} in a "
+                            f"{product.value} run")
+    problems = []
+    for key in PIXEL_KEYS[product]:
+        array = getattr(train, key.name)
+        expected = (train.frames, AGIPD_MODULES, *key.shape)
+        if array is None:
+            problems.append(f"{key.name} missing")
+        elif array.dtype != key.dtype or array.shape != expected:
+            problems.append(f"{key.name} is {array.dtype} {array.shape}, expected {key.dtype} {expected}")
+    for name in ("cell_ids", "pulse_ids"):
+        if np.shape(getattr(train, name)) != (train.frames,):
+            problems.append(f"{name} has shape {np.shape(getattr(train, name))}, expected ({train.frames},)")
+    if len(train.modules_present) != AGIPD_MODULES:
+        problems.append(f"modules_present has {len(train.modules_present)} entries, expected {AGIPD_MODULES}")
+    if problems:
+        raise FrameRejected("shape_mismatch", f"train {train.train_id}: " + "; ".join(problems))
+
+
+def _frame_bytes(key: PixelKey) -> int:
+    return int(np.prod(key.shape)) * key.dtype.itemsize
+
+
+def _exdf_time(moment: dt.datetime) -> bytes:
+    return moment.strftime("%Y%m%dT%H%M%SZ").encode("ascii")
+
+
+def _strings(*values: str) -> np.ndarray:
+    return np.array([v.encode("utf-8") for v in values], dtype=f"S{max(1, *(len(v.encode()) for v in values))}")
+
+
+def write_metadata(handle: h5py.File, metadata: RunMetadata, sequence: int, source_ids: Sequence[str]) -> None:
+    """METADATA as format 1.2 has it; ``source_ids`` are ``INSTRUMENT/<source>/<group>`` entries (may be empty)."""
+    group = handle.require_group("METADATA")
+    now = _exdf_time(dt.datetime.now(dt.timezone.utc))
+    group["dataFormatVersion"] = _strings(DATA_FORMAT_VERSION)
+    for name, value in (("daqLibrary", metadata.daq_library), ("karaboFramework", ""),
+                        ("runType", metadata.run_type), ("sample", metadata.sample)):
+        group[name] = _strings(value)
+    group["creationDate"] = np.array([now])
+    group["updateDate"] = np.array([now])
+    for name, number in (("proposalNumber", metadata.proposal), ("runNumber", metadata.run),
+                         ("sequenceNumber", sequence)):
+        group.create_dataset(name, data=np.array([number], np.uint32))
+    sources = group.require_group("dataSources")
+    split = [s.partition("/") for s in source_ids]
+    for name, values in (("dataSourceId", list(source_ids)), ("root", [s[0] for s in split]),
+                         ("deviceId", [s[2] for s in split])):
+        sources.create_dataset(name, data=_strings(*values) if values else np.zeros(0, "S1"))
+
+
+def touch_update_date(handle: h5py.File) -> None:
+    handle["METADATA/updateDate"][0] = _exdf_time(dt.datetime.now(dt.timezone.utc))
+
+
+def write_train_index(handle: h5py.File, trains: Sequence[TrainRecord]) -> None:
+    """INDEX/{trainId, timestamp, flag, origin}: one entry per train, every train flagged good."""
+    n = len(trains)
+    index = handle.require_group("INDEX")
+    index.create_dataset("trainId", data=np.array([t.train_id for t in trains], np.uint64).reshape(n))
+    index.create_dataset("timestamp", data=np.array([t.timestamp_ns for t in trains], np.uint64).reshape(n))
+    index.create_dataset("flag", data=np.full(n, FLAG_GOOD, np.int32))
+    index.create_dataset("origin", data=np.full(n, ORIGIN_TIME_SERVER, np.int32))
+
+
+def create_exdf_file(path: Path, metadata: RunMetadata, sequence: int, group: str, *,
+                     overwrite: bool) -> tuple[h5py.File, h5py.Group]:
+    """A new EXDF file with METADATA naming its one data source group ``INSTRUMENT/<source>/<group>`` and that
+    group created; raises ``TargetFileExists`` rather than replace a file unless ``overwrite``. The caller
+    owns the open file and closes it, also when filling the group fails."""
+    try:
+        handle = h5py.File(path, "w" if overwrite else "w-")
+    except FileExistsError as err:
+        raise TargetFileExists(path) from err
+    try:
+        write_metadata(handle, metadata, sequence, [f"INSTRUMENT/{group}"])
+        return handle, handle.create_group(f"INSTRUMENT/{group}")
+    except BaseException:
+        handle.close()
+        raise
+
+
+class ExdfModuleFile:
+    """Sequence ``sequence`` of one module: every train of the sequence is listed in INDEX, with
+    ``count = 0`` where the module did not arrive (the way EuXFEL files show a missing module)."""
+
+    def __init__(self, path: Path, *, module: int, source: str, product: Product, sequence: int,
+                 metadata: RunMetadata, overwrite: bool) -> None:
+        self.path = path
+        self.module = module
+        self.source = source
+        self.product = product
+        self.sequence = sequence
+        self.rows = 0  # frames of fully written trains; pixel datasets are trimmed to this at close
+        self._trains: list[TrainRecord] = []
+        self._counts: list[int] = []
+        self._pulse_ids: list[np.ndarray] = []
+        self._cell_ids: list[np.ndarray] = []
+        self._file, image = create_exdf_file(path, metadata, sequence, f"{source}/image", overwrite=overwrite)
+        try:
+            bslz4 = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+            self._pixels = {
+                key.name: image.create_dataset(key.name, shape=(0, *key.shape), maxshape=(None, *key.shape),
+                                               chunks=(1, *key.shape), dtype=key.dtype, **bslz4)
+                for key in PIXEL_KEYS[product]
+            }
+        except BaseException:
+            self._file.close()
+            raise
+
+    @property
+    def trains(self) -> int:
+        return len(self._trains)
+
+    def write_train(self, record: TrainRecord, train: Train, chunks: ModuleChunks) -> np.ndarray:
+        """Appends this module's frames of ``train`` from ``module_chunks(train, module)``; returns the
+        compressed bytes of each frame (int64 (F,)).
+
+        The train counts only once all its chunks are written; an exception leaves ``rows`` unchanged.
+        """
+        nbytes = np.zeros(train.frames, np.int64)
+        end = self.rows + train.frames
+        for key in PIXEL_KEYS[self.product]:
+            dataset = self._pixels[key.name]
+            dataset.resize(end, axis=0)
+            offset = (0,) * len(key.shape)
+            for f, chunk in enumerate(chunks[key.name]):
+                dataset.id.write_direct_chunk((self.rows + f, *offset), chunk)
+                nbytes[f] += len(chunk)
+        self._add(record, train.frames)
+        self._pulse_ids.append(np.asarray(train.pulse_ids, np.uint64))
+        self._cell_ids.append(np.asarray(train.cell_ids, np.uint16))
+        self.rows = end
+        return nbytes
+
+    def skip_train(self, record: TrainRecord) -> None:
+        """Lists ``record`` with no rows: the module did not arrive for this train."""
+        self._add(record, 0)
+
+    def _add(self, record: TrainRecord, count: int) -> None:
+        self._trains.append(record)
+        self._counts.append(count)
+
+    def close(self) -> int:
+        """Trims, writes ids, INDEX and updateDate, and closes; returns the rows the file holds."""
+        try:
+            for dataset in self._pixels.values():
+                if dataset.shape[0] != self.rows:
+                    dataset.resize(self.rows, axis=0)
+            self._write_ids()
+            write_train_index(self._file, self._trains)
+            counts = np.array(self._counts, np.uint64).reshape(len(self._counts))
+            first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.uint64) if len(counts) else counts
+            group = self._file.create_group(f"INDEX/{self.source}/image")
+            group.create_dataset("first", data=first)
+            group.create_dataset("count", data=counts)
+            touch_update_date(self._file)
+            return self.rows
+        finally:
+            self._file.close()
+
+    def _write_ids(self) -> None:
+        image = self._file[f"INSTRUMENT/{self.source}/image"]
+        per_frame = {
+            "trainId": np.repeat(np.array([t.train_id for t, c in zip(self._trains, self._counts) if c], np.uint64),
+                                 [c for c in self._counts if c]).astype(np.uint64),
+            "pulseId": np.concatenate(self._pulse_ids) if self._pulse_ids else np.zeros(0, np.uint64),
+            "cellId": np.concatenate(self._cell_ids) if self._cell_ids else np.zeros(0, np.uint16),
+            "length": np.full(self.rows, _frame_bytes(PIXEL_KEYS[self.product][0])),  # bytes of one raw frame
+            "status": np.zeros(self.rows),  # 0 = frame read out without error
+        }
+        raw = self.product is Product.RAW
+        for name, dtype in _ID_KEYS[self.product]:
+            values = per_frame[name][: self.rows].astype(dtype)
+            image.create_dataset(name, data=values.reshape((self.rows, 1) if raw else (self.rows,)))

@@ -1,0 +1,128 @@
+"""The receive stage on a real ZMQ PUSH socket: forwarding, accounting, and bad input that never stops it."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from detpipe.pipeline.core.frame import Frame
+from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.series import EndOfSeries, EndReason, SeriesStart
+from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
+from tests.pipeline.stream_messages import bslz4_chunk, pixels, v1_config, v1_end, v1_header, v1_image
+from tests.waiting import wait_until
+
+SHAPE = (64, 96)
+IMAGE = pixels(SHAPE)
+
+
+@pytest.fixture
+def push() -> Iterator[tuple[zmq.Socket, str]]:
+    socket = zmq.Context.instance().socket(zmq.PUSH)
+    port = socket.bind_to_random_port("tcp://127.0.0.1")
+    yield socket, f"tcp://127.0.0.1:{port}"
+    socket.close(linger=0)
+
+
+@pytest.fixture
+def receiver(push: tuple[zmq.Socket, str]) -> Iterator[StreamReceiver]:
+    r = StreamReceiver(push[1])
+    r.start()
+    yield r
+    r.close()
+
+
+def drain(outbox: FrameQueue, n: int) -> list:
+    return [outbox.get(timeout_s=5) for _ in range(n)]
+
+
+def test_series_is_forwarded_in_order_with_the_detector_bytes_untouched(push, receiver: StreamReceiver) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    for i in range(3):
+        socket.send_multipart(v1_image(5, i, IMAGE))
+    socket.send_multipart(v1_end(5))
+    start, *frames, end = drain(outbox, 5)
+    assert isinstance(start, SeriesStart) and start.config.shape == SHAPE
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert all(bytes(f.blob) == bslz4_chunk(IMAGE) for f in frames)
+    assert isinstance(end, EndOfSeries) and end.reason is EndReason.END_MESSAGE
+    assert receiver.stats.frames_received == 3 and receiver.stats.last_image_acquired == 2
+
+
+def test_malformed_message_is_counted_and_the_stream_continues(push, receiver: StreamReceiver) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    socket.send_multipart([b"{not json", b"", b"", b""])
+    socket.send_multipart(v1_image(5, 0, IMAGE, blob=bslz4_chunk(IMAGE)[:-50], meta={"size": len(bslz4_chunk(IMAGE))}))
+    socket.send_multipart(v1_image(5, 1, IMAGE))
+    socket.send_multipart(v1_end(5))
+    _, frame, _ = drain(outbox, 3)
+    assert isinstance(frame, Frame) and frame.index == 1
+    assert receiver.stats.rejected == {"bad_json": 1, "truncated_blob": 1}
+    assert receiver.stats.frames_missing == 1  # frame 0 never became a frame
+
+
+def test_leftovers_of_an_earlier_series_are_counted_late_not_rejected_and_never_forwarded(
+        push, receiver: StreamReceiver) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    socket.send_multipart(v1_header(4, "basic", v1_config(SHAPE)))  # a refused series' leftovers
+    socket.send_multipart(v1_end(4))
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    socket.send_multipart(v1_end(5))
+    start, end = drain(outbox, 2)
+    assert start.series_id == end.series_id == 5
+    assert receiver.stats.late_messages == 2 and receiver.stats.rejected_total == 0
+
+
+def test_messages_of_a_later_series_are_rejected_and_never_forwarded(push, receiver: StreamReceiver) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(9, "basic", v1_config(SHAPE)))  # another detector on this endpoint
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    socket.send_multipart(v1_end(5))
+    start, end = drain(outbox, 2)
+    assert start.series_id == end.series_id == 5
+    assert receiver.stats.rejected == {"other_series": 1} and receiver.stats.late_messages == 0
+
+
+def test_full_ingress_queue_drops_frames_and_counts_them(push, receiver: StreamReceiver) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(2, FullPolicy.DROP)
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    for i in range(4):
+        socket.send_multipart(v1_image(5, i, IMAGE))
+    wait_until(lambda: receiver.stats.frames_received, lambda n: n == 4, what="frames_received")
+    assert receiver.stats.frames_dropped == {"queue_full": 3}  # the header took one of the two places
+    socket.send_multipart(v1_end(5))
+    items = drain(outbox, 2)
+    assert isinstance(items[0], SeriesStart) and items[1].index == 0
+    assert isinstance(outbox.get(timeout_s=5), EndOfSeries)  # the sentinel waits for room, never dropped
+
+
+def test_requested_end_follows_the_frames_already_read(push, receiver: StreamReceiver) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    ends: list[EndOfSeries] = []
+    receiver.on_series_end = ends.append
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    socket.send_multipart(v1_image(5, 0, IMAGE))
+    wait_until(lambda: receiver.stats.frames_received, lambda n: n == 1, what="frames_received")
+    receiver.end_series(EndReason.STOP, "operator")
+    start, frame, end = drain(outbox, 3)
+    assert frame.index == 0 and end.reason is EndReason.STOP
+    assert ends == [end]
+    with pytest.raises(queue.Empty):
+        outbox.get(timeout_s=0.1)
