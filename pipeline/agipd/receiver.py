@@ -96,6 +96,7 @@ class AgipdReceiver:
         self.on_series_end = on_series_end
         self.last_message_monotonic = 0.0
         self._receive_buffer_messages = receive_buffer_messages
+        self.failure = ""  # why the receive thread died; empty while it runs
         self._run: _Run | None = None
         self._superseded: list[_Run] = []
         self._awaiting_reply = False
@@ -173,6 +174,10 @@ class AgipdReceiver:
                     socket = self._finish(run, socket)
                     continue
                 socket = self._receive_one(run, socket)
+        except Exception as err:
+            self.failure = f"receive thread died: {type(err).__name__}: {err}"
+            log.exception("bridge receiver of %s stopped", self.endpoint)
+            self.end_series(EndReason.ERROR, self.failure)
         finally:
             self._end_on_close()
             socket.close(linger=0)
@@ -234,6 +239,11 @@ class AgipdReceiver:
             )
         except FrameRejected as err:
             self._reject(err.reason, err.detail)
+            return
+        except Exception as err:  # a decoder bug or an input no check foresaw: this message only
+            if "undecodable" not in self._logged_reasons:
+                log.exception("bridge message could not be decoded")
+            self._reject("undecodable", f"{type(err).__name__}: {err}")
             return
         finally:
             stats.record_time((time.perf_counter() - t0) * 1e3)

@@ -25,7 +25,8 @@ protocol 1.0 adds msgpack's copy (270–1100 ms online).
 
 Rejections (``FrameRejected``): ``unknown_source`` (no AGIPD source), ``missing_key`` (no image.data,
 no train id, no cellId/pulseId), ``wrong_shape`` (no layout fits, modules disagree, id vectors of the
-wrong length), ``wrong_dtype``, ``train_id_mismatch`` (per-module sources of different trains).
+wrong length, ragged lists), ``wrong_dtype``, ``train_id_mismatch`` (per-module sources of different trains),
+``bad_train_id`` (outside 0 … 2**63 − 1), ``bad_ids`` (cell/pulse ids that are not integers of their range).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import FrameRejected
+from ..core.series import MAX_ID
 from ..core.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 from .bridge_decoder import BridgeMessage, SourceData
 from .layout import (
@@ -117,7 +119,7 @@ class AgipdTrainAssembler:
         frames = pulses_of(image.shape, axes)
         labels = _labels(src, frames, received_s)  # cheap checks first: a bad train costs no copy
         present = _modules_present(src)
-        notes: list[str] = []
+        notes: list[str] = list(labels.notes)
         if product is Product.RAW and "g" not in axes:
             data = np.zeros((frames, AGIPD_MODULES, 2, *MODULE_SHAPE), np.uint16)
             copy_to_file_order(image, axes, data[:, :, 0])
@@ -147,7 +149,7 @@ class AgipdTrainAssembler:
         axes, layout = self._axes(image0.shape, MODULE_AXES, first.source)
         frames = pulses_of(image0.shape, axes)
         labels = _labels(first, frames, received_s)
-        notes: list[str] = []
+        notes: list[str] = list(labels.notes)
         raw_quirk = product is Product.RAW and "g" not in axes
         if product is Product.CORRECTED and "g" in axes:
             raise FrameRejected("wrong_shape", f"{first.source}: corrected data {image0.shape} has a gain axis")
@@ -207,7 +209,10 @@ def _modules_present(src: SourceData) -> tuple[bool, ...]:
     flags = src.data.get("modulesPresent")
     if flags is None:
         return (True,) * AGIPD_MODULES
-    flags = np.asarray(flags).reshape(-1)
+    try:
+        flags = np.asarray(flags).reshape(-1)
+    except (ValueError, TypeError) as err:  # ragged lists
+        raise FrameRejected("wrong_shape", f"{src.source}: modulesPresent is not a flat list: {err}") from None
     if flags.size != AGIPD_MODULES:
         raise FrameRejected("wrong_shape", f"{src.source}: modulesPresent has {flags.size} entries, not 16")
     return tuple(bool(f) for f in flags)
@@ -241,18 +246,27 @@ def _train_id(src: SourceData) -> int:
         ids = src.data.get("image.trainId")
         if isinstance(ids, np.ndarray) and ids.size:
             tid = ids.reshape(-1)[0]
-    if isinstance(tid, (int, np.integer)) and not isinstance(tid, bool):
-        return int(tid)
-    raise FrameRejected("missing_key", f"{src.source} has no timestamp.tid (nor image.trainId)")
+    if not isinstance(tid, (int, np.integer)) or isinstance(tid, bool):
+        raise FrameRejected("missing_key", f"{src.source} has no timestamp.tid (nor image.trainId)")
+    if not 0 <= tid <= MAX_ID:
+        raise FrameRejected("bad_train_id", f"{src.source}: train id {tid} is outside 0 … 2**63 - 1")
+    return int(tid)
 
 
 def _id_vector(src: SourceData, key: str, dtype: type, frames: int) -> np.ndarray:
     value = src.data.get(key)
     if value is None:
         raise FrameRejected("missing_key", f"{src.source} has no {key}")
-    ids = np.asarray(value).reshape(-1)  # raw files store (frames, 1)
+    try:
+        ids = np.asarray(value).reshape(-1)  # raw files store (frames, 1)
+    except (ValueError, TypeError) as err:  # ragged lists
+        raise FrameRejected("wrong_shape", f"{src.source}: {key} is not a flat list: {err}") from None
     if ids.size != frames:
         raise FrameRejected("wrong_shape", f"{src.source}: {key} has {ids.size} entries for {frames} frames")
+    if ids.dtype.kind not in "iu":  # text, floats, msgpack extension types
+        raise FrameRejected("bad_ids", f"{src.source}: {key} holds {ids.dtype}, not integers")
+    if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(dtype).max):
+        raise FrameRejected("bad_ids", f"{src.source}: {key} runs {ids.min()} … {ids.max()}, beyond {np.dtype(dtype).name}")
     return ids.astype(dtype, copy=False)
 
 
@@ -262,14 +276,19 @@ class _Labels:
     cell_ids: np.ndarray
     pulse_ids: np.ndarray
     timestamp_s: float
+    notes: tuple[str, ...]
 
 
 def _labels(src: SourceData, frames: int, received_s: float) -> _Labels:
-    """What identifies the frames (agipd.md §1.2); the host time stands in for a missing timestamp."""
+    """What identifies the frames (agipd.md §1.2). The host time stands in for a missing timestamp, and
+    for one that is no Unix time (NaN, inf, negative, beyond 2**33 s), noted ``timestamp_replaced``."""
     timestamp = src.metadata.get("timestamp")
+    usable = isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool) and 0 <= timestamp < 2**33
+    replaced = timestamp is not None and not usable
     return _Labels(
         train_id=_train_id(src),
         cell_ids=_id_vector(src, "image.cellId", np.uint16, frames),
         pulse_ids=_id_vector(src, "image.pulseId", np.uint64, frames),
-        timestamp_s=float(timestamp) if isinstance(timestamp, (int, float)) else received_s,
+        timestamp_s=float(timestamp) if usable else received_s,  # type: ignore[arg-type]
+        notes=("timestamp_replaced",) if replaced else (),
     )

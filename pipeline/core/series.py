@@ -15,6 +15,8 @@ import numpy as np
 
 from .triage_params import TriageParams
 
+MAX_ID = 2**63 - 1  # series, frame and train ids are int64 downstream (Tango DevLong64, HDF5): larger ones are refused
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:

@@ -10,6 +10,7 @@ Absent optional keys keep ``DetectorConfig``'s defaults; a present key of the wr
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
@@ -17,11 +18,35 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import FrameRejected
-from ..core.series import DetectorConfig
+from ..core.series import MAX_ID, DetectorConfig
 
 log = logging.getLogger(__name__)
 
 PIXEL_DTYPES: dict[str, np.dtype] = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+# Numbers from the wire are bounded before they are used. Ids reach Tango (DevLong64) and HDF5 (int64); an
+# image side beyond 16384 px is no EIGER (the 16M is 4150 × 4371) and keeps a frame's byte size, which the
+# LZ4 framing stores in 32 bits, below 2**32.
+MAX_IMAGE_SIDE_PX = 16384
+MAX_TEXT_CHARS = 4096
+# The physically possible range of each DetectorConfig number; a header value outside it (NaN, 1e12 s frame
+# time, 1e30 images) is dropped, keeping the field's default, instead of reaching the master file's arithmetic.
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    "count_time_s": (0.0, 1e6),
+    "frame_time_s": (0.0, 1e6),
+    "photon_energy_ev": (0.0, 1e7),
+    "wavelength_a": (0.0, 1e4),
+    "beam_center_x_px": (-1e6, 1e6),
+    "beam_center_y_px": (-1e6, 1e6),
+    "detector_distance_m": (-1e3, 1e3),
+    "x_pixel_size_m": (0.0, 1.0),
+    "y_pixel_size_m": (0.0, 1.0),
+    "sensor_thickness_m": (0.0, 1.0),
+    "nimages": (1, 2**31 - 1),
+    "ntrigger": (1, 2**31 - 1),
+    "bit_depth_readout": (1, 64),
+    "saturation_value": (-MAX_ID, MAX_ID),
+}
+
 # Stream V2 firmware before 2023-09 sends no ``image_dtype`` (eiger.md §4). DetectorConfig needs a dtype, so
 # it gets this placeholder; every Frame carries the dtype of its own typed-array tag, and writers must size
 # datasets from the frames, never from this value.
@@ -95,7 +120,7 @@ def config_from_v1_header(header: Mapping[str, Any]) -> DetectorConfig:
         log.warning("V1 header has no bit_depth_image; DetectorConfig.dtype is a %s placeholder", PLACEHOLDER_DTYPE)
         dtype = PLACEHOLDER_DTYPE
     fields = _fields(header, _V1_FLOATS, _V1_INTS, _V1_STRINGS, "bad_json")
-    return DetectorConfig(shape=shape, dtype=dtype, header=dict(header), **fields)
+    return DetectorConfig(shape=shape, dtype=dtype, header=storable_header(header), **fields)
 
 
 def config_from_v2_start(start: Mapping[str, Any]) -> DetectorConfig:
@@ -107,18 +132,22 @@ def config_from_v2_start(start: Mapping[str, Any]) -> DetectorConfig:
     shape = _shape(start, "image_size_x", "image_size_y", "bad_cbor")
     dtype = pixel_dtype(start["image_dtype"]) if "image_dtype" in start else PLACEHOLDER_DTYPE
     fields = _fields(start, _V2_FLOATS, _V2_INTS, _V2_STRINGS, "bad_cbor")
-    return DetectorConfig(shape=shape, dtype=dtype, ntrigger=1, header=dict(start), **fields)
+    return DetectorConfig(shape=shape, dtype=dtype, ntrigger=1, header=storable_header(start), **fields)
 
 
 def as_float(value: object) -> float | None:
-    """A number or a V2 Rational ``[num, den]`` (times, in seconds) as float; ``None`` when malformed."""
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        num, den = value
-        if _is_int(num) and _is_int(den) and den != 0:
-            return num / den
-        return None
-    if isinstance(value, (int, float, Fraction)) and not isinstance(value, bool):
-        return float(value)
+    """A number or a V2 Rational ``[num, den]`` (times, in seconds) as float; ``None`` when malformed, inf
+    when beyond a float's range (a 10**400 from the wire, which every range check then refuses)."""
+    try:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            num, den = value
+            if _is_int(num) and _is_int(den) and den != 0:
+                return num / den
+            return None
+        if isinstance(value, (int, float, Fraction)) and not isinstance(value, bool):
+            return float(value)
+    except OverflowError:
+        return math.inf
     return None
 
 
@@ -128,9 +157,43 @@ def _shape(header: Mapping[str, Any], width_key: str, height_key: str, reason: s
     if missing:
         raise FrameRejected(reason, f"series header lacks {', '.join(missing)}")
     width, height = header[width_key], header[height_key]
-    if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-        raise FrameRejected("bad_shape", f"image size {width!r} x {height!r} is not two positive integers")
+    if not (_is_int(width) and _is_int(height) and 0 < width <= MAX_IMAGE_SIDE_PX and 0 < height <= MAX_IMAGE_SIDE_PX):
+        raise FrameRejected("bad_shape", f"image size {width!r} x {height!r} is not two integers in 1…{MAX_IMAGE_SIDE_PX}")
     return int(height), int(width)
+
+
+def image_side(value: object) -> bool:
+    """Whether ``value`` can be the width or height of an image (a positive integer, at most 16384)."""
+    return _is_int(value) and 0 < value <= MAX_IMAGE_SIDE_PX  # type: ignore[operator]
+
+
+def wire_id(value: object) -> bool:
+    """Whether ``value`` can be a series, frame or image id: an integer in 0 … 2**63 − 1."""
+    return _is_int(value) and 0 <= value <= MAX_ID  # type: ignore[operator]
+
+
+def storable_header(header: Mapping[str, Any]) -> dict[str, Any]:
+    """The header without the values an HDF5 attribute or dataset cannot hold as they came: text with NUL or
+    other control characters (or over 4096 characters), integers beyond int64, containers of those. Such a
+    value is dropped and logged, so one odd key never stops the series' master file."""
+    kept = {key: value for key, value in header.items() if _storable(value)}
+    if dropped := sorted(set(header) - set(kept)):
+        log.warning("series header values that cannot be stored dropped from detectorSpecific: %s", ", ".join(dropped))
+    return kept
+
+
+def _storable(value: object, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return len(value) <= MAX_TEXT_CHARS and value.isprintable()
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return True
+    if _is_int(value):
+        return -MAX_ID - 1 <= value <= MAX_ID  # type: ignore[operator]
+    if isinstance(value, (list, tuple)):
+        return depth < 4 and all(_storable(item, depth + 1) for item in value)
+    if isinstance(value, Mapping):
+        return depth < 4 and all(isinstance(k, str) and _storable(v, depth + 1) for k, v in value.items())
+    return isinstance(value, (bytes, Fraction, np.generic))
 
 
 def _fields(
@@ -140,24 +203,40 @@ def _fields(
     strings: Mapping[str, str],
     reason: str,
 ) -> dict[str, Any]:
-    """DetectorConfig keyword arguments for the keys present; a value of the wrong type is rejected."""
+    """DetectorConfig keyword arguments for the keys present. A value of the wrong type rejects the header;
+    a value of the right type but outside ``VALUE_RANGES`` (or text that cannot be stored) is dropped and
+    logged, the field keeping its default: the series goes on with one metadata value fewer."""
     fields: dict[str, Any] = {}
+    dropped: list[str] = []
     for key, name in floats.items():
         if key in header:
             value = as_float(header[key])
             if value is None:
                 raise FrameRejected(reason, f"{key}={header[key]!r} is not a number")
-            fields[name] = value
+            low, high = VALUE_RANGES[name]
+            if low <= value <= high:  # False for NaN
+                fields[name] = value
+            else:
+                dropped.append(f"{key}={value!r}")
     for key, name in ints.items():
         if key in header:
             if not _is_int(header[key]):
                 raise FrameRejected(reason, f"{key}={header[key]!r} is not an integer")
-            fields[name] = int(header[key])
+            low, high = VALUE_RANGES[name]
+            if low <= header[key] <= high:
+                fields[name] = int(header[key])
+            else:
+                dropped.append(f"{key}={header[key]!r}")
     for key, name in strings.items():
         if key in header:
             if not isinstance(header[key], str):
                 raise FrameRejected(reason, f"{key}={header[key]!r} is not text")
-            fields[name] = header[key]
+            if _storable(header[key]):
+                fields[name] = header[key]
+            else:
+                dropped.append(f"{key}={header[key][:40]!r}")
+    if dropped:
+        log.warning("series header values out of range dropped (defaults kept): %s", ", ".join(dropped))
     return fields
 
 

@@ -30,6 +30,15 @@ StreamItem = SeriesStart | Frame | EndOfSeries
 _CBOR_MAP_FIRST_BYTES = range(0xA0, 0xC0)  # major type 5 (map), any length form
 
 
+class ForeignSeries(FrameRejected):
+    """A message of a series other than the one open (or expected): the receiver decides whether it is a
+    leftover of an earlier series or another stream on the endpoint, so it carries the id."""
+
+    def __init__(self, series_id: int, detail: str) -> None:
+        super().__init__("other_series", detail)
+        self.series_id = series_id
+
+
 class StreamFormat(enum.Enum):
     """The two Eiger stream formats, valued as SIMPLON's ``stream/config/format`` (§1.6)."""
 
@@ -45,8 +54,10 @@ class EigerStreamDecoder:
     ``FrameRejected(reason, detail)``; the caller counts it and goes on with the next message. Reasons:
     bad_json, bad_cbor, missing_self_describe_tag, unknown_htype (V1), unknown_message_type (V2),
     wrong_part_count, size_mismatch, truncated_blob, unknown_encoding (also an unsupported pixel type),
-    bad_shape (also a frame whose shape differs from its series header), other_series,
-    frame_before_header (an image or end with no open series).
+    bad_id (an id outside 0 … 2**63 − 1), bad_shape (also a frame whose shape differs from its series
+    header), bad_dtype (a frame whose pixel type differs from the one its header names), other_series
+    (``ForeignSeries``: also a header of a series other than the ``expected`` one, which leaves the open
+    series open), frame_before_header (an image or end with no open series).
 
     Cost per 4M uint16 bslz4 frame (2162 × 2068, 1.65 MB compressed; 2-core x86 host): V1 ~27 µs, of
     which ~11 µs block-chain check and ~7 µs JSON, with the blob passed on uncopied. V2 ~170 µs from
@@ -60,8 +71,10 @@ class EigerStreamDecoder:
         self.verify_block_chain = verify_block_chain
         self.stream_format: StreamFormat | None = None
         self.series_id: int | None = None  # of the current (or last) series; None before the first header
+        self.expected_series: int | None = None  # the only series a header may open; None: any
         self._series_open = False
         self._config: DetectorConfig | None = None
+        self._header_dtype: np.dtype | None = None  # the pixel type the open series' header names, if any
         self._image_dtype: np.dtype | None = None  # V2 start's image_dtype, for blobs without a typed-array tag
         warm_up()  # compile the chain check now: a first-frame stall of ~0.5 s would back up the stream
 
@@ -87,6 +100,11 @@ class EigerStreamDecoder:
             self.stream_format = fmt
         return items
 
+    def expect(self, series_id: int | None) -> None:
+        """Let only a header of ``series_id`` open a series (the one the receiver listens to): a header of
+        another series, from a second detector or a stale DCU, is rejected without closing the open one."""
+        self.expected_series = series_id
+
     def reset(self) -> None:
         """Forget the series and the format (new acquisition; the format may be reconfigured in between)."""
         self.stream_format = None
@@ -94,6 +112,7 @@ class EigerStreamDecoder:
         self._series_open = False
         self._config = None
         self._image_dtype = None
+        self._header_dtype = None
 
     def _format_of(self, parts: Sequence[ChunkBlob]) -> StreamFormat:
         """V2 iff the first part starts with tag 55799; a single CBOR map without it is a V2 message missing
@@ -111,6 +130,9 @@ class EigerStreamDecoder:
         """Check the items against the open series, then (all checks passed) update the series state."""
         first = items[0]
         if isinstance(first, SeriesStart):
+            if self.expected_series is not None and first.series_id != self.expected_series:
+                raise ForeignSeries(first.series_id, f"header of series {first.series_id}, "
+                                                     f"expected {self.expected_series}")
             if self._series_open:
                 # The end message was lost or never sent (§9.9). Closing that series is the receiver's job
                 # (it already ends series on Stop, Abort and silence); the decoder just moves on.
@@ -127,6 +149,11 @@ class EigerStreamDecoder:
                     raise FrameRejected(
                         "bad_shape", f"frame {frame.index} is {frame.shape}, series header says {self._config.shape}"
                     )
+                if isinstance(frame, Frame) and self._header_dtype is not None and frame.dtype != self._header_dtype:
+                    raise FrameRejected(
+                        "bad_dtype", f"frame {frame.index} is {frame.dtype.name}, series header says "
+                                     f"{self._header_dtype.name}"
+                    )
         return items
 
     def _open(self, start: SeriesStart) -> None:
@@ -135,9 +162,14 @@ class EigerStreamDecoder:
         self.series_id = start.series_id
         self._series_open = True
         self._config = start.config
+        named = start.config is not None and ("bit_depth_image" in start.config.header
+                                              or "image_dtype" in start.config.header)
+        self._header_dtype = start.config.dtype if named else None  # type: ignore[union-attr]
 
     def _check_member(self, series_id: int, what: str) -> None:
+        if self.expected_series is not None and series_id != self.expected_series:
+            raise ForeignSeries(series_id, f"{what} of series {series_id}, expected {self.expected_series}")
         if not self._series_open:
             raise FrameRejected("frame_before_header", f"{what} of series {series_id} with no open series")
         if series_id != self.series_id:
-            raise FrameRejected("other_series", f"{what} of series {series_id}, current series is {self.series_id}")
+            raise ForeignSeries(series_id, f"{what} of series {series_id}, current series is {self.series_id}")

@@ -6,6 +6,10 @@ earlier series are leftovers, counted as ``late_messages``; those of any other s
 ``rejected["other_series"]``. Neither is ever forwarded. The receiver is the only
 producer into the outbox, so even a synthetic end (Stop, Abort, silence, closing) arrives after the last
 frame.
+
+One message never stops the stream: whatever decoding one raises, expected (``FrameRejected``) or not
+(a decoder bug, an exotic input), is counted by reason and the next message is read. Should the thread
+die anyway, ``failure`` names the cause and the active series ends as an error.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from ..core.frame_queue import FrameQueue
 from ..core.receiver_stats import ReceiverStats
 from ..core.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
-from .stream_decoder import EigerStreamDecoder
+from .stream_decoder import EigerStreamDecoder, ForeignSeries
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,9 @@ class StreamReceiver:
         self._series_id: int | None = None
         self._fallback_config: DetectorConfig | None = None
         self._expected_index = 0
+        self._frames_expected = 0  # of the forwarded series header; 0 while unknown
         self._pending_end: EndOfSeries | None = None
+        self.failure = ""  # why the receive thread died; empty while it runs
         self._listening = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -77,6 +83,8 @@ class StreamReceiver:
             self._series_id = series_id
             self._fallback_config = fallback_config
             self._expected_index = 0
+            self._frames_expected = 0
+            self.decoder.expect(series_id)
             self._pending_end = None
             self.last_message_monotonic = time.monotonic()
             self._listening.set()
@@ -106,6 +114,10 @@ class StreamReceiver:
                 except zmq.Again:
                     continue
                 self._handle_message(parts)
+        except Exception as err:
+            self.failure = f"receive thread died: {type(err).__name__}: {err}"
+            log.exception("stream receiver of %s stopped", self.endpoint)
+            self.end_series(EndReason.ERROR, self.failure)
         finally:
             self._end_on_close()
             socket.close(linger=0)
@@ -126,8 +138,16 @@ class StreamReceiver:
         t0 = time.perf_counter()
         try:
             items = self.decoder.decode([p.buffer for p in parts], received_s)
+        except ForeignSeries as err:
+            self._not_this_series(err.series_id)
+            return
         except FrameRejected as err:
             self._reject(err.reason, err.detail)
+            return
+        except Exception as err:  # a decoder bug or an input no check foresaw: this message only
+            if "undecodable" not in self._logged_reasons:
+                log.exception("stream message could not be decoded")
+            self._reject("undecodable", f"{type(err).__name__}: {err}")
             return
         finally:
             stats.record_time((time.perf_counter() - t0) * 1e3)
@@ -137,14 +157,30 @@ class StreamReceiver:
             elif isinstance(item, Frame):
                 self._forward_frame(item)
             elif isinstance(item, SeriesStart):
-                if item.config is None and self._fallback_config is not None:
-                    item = replace(item, config=self._fallback_config)
-                self._put(item)
+                self._forward_start(item)
             else:
                 self._emit_end(item)
 
+    def _forward_start(self, start: SeriesStart) -> None:
+        """The header goes on with the settings this series was armed with where it lacks or contradicts
+        them: no config at all (V1 header_detail=none), or another number of frames than was armed."""
+        fallback = self._fallback_config
+        if fallback is not None:
+            if start.config is None:
+                start = replace(start, config=fallback)
+            elif start.config.frames_expected != fallback.frames_expected:
+                log.warning("series %d header announces %d frames, %d were armed: the armed number is kept",
+                            start.series_id, start.config.frames_expected, fallback.frames_expected)
+                start = replace(start, config=replace(start.config, nimages=fallback.nimages,
+                                                      ntrigger=fallback.ntrigger))
+        self._frames_expected = start.config.frames_expected if start.config is not None else 0
+        self._put(start)
+
     def _forward_frame(self, frame: Frame) -> None:
         stats = self.stats
+        if self._frames_expected and frame.index >= self._frames_expected:
+            self._reject("index_out_of_range", f"frame {frame.index} of a {self._frames_expected}-frame series")
+            return
         stats.frames_received += 1
         stats.processed += 1
         stats.bytes_received += frame.nbytes_encoded

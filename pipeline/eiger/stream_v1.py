@@ -27,7 +27,7 @@ from ..core.chunk_framing import ChunkBlob, check_chunk, frame_bslz4, reframe_v1
 from ..core.errors import FrameRejected
 from ..core.frame import Encoding, Frame
 from ..core.series import EndOfSeries, EndReason, SeriesStart
-from .header import config_from_v1_header, pixel_dtype
+from .header import MAX_ID, config_from_v1_header, image_side, pixel_dtype, wire_id
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,9 @@ def _chunk(
 
 def _frame_shape(shape: object) -> tuple[int, int]:
     """V1 ``shape`` is ``[x, y]`` = [width, height]; frames are (height, width) (§3, §9.7)."""
-    if (
-        isinstance(shape, list)
-        and len(shape) == 2
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
-    ):
+    if isinstance(shape, list) and len(shape) == 2 and all(image_side(n) for n in shape):
         return shape[1], shape[0]
-    raise FrameRejected("bad_shape", f"dimage_d-1.0 shape {shape!r} is not [width, height]")
+    raise FrameRejected("bad_shape", f"dimage_d-1.0 shape {shape!r} is not [width, height] of 1…16384 px")
 
 
 def _calibration(meta_part: ChunkBlob, blob: ChunkBlob, htype: str) -> np.ndarray | None:
@@ -175,7 +171,7 @@ def _calibration(meta_part: ChunkBlob, blob: ChunkBlob, htype: str) -> np.ndarra
     """
     try:
         meta = json.loads(bytes(meta_part))
-    except ValueError:
+    except (ValueError, RecursionError):
         log.warning("%s part is not JSON; calibration treated as absent", htype)
         return None
     if not isinstance(meta, dict) or meta.get("htype") != htype:
@@ -195,7 +191,7 @@ def _appendix(part: ChunkBlob) -> Any:
     raw = bytes(part)
     try:
         return json.loads(raw)
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, RecursionError):
         return raw
     except ValueError:
         return raw.decode()
@@ -211,6 +207,8 @@ def _json_object(part: ChunkBlob, what: str) -> dict[str, Any]:
         value = _JSON.decode(str(part, "utf-8"))
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise FrameRejected("bad_json", f"{what}: {err}") from None
+    except RecursionError:
+        raise FrameRejected("bad_json", f"{what} nests deeper than Python's recursion limit") from None
     if not isinstance(value, dict):
         raise FrameRejected("bad_json", f"{what} is a JSON {type(value).__name__}, not an object")
     return value
@@ -218,13 +216,16 @@ def _json_object(part: ChunkBlob, what: str) -> dict[str, Any]:
 
 def _int(obj: dict[str, Any], key: str, htype: str) -> int:
     value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise FrameRejected("bad_json", f"{htype} {key} {value!r} is not a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FrameRejected("bad_json", f"{htype} {key} {value!r} is not an integer")
+    if not wire_id(value):
+        raise FrameRejected("bad_id", f"{htype} {key} {value} is outside 0 … 2**63 - 1")
     return value
 
 
 def _ns_to_s(value: object) -> float | None:
-    """dconfig times are nanoseconds of the detector clock, not Unix time (§9.5)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value * _NS
+    """dconfig times are nanoseconds of the detector clock, not Unix time (§9.5); one that is not a finite
+    number below 2**63 ns is treated as absent, as a missing one is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_ID:
+        return value * _NS  # NaN fails the bound above
     return None

@@ -15,6 +15,7 @@ whose docstring still shows the old order) and ``hook(decoder, tag)`` before tha
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from ..core.chunk_framing import ChunkBlob, check_chunk, decode_chunk_pixels, fr
 from ..core.errors import FrameRejected
 from ..core.frame import Encoding, Frame
 from ..core.series import EndOfSeries, EndReason, SeriesStart
-from .header import as_float, config_from_v2_start, pixel_dtype
+from .header import as_float, config_from_v2_start, image_side, pixel_dtype, wire_id
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def decode_v2(
         content = cbor2.loads(message, tag_hook=_tag_hook)
     except cbor2.CBORError as err:
         raise FrameRejected("bad_cbor", str(err)) from None
+    except RecursionError:
+        raise FrameRejected("bad_cbor", "the message nests deeper than Python's recursion limit") from None
     if not isinstance(content, Mapping):
         raise FrameRejected("bad_cbor", f"message is a CBOR {type(content).__name__}, not a map")
     kind = content.get("type")
@@ -135,7 +138,7 @@ def _image(
     channels = content.get("data")
     if not isinstance(channels, Mapping) or not channels:
         raise FrameRejected("bad_cbor", "image has no data map of channel -> MultiDimArray")
-    start_s, stop_s, real_s = (as_float(content.get(key)) for key in ("start_time", "stop_time", "real_time"))
+    start_s, stop_s, real_s = (_seconds(content.get(key)) for key in ("start_time", "stop_time", "real_time"))
     frames = []
     for channel, array in channels.items():
         shape, dtype, encoding, blob = _channel_chunk(channel, array, image_dtype, verify_chain)
@@ -155,6 +158,12 @@ def _image(
             )
         )
     return frames
+
+
+def _seconds(value: object) -> float | None:
+    """An image time (Rational seconds, §4); one that is not a finite number is treated as absent."""
+    seconds = as_float(value)
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def _channel_chunk(
@@ -199,13 +208,9 @@ def _channel_chunk(
 
 def _dims(dims: object) -> tuple[int, int]:
     """Image dims are ``[height, width]`` (§4, §9.7), both positive integers."""
-    if (
-        isinstance(dims, (list, tuple))
-        and len(dims) == 2
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in dims)
-    ):
+    if isinstance(dims, (list, tuple)) and len(dims) == 2 and all(image_side(n) for n in dims):
         return dims[0], dims[1]
-    raise FrameRejected("bad_shape", f"MultiDimArray dims {dims!r} are not [height, width]")
+    raise FrameRejected("bad_shape", f"MultiDimArray dims {dims!r} are not [height, width] of 1…16384 px")
 
 
 def _calibration(per_channel: object, channel: object, key: str) -> np.ndarray | None:
@@ -257,6 +262,8 @@ def _plain(value: object) -> Any:
 
 def _uint(content: Mapping[str, Any], key: str) -> int:
     value = content.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise FrameRejected("bad_cbor", f"{key} {value!r} is not a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FrameRejected("bad_cbor", f"{key} {value!r} is not an integer")
+    if not wire_id(value):
+        raise FrameRejected("bad_id", f"{key} {value} is outside 0 … 2**63 - 1")
     return value

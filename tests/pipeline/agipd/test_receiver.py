@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -307,3 +308,54 @@ def test_listening_to_a_new_run_ends_the_open_one_first(push, pull_receiver) -> 
     socket.send_multipart(good_train(3))
     start, train, end = drain(second, 3)
     assert start.series_id == train.series_id == end.series_id == 2 and train.train_id == 3
+
+
+def _with_metadata(train_id: int, **values: Any) -> list[bytes]:
+    sources = combined_sources(make_truth(raw=True, frames=1, train_id=train_id), "file")
+    meta, keys = sources[COMBINED_RAW]
+    meta.update(values)
+    if "timestamp.tid" in values:
+        del keys["image.trainId"]
+    return v2_2(sources)
+
+
+# Each of these once killed the receive thread (ValueError from numpy) or reached the files: a negative train
+# id made every module file fail at close, a NaN timestamp put the writer in FAULT, 2**64 - 1 made every later
+# train "not increasing".
+HOSTILE_TRAINS = {
+    "cellId as text": (lambda: _with(1, {"image.cellId": ["0"]}), "bad_ids"),
+    "ragged cellId": (lambda: _with(1, {"image.cellId": [[0, 1], [2]]}), "wrong_shape"),
+    "cellId as msgpack extension": (lambda: _with(1, {"image.cellId": [msgpack.ExtType(5, b"x")]}), "wrong_shape"),
+    "cellId beyond uint16": (lambda: _with(1, {"image.cellId": np.array([70_000])}), "bad_ids"),
+    "ragged modulesPresent": (lambda: _with(1, {"modulesPresent": [[True], [True, False]]}), "wrong_shape"),
+    "train id -5": (lambda: _with_metadata(1, **{"timestamp.tid": -5}), "bad_train_id"),
+    "train id 2**64 - 1": (lambda: _with_metadata(1, **{"timestamp.tid": 2**64 - 1}), "bad_train_id"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_TRAINS))
+def test_hostile_train_is_rejected_alone(push, pull_receiver, case: str) -> None:
+    build, reason = HOSTILE_TRAINS[case]
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(8, FullPolicy.DROP)
+    pull_receiver.listen(6, outbox)
+    socket.send_multipart(good_train(FIRST_TRAIN_ID))
+    socket.send_multipart(build())
+    socket.send_multipart(good_train(FIRST_TRAIN_ID + 1))
+    trains = drain(outbox, 3)[1:]
+    assert [t.train_id for t in trains] == [FIRST_TRAIN_ID, FIRST_TRAIN_ID + 1]
+    assert pull_receiver.stats.rejected == {reason: 1} and pull_receiver.stats.notes == {}
+    assert pull_receiver.failure == ""
+
+
+@pytest.mark.parametrize("timestamp", [float("nan"), float("inf"), 1e300, -1.0])
+def test_a_timestamp_that_is_no_unix_time_is_replaced_by_the_host_time_and_noted(push, pull_receiver,
+                                                                                timestamp: float) -> None:
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(8, FullPolicy.DROP)
+    pull_receiver.listen(6, outbox)
+    before = time.time()
+    socket.send_multipart(_with_metadata(FIRST_TRAIN_ID, timestamp=timestamp))
+    _, train = drain(outbox, 2)
+    assert before <= train.timestamp_s <= time.time()
+    assert pull_receiver.stats.notes == {"timestamp_replaced": 1} and pull_receiver.stats.rejected_total == 0
