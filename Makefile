@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench fuzz install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+fuzz: $(STAMP)
+	DETPIPE_FUZZ_CASES=20000 $(BIN)/python -m pytest tests/fuzz
 
 clean:
 	rm -rf $(VENV) detpipe-demo .pytest_cache

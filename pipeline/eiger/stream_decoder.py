@@ -57,7 +57,8 @@ class EigerStreamDecoder:
     bad_id (an id outside 0 … 2**63 − 1), bad_shape (also a frame whose shape differs from its series
     header), bad_dtype (a frame whose pixel type differs from the one its header names), other_series
     (``ForeignSeries``: also a header of a series other than the ``expected`` one, which leaves the open
-    series open), frame_before_header (an image or end with no open series).
+    series open), repeated_header (a second header of the open series, which keeps the first one's
+    layout), frame_before_header (an image or end with no open series).
 
     Cost per 4M uint16 bslz4 frame (2162 × 2068, 1.65 MB compressed; 2-core x86 host): V1 ~27 µs, of
     which ~11 µs block-chain check and ~7 µs JSON, with the blob passed on uncopied. V2 ~170 µs from
@@ -102,8 +103,10 @@ class EigerStreamDecoder:
 
     def expect(self, series_id: int | None) -> None:
         """Let only a header of ``series_id`` open a series (the one the receiver listens to): a header of
-        another series, from a second detector or a stale DCU, is rejected without closing the open one."""
+        another series, from a second detector or a stale DCU, is rejected without closing the open one.
+        Whatever series was open is over: the next header opens one even if a DCU restarted its ids."""
         self.expected_series = series_id
+        self._series_open = False
 
     def reset(self) -> None:
         """Forget the series and the format (new acquisition; the format may be reconfigured in between)."""
@@ -133,6 +136,8 @@ class EigerStreamDecoder:
             if self.expected_series is not None and first.series_id != self.expected_series:
                 raise ForeignSeries(first.series_id, f"header of series {first.series_id}, "
                                                      f"expected {self.expected_series}")
+            if self._series_open and first.series_id == self.series_id:
+                raise FrameRejected("repeated_header", f"a second header of the open series {first.series_id}")
             if self._series_open:
                 # The end message was lost or never sent (§9.9). Closing that series is the receiver's job
                 # (it already ends series on Stop, Abort and silence); the decoder just moves on.

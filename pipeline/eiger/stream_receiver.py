@@ -56,6 +56,8 @@ class StreamReceiver:
         self._fallback_config: DetectorConfig | None = None
         self._expected_index = 0
         self._frames_expected = 0  # of the forwarded series header; 0 while unknown
+        self._started = False  # the series' header went on: a second one is refused
+        self._seen: dict[str, bytearray] = {}  # per channel, a bit per frame index forwarded
         self._pending_end: EndOfSeries | None = None
         self.failure = ""  # why the receive thread died; empty while it runs
         self._listening = threading.Event()
@@ -84,6 +86,8 @@ class StreamReceiver:
             self._fallback_config = fallback_config
             self._expected_index = 0
             self._frames_expected = 0
+            self._started = False
+            self._seen = {}
             self.decoder.expect(series_id)
             self._pending_end = None
             self.last_message_monotonic = time.monotonic()
@@ -163,7 +167,12 @@ class StreamReceiver:
 
     def _forward_start(self, start: SeriesStart) -> None:
         """The header goes on with the settings this series was armed with where it lacks or contradicts
-        them: no config at all (V1 header_detail=none), or another number of frames than was armed."""
+        them: no config at all (V1 header_detail=none), or another number of frames than was armed. Only the
+        first header of a series goes on: the stages after it open their files once."""
+        if self._started:
+            self._reject("repeated_header", f"a second header of series {start.series_id}")
+            return
+        self._started = True
         fallback = self._fallback_config
         if fallback is not None:
             if start.config is None:
@@ -181,6 +190,9 @@ class StreamReceiver:
         if self._frames_expected and frame.index >= self._frames_expected:
             self._reject("index_out_of_range", f"frame {frame.index} of a {self._frames_expected}-frame series")
             return
+        if self._frames_expected and not self._first_time(frame):
+            self._reject("duplicate_frame", f"frame {frame.index} ({frame.channel}) came a second time")
+            return
         stats.frames_received += 1
         stats.processed += 1
         stats.bytes_received += frame.nbytes_encoded
@@ -192,6 +204,18 @@ class StreamReceiver:
         stats.last_image_acquired = max(stats.last_image_acquired, frame.index)
         if not self._put(frame):
             stats.frames_dropped["queue_full"] += 1
+
+    def _first_time(self, frame: Frame) -> bool:
+        """Marks the frame's index as forwarded; False if it already was. A bit per index, grown to the
+        highest index seen, which the series' frame count bounds (1e8 frames: 12.5 MB)."""
+        seen = self._seen.setdefault(frame.channel, bytearray())
+        byte, bit = divmod(frame.index, 8)
+        if byte >= len(seen):
+            seen.extend(bytes(byte + 1 - len(seen)))
+        if seen[byte] >> bit & 1:
+            return False
+        seen[byte] |= 1 << bit
+        return True
 
     def _put(self, item: Item) -> bool:
         assert self._outbox is not None
