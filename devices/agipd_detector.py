@@ -58,12 +58,19 @@ class AgipdDetector(DetectorDevice):
         self._receiver.start()
         self._acq = AgipdAcquisition(self._receiver, stream_timeout_s=self.StreamTimeout)
         self._correction: StageRunner | None = None
+        self._constants_problem = ""  # a ConstantsFile that cannot be used: this device alone stays in FAULT
         if self.ConstantsFile:
-            self._correction_inbox: FrameQueue[Item] = FrameQueue(CORRECTION_QUEUE_TRAINS, FullPolicy.DROP)
-            stage = AgipdCorrection(load_constants(Path(self.ConstantsFile)))
-            self._correction = StageRunner("correction", stage, self._correction_inbox,
-                                           on_failure=self.set_fault)
-            self._correction.start()
+            try:
+                constants = load_constants(Path(self.ConstantsFile))
+            except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
+                reason = " ".join(str(err).split())[:300]
+                self._constants_problem = (f"ConstantsFile {self.ConstantsFile} cannot be used ({type(err).__name__}: "
+                                           f"{reason}); fix the file or the property, then Init")
+            else:
+                self._correction_inbox: FrameQueue[Item] = FrameQueue(CORRECTION_QUEUE_TRAINS, FullPolicy.DROP)
+                self._correction = StageRunner("correction", AgipdCorrection(constants), self._correction_inbox,
+                                               on_failure=self.set_fault)
+                self._correction.start()
         self._nb_trains, self._run_number = 20, 1
         self._summary = f"Ready: Karabo bridge {self.BridgeEndpoint} ({self.BridgeSocket})"
         self.preload_triage(DetectorKind.AGIPD, None)
@@ -92,6 +99,10 @@ class AgipdDetector(DetectorDevice):
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         stats = self._receiver.stats
+        if self._receiver.failure:
+            return DevState.FAULT, f"{self._receiver.failure}; Init starts a new receiver"
+        if self._constants_problem:
+            return DevState.FAULT, self._constants_problem
         if self.preparing:
             return DevState.MOVING, f"Preparing run {self._run_number}: {self.prepare_step}"
         if self._acq.prepared:

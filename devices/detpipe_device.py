@@ -179,8 +179,16 @@ class DetpipeDevice(Device):
         self.push_change_event(name, value)
 
     async def _monitor_loop(self) -> None:
+        """Never ends but by cancellation: a tick that raises is logged (its first time) and the next tick
+        runs, so State, Status and events keep flowing whatever one odd value did."""
+        failed: set[str] = set()
         while True:
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception as err:  # noqa: BLE001 - the monitor outlives any one tick
+                if type(err).__name__ not in failed:
+                    failed.add(type(err).__name__)
+                    log.exception("%s: monitor tick failed; the monitor goes on", self.get_name())
             await asyncio.sleep(MONITOR_PERIOD_S)
 
     def _on_monitor_done(self, task: asyncio.Task[None]) -> None:

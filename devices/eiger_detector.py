@@ -110,6 +110,8 @@ class EigerDetector(DetectorDevice):
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         stats, acq = self._receiver.stats, self._acq
+        if self._receiver.failure:
+            return DevState.FAULT, f"{self._receiver.failure}; Init starts a new receiver"
         queue_fill = self._writer_queue_fill()
         if self.preparing:
             return DevState.MOVING, f"Preparing a series: {self.prepare_step}"

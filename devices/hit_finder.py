@@ -22,6 +22,7 @@ from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.core.train import AGIPD_MODULES, MODULE_SHAPE
 from detpipe.pipeline.core.triage_params import UNITS, TriageParams
 from detpipe.pipeline.triage.dispatcher import LastHit, TriageDispatcher
+from detpipe.pipeline.triage.geometry import load_user_mask
 from detpipe.pipeline.triage.pool import TriagePool
 from detpipe.pipeline.triage.setup import DetectorKind
 from detpipe.pipeline.triage.stats import HISTOGRAM_BINS
@@ -74,6 +75,7 @@ class HitFinder(DetpipeDevice):
         self._dispatcher = TriageDispatcher(TriagePool(self.Workers), self._inboxes[DetectorKind.EIGER],
                                             bypass_fill_percent=self.BypassFill)
         self._dispatcher.user_mask_path = self.MaskFile
+        self._mask_problem = unusable_mask(self.MaskFile)
         self._dispatcher.start()
         self.requested_params = TriageParams()
         self._enabled = True
@@ -155,6 +157,8 @@ class HitFinder(DetpipeDevice):
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         d, stats = self._dispatcher, self._dispatcher.stats
+        if self._mask_problem:
+            return DevState.FAULT, self._mask_problem
         if d.failure is not None:
             return DevState.FAULT, f"{d.failure}; frames go to the writer untriaged. Reset to retry"
         if not d.pool.ready:
@@ -355,3 +359,17 @@ def _image_of(hit: LastHit) -> np.ndarray:
         pixels = decode_chunk_pixels(item.encoding, item.blob, item.shape, item.dtype)
         return pixels.astype(np.float32)
     return np.ascontiguousarray(item.data[hit.image], dtype=np.float32).reshape(MAX_IMAGE_HEIGHT, MODULE_SHAPE[1])
+
+
+def unusable_mask(path: str) -> str:
+    """Why the MaskFile cannot be used, or "" (no mask, or a readable one). Checked at Init so that a wrong
+    file shows in this device's Status instead of leaving every frame untriaged with the reason in a log;
+    its shape is checked against the detector when the geometry is built."""
+    if not path:
+        return ""
+    try:
+        load_user_mask(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
+        reason = " ".join(str(err).split())[:300]
+        return f"MaskFile {path} cannot be used ({type(err).__name__}: {reason}); fix the file or the property, then Init"
+    return ""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
 from detpipe.pipeline.core.errors import ConfigError
 from detpipe.pipeline.policy.offline_reduction import reduce_series
+from detpipe.pipeline.policy.policy_document import policy_mapping
 from detpipe.pipeline.policy.provenance import read_reduction_config
 from detpipe.pipeline.policy.reduction_params import ReductionParams
 
@@ -18,9 +18,7 @@ tqdm.monitor_interval = 0  # no monitor thread: the bar is updated once per fram
 
 def load_policy_file(path: Path) -> ReductionParams:
     """A YAML (or JSON) mapping of DataPolicy parameters, validated like the device's attributes."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(document, dict):
-        raise ConfigError([f"{path} must hold a mapping of data policy parameters"])
+    document = policy_mapping(path.read_text(encoding="utf-8"), str(path))
     return ReductionParams.from_mapping(document.get("data_policy", document))
 
 

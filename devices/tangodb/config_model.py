@@ -36,6 +36,8 @@ PropertyValues = Mapping[str, list[str] | None]
 
 DEVICE_KEYS = ("properties", "attribute_properties")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# One part of a Tango device name (domain, family or member): no blanks, no wildcard, no control character.
+_NAME_PART = re.compile(r"[A-Za-z0-9_.+\-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ def load_database_config(path: Path, variables: Mapping[str, str]) -> DatabaseCo
     """Read a YAML or JSON config file, fill its ``${NAME}`` placeholders and validate it."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r})"]) from None
     except yaml.YAMLError as err:
         raise ConfigError([f"{path}: not YAML/JSON: {err}"]) from err
     missing: set[str] = set()
@@ -138,8 +142,9 @@ def _server_instances(servers: Mapping[str, Any], problems: list[str]) -> Iterat
 def _devices(server: str, classes: Any, problems: list[str]) -> Iterator[DeviceEntry]:
     for device_class, devices in _mapping(classes, f"server {server}", problems).items():
         for name, spec in _mapping(devices, f"class {device_class} of {server}", problems).items():
-            if str(name).count("/") != 2:
-                problems.append(f"device {name!r} must be domain/family/member")
+            parts = str(name).split("/")
+            if len(parts) != 3 or not all(_NAME_PART.fullmatch(part) for part in parts):
+                problems.append(f"device {name!r} must be domain/family/member of letters, digits and _ . + -")
             spec = _mapping(spec or {}, f"device {name}", problems)
             problems.extend(f"device {name}: unknown key {key!r} ({', '.join(DEVICE_KEYS)})"
                             for key in spec.keys() - set(DEVICE_KEYS))
@@ -156,7 +161,8 @@ def _section(spec: Any, key: str, owner: str, problems: list[str]) -> Any:
 
 
 def _values(props: Any, owner: str, problems: list[str]) -> dict[str, list[str] | None]:
-    return {str(name): _as_strings(value) for name, value in _mapping(props, f"{owner} properties", problems).items()}
+    return {str(name): _as_strings(value, f"{owner} property {name}", problems)
+            for name, value in _mapping(props, f"{owner} properties", problems).items()}
 
 
 def _mapping(node: Any, what: str, problems: list[str]) -> Mapping[Any, Any]:
@@ -166,7 +172,18 @@ def _mapping(node: Any, what: str, problems: list[str]) -> Mapping[Any, Any]:
     return {}
 
 
-def _as_strings(value: Any) -> list[str] | None:
+def _as_strings(value: Any, what: str, problems: list[str]) -> list[str] | None:
+    """A property value as Tango stores it, one string per line. Only scalars and lists of scalars are
+    values: a mapping or a nested list would be written as its Python spelling and break the server."""
     if value is None or value == []:
         return None
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    items = value if isinstance(value, list) else [value]
+    if bad := [item for item in items if not isinstance(item, (str, int, float, bool))]:
+        problems.append(f"{what}: {bad[0]!r} is not a string, number or boolean (a list of them is fine)")
+        return None
+    strings = [str(item) for item in items]
+    if bad_text := [text for text in strings if not text.isprintable()]:
+        problems.append(f"{what}: {bad_text[0][:40]!r} contains control characters (NUL, newline…); "
+                        "write one list item per line")
+        return None
+    return strings

@@ -134,12 +134,25 @@ _CONVERTERS = {
 }
 
 
+MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems: a longer name fails only when the file is created
+# The longest file name a prefix becomes: "<prefix>_master.h5" or "<prefix>_data_000001.h5", with $id up to 20 digits.
+_FILE_NAME_EXTRA_BYTES = len("_data_000001.h5") + 20
+
+
 def _value_problems(p: SavingParams | _Candidate) -> list[str]:
     problems = []
+    directory = str(p.directory)
     if not p.directory.is_absolute():
-        problems.append(f"directory {str(p.directory)!r} must be an absolute path")
-    if not p.prefix or p.prefix in {".", ".."} or "/" in p.prefix or "\0" in p.prefix:
-        problems.append(f"prefix {p.prefix!r} must be a non-empty file name without '/'")
+        problems.append(f"directory {directory!r} must be an absolute path")
+    if not directory.isprintable():
+        problems.append(f"directory {directory!r} contains control characters (NUL, newline, tab…)")
+    if too_long := [part for part in p.directory.parts if len(part.encode()) > MAX_NAME_BYTES]:
+        problems.append(f"directory name {too_long[0][:40]!r}… is longer than {MAX_NAME_BYTES} bytes")
+    if not p.prefix or p.prefix in {".", ".."} or "/" in p.prefix or not p.prefix.isprintable():
+        problems.append(f"prefix {p.prefix!r} must be a non-empty file name without '/' or control characters")
+    elif len(p.prefix.encode()) + _FILE_NAME_EXTRA_BYTES > MAX_NAME_BYTES:
+        problems.append(f"prefix {p.prefix[:40]!r}… is too long: file names would exceed {MAX_NAME_BYTES} bytes "
+                        f"(at most {MAX_NAME_BYTES - _FILE_NAME_EXTRA_BYTES} bytes)")
     if p.frames_per_file < 1:
         problems.append(f"frames_per_file must be >= 1, got {p.frames_per_file}")
     problems += [f"data root {str(r)!r} must be an absolute path" for r in p.data_roots if not r.is_absolute()]

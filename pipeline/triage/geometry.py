@@ -188,7 +188,7 @@ def load_user_mask(path: str | Path) -> NDArray[np.uint8]:
             values = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise ConfigError([f"user mask {file} is not a readable .npy array: {err}"]) from err
-        return (np.asarray(values) != 0).astype(np.uint8)
+        return _good_pixels(values, str(file))
     match = _HDF5_MASK.match(text)
     if match is None:
         raise ConfigError([f"user mask {text!r} is neither a .npy file nor an HDF5 'file.h5:/dataset/path'"])
@@ -206,7 +206,16 @@ def load_user_mask(path: str | Path) -> NDArray[np.uint8]:
             values = node[()]
     except OSError as err:
         raise ConfigError([f"user mask {file} is not a readable HDF5 file: {err}"]) from err
-    return (np.asarray(values) != 0).astype(np.uint8)
+    return _good_pixels(values, text)
+
+
+def _good_pixels(values: object, source: str) -> NDArray[np.uint8]:
+    """1 where the mask is nonzero; a mask is a 2-D image or AGIPD's (16, 512, 128) stack of numbers."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf" or array.ndim not in (2, 3):
+        raise ConfigError([f"user mask {source} holds a {array.ndim}-D {array.dtype} array, not a 2-D (or AGIPD "
+                           "16 × 512 × 128) array of numbers"])
+    return (array != 0).astype(np.uint8)
 
 
 def _panel_map(shape: tuple[int, ...], panels: NDArray[np.int64], problems: list[str]) -> NDArray[np.int32]:

@@ -10,6 +10,7 @@ import h5py
 import hdf5plugin  # noqa: F401 - bitshuffle/LZ4 filters for reading
 import numpy as np
 import pytest
+import tango
 from karabo_bridge import simulation
 from karabo_bridge.server import SimServerInThread
 
@@ -85,3 +86,21 @@ def test_raw_trains_are_corrected_with_the_constants_file(data_root: Path, tmp_p
                 assert np.abs(corrected - photons).mean() < 0.05
                 np.testing.assert_allclose(corrected, photons, atol=9.0)
     shutil.rmtree(run_dir)
+
+
+def test_an_unusable_constants_file_faults_this_device_alone_and_init_recovers(data_root: Path,
+                                                                              tmp_path: Path) -> None:
+    """It used to exit the whole server at start-up (every device down)."""
+    not_constants = tmp_path / "constants.h5"
+    not_constants.write_text("this is not HDF5")
+    with AgipdSimulator(cells=4, paced=False, seed=5) as sim:
+        with agipd_server(sim, data_root, ConstantsFile=str(not_constants)) as (detector, writer):
+            assert detector.State() == tango.DevState.FAULT
+            assert "ConstantsFile" in detector.Status() and "\n" not in detector.Status()
+            assert writer.State() == tango.DevState.ON
+            with pytest.raises(tango.DevFailed, match="FAULT"):
+                detector.Prepare()
+            sim.write_constants(not_constants)
+            detector.Init()
+            assert run(detector, 1) == "Ready", detector.Status()
+            assert detector.correction_time_mean > 0

@@ -27,6 +27,7 @@ from tests.integration.test_eiger_slice import acquire, configure
 from tests.integration.test_hit_finder_device import WORKERS_START_S, eiger_props
 from tests.pipeline.policy.test_agipd_red import module_chunks
 from tests.pipeline.policy.test_data_policy_stage import red_chunks
+from tests.pipeline.policy.test_policy_document import ALIAS_BOMB
 from tests.waiting import wait_until
 
 DETECTOR, HIT_FINDER, POLICY, WRITER = "test/detector/1", "test/hitfinder/1", "test/datapolicy/1", "test/writer/1"
@@ -66,6 +67,8 @@ def test_raw_plus_red_keeps_every_true_hit_and_offline_reduce_reproduces_the_red
         assert policy.State() == tango.DevState.ON, policy.Status()
         with pytest.raises(tango.DevFailed, match="unknown policy"):
             policy.LoadPolicy("policy: keep-everything")
+        with pytest.raises(tango.DevFailed, match="aliases"):  # a YAML alias bomb costs nothing
+            policy.LoadPolicy(ALIAS_BOMB)
         assert json.loads(policy.policy_config)["policy"] == "raw+red"
         reduction_ratio = policy.reduction_ratio
     run_directory = data_root

@@ -154,3 +154,15 @@ def test_corrected_agipd_cells_are_triaged_against_the_simulated_hits(data_root:
     module_rows = ss[first_hit, :n_stored[first_hit]] // 512
     true_modules = {p.module for p in truth[first_hit // 64].peaks_in(first_hit % 64)}
     assert module_rows.size >= 15 and set(module_rows.astype(int)) <= true_modules
+
+
+def test_a_mask_file_that_is_no_mask_faults_the_hit_finder_alone(eiger_sim: EigerSimulator, data_root: Path,
+                                                                tmp_path: Path) -> None:
+    """It used to be accepted: every frame then went untriaged, with the reason only in the log."""
+    not_a_mask = tmp_path / "mask.npy"
+    not_a_mask.write_text("not an array")
+    with triage_server(EigerDetector, eiger_props(eiger_sim), data_root, MaskFile=str(not_a_mask)) as (
+            detector, finder, writer):
+        assert finder.State() == tango.DevState.FAULT
+        assert finder.Status().startswith(f"MaskFile {not_a_mask} cannot be used") and "\n" not in finder.Status()
+        assert writer.State() == tango.DevState.ON and detector.State() != tango.DevState.FAULT

@@ -60,7 +60,7 @@ def test_every_problem_of_a_file_is_collected() -> None:
     assert err.value.problems == [
         "config: unknown key 'tango_host' (servers, classes)",
         "server 'a/b/c' must be <executable>/<instance>",
-        "device 'bad-name' must be domain/family/member",
+        "device 'bad-name' must be domain/family/member of letters, digits and _ . + -",
         "device bad-name: unknown key 'propertys' (properties, attribute_properties)",
     ]
 
@@ -68,3 +68,25 @@ def test_every_problem_of_a_file_is_collected() -> None:
 def test_dsconfig_document_reads_back_as_the_same_config(tmp_path: Path) -> None:
     config = load_database_config(write(tmp_path, WRITER_YAML), {"INSTANCE": "lab", "DATA_ROOT": "/data/lab"})
     assert DatabaseConfig.from_mapping(config.to_dsconfig()) == config
+
+
+@pytest.mark.parametrize(("properties", "name", "words"), [
+    ({"DataRoots": {"a": 1}}, "det/eiger/1", "not a string, number or boolean"),
+    ({"DataRoots": [["/data"]]}, "det/eiger/1", "not a string, number or boolean"),
+    ({"DetectorUrl": "http://dcu\x00"}, "det/eiger/1", "control characters"),
+    ({}, "det/eiger/one two", "letters, digits"),
+    ({}, "det/eig*r/1", "letters, digits"),
+])
+def test_values_tango_cannot_hold_as_written_are_refused(properties: dict, name: str, words: str) -> None:
+    """They used to be written as their Python spelling (["{'a': 1}"]) and the server then refused to start."""
+    document = {"servers": {"detpipe/x": {"EigerDetector": {name: {"properties": properties}}}}}
+    with pytest.raises(ConfigError, match=words) as caught:
+        DatabaseConfig.from_mapping(document)
+    assert len(caught.value.problems) == 1
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("servers: {detpipe/x: {EigerDetector: {det/eiger/1: {properties: {Note: 'caf\xe9'}}}}}".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_database_config(path, {})

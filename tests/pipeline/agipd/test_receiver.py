@@ -359,3 +359,20 @@ def test_a_timestamp_that_is_no_unix_time_is_replaced_by_the_host_time_and_noted
     _, train = drain(outbox, 2)
     assert before <= train.timestamp_s <= time.time()
     assert pull_receiver.stats.notes == {"timestamp_replaced": 1} and pull_receiver.stats.rejected_total == 0
+
+
+def test_a_receive_thread_that_dies_anyway_names_its_cause_and_ends_the_run(push) -> None:
+    socket, endpoint = push
+    receiver = AgipdReceiver(endpoint, socket_type=BridgeSocket.PULL)
+
+    def broken(run, parts):
+        raise RuntimeError("a bug outside decoding")
+
+    receiver._handle = broken  # type: ignore[method-assign]
+    with running(receiver):
+        outbox: FrameQueue = FrameQueue(8, FullPolicy.DROP)
+        receiver.listen(6, outbox)
+        socket.send_multipart(good_train(FIRST_TRAIN_ID))
+        start, end = drain(outbox, 2)
+    assert isinstance(start, SeriesStart) and end.reason is EndReason.ERROR
+    assert receiver.failure == "receive thread died: RuntimeError: a bug outside decoding"

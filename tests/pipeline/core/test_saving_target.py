@@ -56,6 +56,19 @@ def test_from_mapping_rejects_bad_values(raw: dict[str, object], word: str) -> N
         SavingParams.from_mapping({"directory": "/data", **raw})
 
 
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [({"directory": "/data/a\x00b"}, "control characters"), ({"directory": "/data/new\nline"}, "control characters"),
+     ({"prefix": "tab\there"}, "control characters"), ({"prefix": "nul\x00"}, "control characters"),
+     ({"directory": "/data/" + "d" * 300}, "longer than 255 bytes"), ({"prefix": "p" * 300}, "too long")],
+)
+def test_names_a_file_system_would_refuse_or_mangle_are_refused_with_a_reason(raw: dict[str, object],
+                                                                             words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as caught:
+        SavingParams.from_mapping({"directory": "/data", **raw})
+    assert len(caught.value.problems) == 1
+
+
 def test_direct_construction_is_validated_too() -> None:
     with pytest.raises(ConfigError, match="absolute"):
         SavingParams(directory=Path("rel"))

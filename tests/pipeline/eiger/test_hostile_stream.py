@@ -15,7 +15,7 @@ import zmq
 from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.saving_target import SavingParams
-from detpipe.pipeline.core.series import DetectorConfig, EndOfSeries, SeriesStart
+from detpipe.pipeline.core.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 from detpipe.pipeline.eiger.stream_decoder import EigerStreamDecoder
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
@@ -232,3 +232,21 @@ def test_deep_cbor_nesting_is_bad_cbor(push, receiver: StreamReceiver) -> None:
     socket.send(v2_message(v2_end(SERIES)))
     _, frame, _ = [outbox.get(timeout_s=5) for _ in range(3)]
     assert frame.index == 0 and receiver.stats.rejected == {"bad_cbor": 1}
+
+
+def test_a_receive_thread_that_dies_anyway_names_its_cause_and_ends_the_series(push) -> None:
+    socket, endpoint = push
+    receiver = StreamReceiver(endpoint)
+
+    def broken(parts):
+        raise RuntimeError("a bug outside decoding")
+
+    receiver._handle_message = broken  # type: ignore[method-assign]
+    receiver.start()
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    receiver.listen(SERIES, outbox, None)
+    socket.send_multipart(v1_end(SERIES))
+    end = outbox.get(timeout_s=5)
+    receiver.close()
+    assert isinstance(end, EndOfSeries) and end.reason is EndReason.ERROR
+    assert receiver.failure == "receive thread died: RuntimeError: a bug outside decoding" and end.detail == receiver.failure

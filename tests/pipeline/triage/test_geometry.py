@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -204,3 +205,11 @@ def test_a_hit_finder_rebuilds_a_geometry_made_for_another_radius_cut() -> None:
     assert hit_finder.geometry is not geometry and hit_finder.geometry.min_res == 50.0
     assert geometry.mask[150, 201] and not hit_finder.geometry.mask[150, 201]  # r = 1 < min_res
     assert HitFinder(geometry, PARAMS).geometry is geometry
+
+
+@pytest.mark.parametrize("content", [np.array(["a", "b"]), np.arange(5), np.zeros((2, 2, 2, 2))])
+def test_a_file_that_holds_no_mask_is_refused_when_read(tmp_path: Path, content: np.ndarray) -> None:
+    path = tmp_path / "mask.npy"
+    np.save(path, content)
+    with pytest.raises(ConfigError, match="array of numbers"):
+        load_user_mask(path)
