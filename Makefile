@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 fuzz: $(STAMP)
-	DETPIPE_FUZZ_CASES=20000 $(BIN)/python -m pytest tests/fuzz
+	DETPIPE_FUZZ_CASES=20000 $(BIN)/python -m pytest tests/fuzz tests/integration/test_device_fuzz.py
 
 clean:
 	rm -rf $(VENV) detpipe-demo .pytest_cache

@@ -107,6 +107,8 @@ def _decode_v2_2(parts: Sequence[Buffer]) -> dict[str, SourceData]:
             raise FrameRejected("bad_msgpack", f"header part {i} is a {type(header).__name__}, not a map")
         source = _required(header, "source", i)
         content = _required(header, "content", i)
+        if not isinstance(source, str):
+            raise FrameRejected("bad_msgpack", f"header part {i}: source {source!r} is not a name")
         if content == "msgpack":
             payload = _unpack(parts[i + 1], what=f"payload part {i + 1}")
             if not isinstance(payload, dict):

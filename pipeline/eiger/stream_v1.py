@@ -68,7 +68,7 @@ def _header(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float
     """Global header (§3): the config JSON becomes a DetectorConfig; calibration parts are optional."""
     series_id = _int(first, "series", "dheader-1.0")
     detail = first.get("header_detail")
-    if detail not in HEADER_PARTS:
+    if not isinstance(detail, str) or detail not in HEADER_PARTS:
         raise FrameRejected("bad_json", f"dheader-1.0 header_detail {detail!r} is not all, basic or none")
     expected = HEADER_PARTS[detail]
     if len(parts) not in (expected, expected + 1):
@@ -145,7 +145,7 @@ def _chunk(
             raise FrameRejected("truncated_blob", "empty lz4 block")
         # A raw LZ4 block has no chain to walk; transport truncation is caught by dimage_d's size.
         return reframe_v1_lz4(blob, nbytes)
-    if encoding in _BSLZ4_ENCODINGS:
+    if isinstance(encoding, str) and encoding in _BSLZ4_ENCODINGS:
         if _BSLZ4_ENCODINGS[encoding] != dtype.itemsize:
             raise FrameRejected("size_mismatch", f"encoding {encoding} does not fit pixel type {dtype.name}")
         chunk = frame_bslz4(blob, nbytes)
@@ -177,7 +177,8 @@ def _calibration(meta_part: ChunkBlob, blob: ChunkBlob, htype: str) -> np.ndarra
     if not isinstance(meta, dict) or meta.get("htype") != htype:
         log.warning("expected %s, got %r; calibration treated as absent", htype, meta)
         return None
-    shape, dtype = meta.get("shape"), _CALIBRATION_DTYPES.get(meta.get("type"))
+    kind = meta.get("type")
+    shape, dtype = meta.get("shape"), _CALIBRATION_DTYPES.get(kind) if isinstance(kind, str) else None
     if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) and n > 0 for n in shape)):
         return None
     if dtype is None or len(blob) != shape[0] * shape[1] * dtype.itemsize:
@@ -194,7 +195,10 @@ def _appendix(part: ChunkBlob) -> Any:
     except (UnicodeDecodeError, RecursionError):
         return raw
     except ValueError:
-        return raw.decode()
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:  # json.loads guessed UTF-16/32 from the first bytes; keep them as bytes
+            return raw
 
 
 def _json_object(part: ChunkBlob, what: str) -> dict[str, Any]:

@@ -17,6 +17,9 @@ import cbor2
 import msgpack
 
 END_TYPES = {"dseries_end-1.0", "end"}  # never produced: the series must go on after a mutated message
+# Victim frames are numbered from here: two high bits set, so no single flipped bit can turn a victim's id
+# into a good frame's (a flip there is a corruption no receiver can tell from a real frame).
+VICTIM_BASE = 3 << 20
 MASK64 = (1 << 64) - 1
 
 

@@ -24,7 +24,7 @@ from detpipe.pipeline.core.series import EndOfSeries, EndReason, SeriesStart
 from detpipe.pipeline.core.train import Train
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
-from tests.fuzz.mutations import bump_id, mutate_bridge, mutate_v1, mutate_v2
+from tests.fuzz.mutations import VICTIM_BASE, bump_id, mutate_bridge, mutate_v1, mutate_v2
 from tests.pipeline.frames_for_writer_tests import read_stack
 from tests.pipeline.karabo_messages import FIRST_TRAIN_ID, make_truth, module_sources, v1_0, v2_2
 from tests.pipeline.stream_messages import (
@@ -63,20 +63,20 @@ def batches() -> range:
 
 def eiger_messages(protocol: str, series: int, rng: random.Random) -> tuple[list[list[bytes]], int]:
     """One series: header, then per mutated message a good frame before it, a last good frame, end.
-    Victims are frames numbered past the series (so a mutation that leaves one valid is still refused)
+    Victims are frames numbered far past the series (so a mutation that leaves one valid is still refused)
     or copies of the header; the good frames are 0 … goods - 1."""
     goods = BATCH + 1
     if protocol == "v1":
         header = v1_header(series, "basic", v1_config(SHAPE, nimages=goods, ntrigger=1))
         good = [v1_image(series, i, IMAGES[i % 4]) for i in range(goods)]
-        victim = lambda k: header if rng.random() < 0.2 else v1_image(series, goods + k, IMAGES[k % 4])  # noqa: E731
+        victim = lambda k: header if rng.random() < 0.2 else v1_image(series, VICTIM_BASE + k, IMAGES[k % 4])  # noqa: E731
         mutate: Callable[[list[bytes]], list[bytes]] = lambda parts: mutate_v1(rng, parts)  # noqa: E731
         end = v1_end(series)
     else:
         start = v2_start(series, SHAPE, number_of_images=goods)
         header = [v2_message(start)]
         good = [[v2_message(v2_image(series, i, V2_DATA[i % 4]))] for i in range(goods)]
-        contents = lambda k: start if rng.random() < 0.2 else v2_image(series, goods + k, V2_DATA[k % 4])  # noqa: E731
+        contents = lambda k: start if rng.random() < 0.2 else v2_image(series, VICTIM_BASE + k, V2_DATA[k % 4])  # noqa: E731
         victim = lambda k: [contents(k)]  # noqa: E731
         mutate = lambda parts: [mutate_v2(rng, parts[0], v2_message(parts[0]))]  # noqa: E731
         end = [v2_message(v2_end(series))]
@@ -113,6 +113,7 @@ def test_eiger_stream_fuzz(push: zmq.Socket, tmp_path: Path, protocol: str) -> N
             stats = receiver.stats
             assert stats.messages_received == len(messages), where
             assert stats.rejected_total + stats.late_messages >= BATCH, where
+            assert "undecodable" not in stats.rejected, f"{where}: a check is missing for {stats.rejected}"
             assert stats.frames_missing == 0 and stats.frames_dropped_total == 0, where
             write_and_check(items, tmp_path / f"{protocol}_{batch}", goods)
             stats.reset()
@@ -177,6 +178,7 @@ def test_bridge_fuzz(push: zmq.Socket, protocol: str) -> None:
             mutated_forwarded = len(trains) - len(sent_good)
             assert stats.messages_received == 2 * BATCH, where
             assert stats.rejected_total + mutated_forwarded >= BATCH, where
+            assert "undecodable" not in stats.rejected, f"{where}: a check is missing for {stats.rejected}"
             stats.reset()
     finally:
         receiver.close()
