@@ -113,7 +113,8 @@ class AgipdDetector(DetectorDevice):
                 f"{stats.frames_dropped_total} frames dropped, writer queue {self._writer_queue_fill():.0f}% full"
                 f"{self.ending_note()}"
             )
-        if stats.frames_dropped_total or stats.rejected_total or stats.trains_missing or sum(stats.modules_missing.values()):
+        if (stats.frames_dropped_total or stats.rejected_total or stats.trains_missing or self.frames_lost
+                or sum(stats.modules_missing.values())):
             return DevState.ALARM, self._summary
         return DevState.ON, self._summary
 
@@ -218,9 +219,10 @@ class AgipdDetector(DetectorDevice):
         end = await asyncio.to_thread(self._acq.acquire)
         note = await self.wait_series_written()
         stats = self._receiver.stats
+        lost = self.unwritten_note(stats.frames_received - stats.frames_dropped_total)
         self._summary = (f"Run {run} done ({end.reason.value}): {stats.trains_received} trains, "
                          f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "
-                         f"{stats.trains_missing} trains missing{note}")
+                         f"{stats.trains_missing} trains missing{lost}{note}")
 
     def abandon_engine(self) -> None:
         self._acq.abandon()

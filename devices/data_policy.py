@@ -159,6 +159,12 @@ class DataPolicy(DetpipeDevice):
         elif shape is not None:
             EigerFrameReducer.check(params, shape)
 
+    @property
+    def raw_kept(self) -> bool:
+        """Whether the series prepared last sends every frame to the raw writer."""
+        stage = self._stage
+        return stage is not None and stage.run is not None and stage.run.params.policy.keeps_raw
+
     def series_written_check(self, series_id: int) -> Callable[[], bool]:
         """Whether the RED files of ``series_id`` are closed and, when raw is kept, the raw writer has closed
         it too. Bound to the threads that take the series, as the writer's own check is."""

@@ -257,6 +257,7 @@ class DetectorDevice(DetpipeDevice):
         return result
 
     async def _prepare(self) -> None:
+        self.frames_lost = 0
         if (unfinished := self.unfinished_engine_call) is not None:
             self._chain_step = "waiting for the detector to answer the Prepare abandoned by the last Init"
             await settle([unfinished], CHAIN_READY_TIMEOUT_S)
@@ -349,6 +350,20 @@ class DetectorDevice(DetpipeDevice):
                 return f"; no manifest ({sink.get_name()}: {err})"
         return ""
 
+    def unwritten_note(self, passed_on: int) -> str:
+        """A Status note naming the frames this series passed on that the raw writer did not write (a disk that
+        filled up, a file that could not be created), or "". Under a data policy that keeps no raw data, the
+        policy's own metrics account for every frame, kept or dropped by the policy."""
+        sink = self.data_sink()
+        if isinstance(sink, DataPolicy) and not sink.raw_kept:
+            return ""
+        writer = self._writer()
+        self.frames_lost = max(0, passed_on - writer.frames_written_in_series)
+        if not self.frames_lost:
+            return ""
+        return (f"; {self.frames_lost} frames received but not written ({writer.get_name()} "
+                f"{writer.get_state()}: {writer.get_status()})")
+
     def _on_acquisition_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (err := task.exception()) is not None:
             self.set_fault(f"{self.acquisition_label} failed: {type(err).__name__}: {err}")
@@ -361,6 +376,7 @@ class DetectorDevice(DetpipeDevice):
     # What the detector is, for the hit finder and the data policy; the image shape is known once connected.
     detector_kind: DetectorKind
     image_shape: tuple[int, int] | None = None
+    frames_lost = 0  # of the last series: received and passed on, not written (see unwritten_note)
 
     def check_settings(self) -> None:
         """Refuse at once what can be judged without the detector (the data policy's reductions against the

@@ -124,7 +124,7 @@ class EigerDetector(DetectorDevice):
                 f"Acquiring series {acq.series_id}: {stats.frames_received}/{acq.frames_expected} frames received, "
                 f"{stats.frames_dropped_total} dropped, queue {queue_fill:.0f}% full{self.ending_note()}"
             )
-        if stats.frames_dropped_total or stats.rejected_total or stats.frames_missing:
+        if stats.frames_dropped_total or stats.rejected_total or stats.frames_missing or self.frames_lost:
             return DevState.ALARM, self._summary
         return DevState.ON, self._summary
 
@@ -304,10 +304,11 @@ class EigerDetector(DetectorDevice):
             self.set_fault(f"Series {series_id} failed: {err}")
             return
         stats = self._receiver.stats
+        lost = self.unwritten_note(stats.frames_received - stats.frames_dropped_total)
         self._summary = (
             f"Series {series_id} done ({end.reason.value}): {stats.frames_received} frames received, "
             f"{stats.frames_dropped_total} dropped, {stats.rejected_total} rejected, {stats.frames_missing} missing"
-            f"{f', {stats.late_messages} late messages of earlier series' if stats.late_messages else ''}{note}"
+            f"{f', {stats.late_messages} late messages of earlier series' if stats.late_messages else ''}{lost}{note}"
         )
 
     def abandon_engine(self) -> None:

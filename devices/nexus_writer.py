@@ -50,10 +50,17 @@ class NexusWriter(DetpipeDevice):
         dtype=str, default_value="detpipe", doc="NXinstrument/name written into every master file"
     )
 
+    FreeSpaceMarginMB = device_property(
+        dtype=float, default_value=512.0,
+        doc="Free space (MB) the writer keeps on the data disk: Prepare is refused and a series stops (FAULT, "
+            "files closed complete) below it, before the file system refuses a write",
+    )
+
     async def init_device(self) -> None:
         await super().init_device()
         roots = tuple(Path(r) for r in self.DataRoots)
-        params = SavingParams(directory=roots[0], data_roots=roots, instrument_name=self.InstrumentName)
+        params = SavingParams(directory=roots[0], data_roots=roots, instrument_name=self.InstrumentName,
+                              free_space_margin_bytes=int(self.FreeSpaceMarginMB * 1e6))
         self._writer = WriterSelector(
             NxmxWriter(params), ExdfWriter(params, trains_per_sequence=self.TrainsPerSequence)
         )
@@ -109,6 +116,11 @@ class NexusWriter(DetpipeDevice):
         """Whether this writer has handled the end of ``series_id`` (files closed, master final). Bound to
         the writer thread that takes the series: after an Init of this device that thread still closes it."""
         return partial(_series_ended, self._runner, series_id)
+
+    @property
+    def frames_written_in_series(self) -> int:
+        """Frames of the last (or current) series on disk, for the detector's account of what was lost."""
+        return self._writer.stats.frames_written
 
     def _on_writer_failure(self, reason: str) -> None:
         self._fault = reason  # the monitor task pushes FAULT from the event loop thread

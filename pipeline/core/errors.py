@@ -36,6 +36,16 @@ class PathOutsideDataRoots(ValueError):
         self.roots = list(roots)
 
 
+class DiskFull(OSError):
+    """Less free space than the writer's margin: it stops before the file system does, so that the files
+    it closes are complete (HDF5 metadata written after a failed write corrupts them, or worse)."""
+
+    def __init__(self, directory: Path, free_bytes: int, margin_bytes: int) -> None:
+        super().__init__(f"disk full: {directory} has {free_bytes / 1e6:.0f} MB free, below the "
+                         f"{margin_bytes / 1e6:.0f} MB margin; free space, then Reset")
+        self.free_bytes, self.margin_bytes = free_bytes, margin_bytes
+
+
 class TargetFileExists(FileExistsError):
     def __init__(self, path: Path) -> None:
         super().__init__(

@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .errors import ConfigError, PathOutsideDataRoots, TargetFileExists
+from .errors import ConfigError, DiskFull, PathOutsideDataRoots, TargetFileExists
 
 log = logging.getLogger(__name__)
+
+FLUSH_PERIOD_S = 1.0  # open files are flushed this often: what a writer killed with SIGKILL can lose
 
 SERIES_ID_PLACEHOLDER = "$id"
 
@@ -46,6 +48,7 @@ class SavingParams:
     data_roots: tuple[Path, ...] = ()
     instrument_name: str = "detpipe"
     source_name: str = ""
+    free_space_margin_bytes: int = 512 * 2**20  # the writer refuses and stops below this much free space
 
     def __post_init__(self) -> None:
         if problems := _value_problems(self):
@@ -84,6 +87,7 @@ class _Candidate:
     data_roots: tuple[Path, ...]
     instrument_name: str
     source_name: str
+    free_space_margin_bytes: int
 
 
 def _defaults() -> dict[str, object]:
@@ -131,6 +135,7 @@ _CONVERTERS = {
     "data_roots": _to_roots,
     "instrument_name": _to_str,
     "source_name": _to_str,
+    "free_space_margin_bytes": _to_int,
 }
 
 
@@ -153,6 +158,8 @@ def _value_problems(p: SavingParams | _Candidate) -> list[str]:
     elif len(p.prefix.encode()) + _FILE_NAME_EXTRA_BYTES > MAX_NAME_BYTES:
         problems.append(f"prefix {p.prefix[:40]!r}… is too long: file names would exceed {MAX_NAME_BYTES} bytes "
                         f"(at most {MAX_NAME_BYTES - _FILE_NAME_EXTRA_BYTES} bytes)")
+    if p.free_space_margin_bytes < 0:
+        problems.append(f"free_space_margin_bytes must be >= 0, got {p.free_space_margin_bytes}")
     if p.frames_per_file < 1:
         problems.append(f"frames_per_file must be >= 1, got {p.frames_per_file}")
     problems += [f"data root {str(r)!r} must be an absolute path" for r in p.data_roots if not r.is_absolute()]
@@ -201,6 +208,15 @@ def check_directory(directory: Path, data_roots: Sequence[Path]) -> Path:
     return resolved
 
 
+def check_free_space(directory: Path, margin_bytes: int, needed_bytes: int = 0) -> None:
+    """Raises ``DiskFull`` when writing ``needed_bytes`` would leave less than ``margin_bytes`` free
+    (statvfs: a few µs, cheap enough before every frame)."""
+    stat = os.statvfs(directory)
+    free = stat.f_bavail * stat.f_frsize
+    if free - needed_bytes < margin_bytes:
+        raise DiskFull(directory, free, margin_bytes)
+
+
 def claim_series_files(params: SavingParams, series_id: int) -> SeriesFiles:
     """Checks and prepares the target of one series, before any of its files is written.
 
@@ -214,6 +230,7 @@ def claim_series_files(params: SavingParams, series_id: int) -> SeriesFiles:
         _make_directory(directory, params.data_roots)
         directory = check_directory(directory, params.data_roots)  # a symlink swapped in meanwhile
     _probe_writable(directory)
+    check_free_space(directory, params.free_space_margin_bytes)
     files = series_file_names(replace(params, directory=directory), series_id)
     existing = files.existing()
     if existing and params.overwrite_policy is OverwritePolicy.ABORT:

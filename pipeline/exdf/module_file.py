@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..core.chunk_framing import bslz4_chunk
 from ..core.errors import FrameRejected, TargetFileExists
+from ..core.saving_target import FLUSH_PERIOD_S
 from ..core.software_version import detpipe_version
 from ..core.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 from .index import TrainRecord
@@ -205,9 +207,11 @@ class ExdfModuleFile:
                                                chunks=(1, *key.shape), dtype=key.dtype, **bslz4)
                 for key in PIXEL_KEYS[product]
             }
+            self._file.flush()
         except BaseException:
             self._file.close()
             raise
+        self._flushed_monotonic = time.monotonic()
 
     @property
     def trains(self) -> int:
@@ -232,6 +236,9 @@ class ExdfModuleFile:
         self._pulse_ids.append(np.asarray(train.pulse_ids, np.uint64))
         self._cell_ids.append(np.asarray(train.cell_ids, np.uint16))
         self.rows = end
+        if (now := time.monotonic()) - self._flushed_monotonic >= FLUSH_PERIOD_S:
+            self._file.flush()  # a writer killed mid-sequence leaves the pixels readable up to here
+            self._flushed_monotonic = now
         return nbytes
 
     def skip_train(self, record: TrainRecord) -> None:

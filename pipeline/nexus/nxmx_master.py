@@ -49,6 +49,9 @@ class DataFileExtent:
     n_rows: int
 
 
+LATEST_TIME_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last moment a datetime holds
+
+
 def iso_time(timestamp_s: float) -> str:
     """ISO 8601 in UTC with the Z suffix, as NXmx asks for its times."""
     moment = dt.datetime.fromtimestamp(timestamp_s, tz=dt.timezone.utc)
@@ -101,7 +104,9 @@ class NxmxMaster:
             _put(entry, "start_time", iso_time(start_s))
             cfg = start.config
             if cfg is not None and cfg.frame_time_s is not None:
-                _put(entry, "end_time_estimated", iso_time(start_s + cfg.frames_expected * cfg.frame_time_s))
+                end_s = start_s + cfg.frames_expected * cfg.frame_time_s
+                if end_s < LATEST_TIME_S:  # 2**31 frames of 10**6 s end after year 9999: no estimate then
+                    _put(entry, "end_time_estimated", iso_time(end_s))
             _group(entry, "data", "NXdata")
             instrument = _group(entry, "instrument", "NXinstrument")
             _put(instrument, "name", instrument_name)
@@ -191,11 +196,13 @@ class NxmxMaster:
             _put(sample, "depends_on", ".")
             return
         start_deg, increment_deg = omega
-        values = start_deg + increment_deg * np.arange(cfg.frames_expected, dtype=float)
         transformations = _group(sample, "transformations", "NXtransformations")
-        path = _axis(transformations, "omega", values, "degree", "rotation", OMEGA_VECTOR, ".")
-        _put(transformations, "omega_end", values + increment_deg, "degree")
+        # One angle per frame written, filled at finalise: the series may announce 10**8 frames it never sends.
+        empty = np.zeros(0, float)
+        path = _axis(transformations, "omega", empty, "degree", "rotation", OMEGA_VECTOR, ".")
+        _put(transformations, "omega_end", empty, "degree")
         _put(transformations, "omega_increment_set", increment_deg, "degree")
+        transformations.attrs["omega_start_set"] = start_deg
         _put(sample, "depends_on", path)
 
     def link_data_file(self, extent: DataFileExtent) -> None:
@@ -228,11 +235,26 @@ class NxmxMaster:
                 if n_frames > 0:
                     _write_vds(group, layout, extents, n_frames)
                     group.attrs["signal"] = "data"
+            _write_omega(handle, n_frames)
             _put(entry, "end_time", iso_time(end_s))
             if "end_time_estimated" not in entry:
                 _put(entry, "end_time_estimated", iso_time(end_s))
             if self.triage is not None:
                 self.triage.flush(handle, n_frames)
+
+
+def _write_omega(handle: h5py.File, n_frames: int) -> None:
+    """The rotation angle of each of the ``n_frames`` frames written (and where each exposure ended)."""
+    transformations = handle.get("/entry/sample/transformations")
+    if transformations is None or "omega_start_set" not in transformations.attrs:
+        return
+    start = float(transformations.attrs["omega_start_set"])
+    increment = float(transformations["omega_increment_set"][()])
+    values = start + increment * np.arange(n_frames, dtype=float)
+    attrs = dict(transformations["omega"].attrs)
+    _put(transformations, "omega", values, **attrs)
+    _put(transformations, "omega_end", values + increment, "degree")
+    del transformations.attrs["omega_start_set"]
 
 
 def _write_vds(group: h5py.Group, layout: FrameLayout, extents: Sequence[DataFileExtent], n_frames: int) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import AcquisitionStateError, ConfigError, FrameRejected, TargetFileExists
-from ..core.saving_target import OverwritePolicy, SavingParams, check_directory, claim_series_files
+from ..core.saving_target import OverwritePolicy, SavingParams, check_directory, check_free_space, claim_series_files
 from ..core.series import EndOfSeries, SeriesStart
 from ..core.train import AGIPD_MODULES, Product, Train
 from ..exdf.index import RunIndex, TrainRecord
@@ -203,6 +203,7 @@ class ExdfWriter:
             raise FrameRejected("train_id_not_increasing",
                                 f"train {train.train_id} after train {run.index.last_train_id}")
         run.product = product
+        check_free_space(run.target.directory, run.target.params.free_space_margin_bytes, train.nbytes)
         record = run.index.record_for(train)
         if not run.open_files:
             self._open_sequence(run, record.sequence)

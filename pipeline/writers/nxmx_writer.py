@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core.errors import AcquisitionStateError, FrameRejected
 from ..core.frame import Frame
-from ..core.saving_target import OverwritePolicy, SavingParams, SeriesFiles, claim_series_files
+from ..core.saving_target import OverwritePolicy, SavingParams, SeriesFiles, check_free_space, claim_series_files
 from ..core.series import EndOfSeries, SeriesStart
 from ..nexus.nxmx_data_file import FrameLayout, NxmxDataFile
 from ..nexus.nxmx_master import DataFileExtent, NxmxMaster
@@ -51,6 +51,7 @@ class _Series:
     highest_index: int = -1
     extents: list[DataFileExtent] = field(default_factory=list)
     complete_files: set[int] = field(default_factory=set)
+    write_failed: bool = False  # a write hit the file system's limit: no more metadata is written
 
     @property
     def overwrite(self) -> bool:
@@ -130,9 +131,15 @@ class NxmxWriter:
         if series.layout is None:
             series.layout = FrameLayout.of(frame)
         filter_mask = series.layout.filter_mask(frame)
-        number, row = divmod(frame.index, series.target.params.frames_per_file)
-        data_file = self._data_file(series, number + 1)
-        data_file.write(row, frame, filter_mask)
+        params = series.target.params
+        check_free_space(series.target.files.directory, params.free_space_margin_bytes, frame.nbytes_encoded)
+        number, row = divmod(frame.index, params.frames_per_file)
+        try:
+            data_file = self._data_file(series, number + 1)
+            data_file.write(row, frame, filter_mask)
+        except OSError:
+            series.write_failed = True
+            raise
         series.highest_index = max(series.highest_index, frame.index)
         self.stats.record_frame(frame.index, frame.nbytes_encoded, frame.nbytes_uncompressed)
         if series.master.triage is not None:
@@ -170,6 +177,8 @@ class NxmxWriter:
             series.complete_files.add(data_file.number)
         extent = DataFileExtent(data_file.number, data_file.path.name, data_file.first_index, rows)
         series.extents.append(extent)
+        if series.write_failed:
+            return  # see _end
         try:
             series.master.link_data_file(extent)
         except OSError as err:  # e.g. a viewer holds the master open (HDF5 file lock): finalise links it
@@ -202,6 +211,11 @@ class NxmxWriter:
         failures: list[Exception] = []
         steps = [("closing the open data file", lambda: self._close_open_file(series, trim=True)),
                  ("finalising the master", lambda: self._finalise(series))]
+        if series.write_failed:
+            # HDF5 crashes the process (not an exception: a segfault) when metadata is changed in a file system
+            # that just refused a write; the master stays as it was, a valid file without the last links and VDS.
+            log.error("series %d: a write failed (disk full?); the master is left as it is", series.target.series_id)
+            steps = steps[:1]
         for what, step in steps:
             try:
                 step()

@@ -188,3 +188,19 @@ def test_a_writer_in_fault_after_a_failed_file_recovers_with_init_or_reset(chain
 
     complete_series_runs(chain)
     blocker.rmdir()
+
+
+def test_frames_the_writer_could_not_write_are_counted_lost_on_the_detector(chain: Chain) -> None:
+    """A writer that fails (here: its first data file cannot be created) used to leave the detector ON,
+    "40 received, 0 dropped, 0 rejected", with nothing on disk."""
+    chain.configure(40)
+    prepare(chain[DETECTOR])
+    blocker = chain.data_root / "raw" / f"series_{chain[DETECTOR].series_id}_data_000001.h5"
+    blocker.mkdir()
+    chain[DETECTOR].Start()
+    wait_until(lambda: chain[DETECTOR].acq_status, lambda s: s != "Running", 60, "acq_status")
+    assert chain[DETECTOR].State() == tango.DevState.ALARM, chain[DETECTOR].Status()
+    assert "40 frames received but not written" in chain[DETECTOR].Status()
+    chain[WRITER].Reset()
+    blocker.rmdir()
+    complete_series_runs(chain)

@@ -250,3 +250,16 @@ def test_a_receive_thread_that_dies_anyway_names_its_cause_and_ends_the_series(p
     receiver.close()
     assert isinstance(end, EndOfSeries) and end.reason is EndReason.ERROR
     assert receiver.failure == "receive thread died: RuntimeError: a bug outside decoding" and end.detail == receiver.failure
+
+
+def test_a_series_that_would_end_after_year_9999_still_opens_its_files(tmp_path: Path) -> None:
+    decoder = EigerStreamDecoder()
+    (start,) = decoder.decode(v1_header(SERIES, "basic", v1_config(SHAPE, **{"nimages": 2**31 - 1, "ntrigger": 1,
+                                                                           "frame_time": 1e6})), 0.0)
+    writer = NxmxWriter(SavingParams(directory=tmp_path / "run", data_roots=(tmp_path,)))
+    writer.start_series(start)
+    (frame,) = decoder.decode(v1_image(SERIES, 0, IMAGES[0]), 0.0)
+    writer.process(frame)
+    (end,) = decoder.decode(v1_end(SERIES), 0.0)
+    writer.finish(end)
+    np.testing.assert_array_equal(read_stack(writer.master_path), IMAGES[:1])
