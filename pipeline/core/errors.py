@@ -46,6 +46,15 @@ class DiskFull(OSError):
         self.free_bytes, self.margin_bytes = free_bytes, margin_bytes
 
 
+class UnsafeTarget(PermissionError):
+    """A file would be created outside the directory claimed at Prepare (it was swapped for a symbolic link
+    since) or through a symbolic link planted where the file goes."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path} refused: {why}; detpipe writes only inside the directory it claimed")
+        self.path = path
+
+
 class TargetFileExists(FileExistsError):
     def __init__(self, path: Path) -> None:
         super().__init__(

@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .errors import ConfigError, DiskFull, PathOutsideDataRoots, TargetFileExists
+import h5py
+
+from .errors import ConfigError, DiskFull, PathOutsideDataRoots, TargetFileExists, UnsafeTarget
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,22 @@ def check_directory(directory: Path, data_roots: Sequence[Path]) -> Path:
     if not any(resolved.is_relative_to(root.resolve()) for root in data_roots if root.is_absolute()):
         raise PathOutsideDataRoots(directory, data_roots)
     return resolved
+
+
+def create_h5(path: Path, *, overwrite: bool, **options: object) -> h5py.File:
+    """A new HDF5 file at ``path``, a name in a directory claimed (and resolved) at Prepare. Checked again
+    at the moment of creation, because files are opened by name long after the claim: the directory must
+    still resolve to itself (not swapped for a symlink pointing elsewhere) and ``path`` must not be a
+    symlink (the overwrite policy would truncate its target). Raises ``UnsafeTarget`` or
+    ``TargetFileExists`` (an existing file without the overwrite policy)."""
+    if Path(os.path.realpath(path.parent)) != path.parent:
+        raise UnsafeTarget(path, f"its directory now resolves to {os.path.realpath(path.parent)}")
+    if path.is_symlink():
+        raise UnsafeTarget(path, "it is a symbolic link")
+    try:
+        return h5py.File(path, "w" if overwrite else "w-", **options)
+    except FileExistsError as err:
+        raise TargetFileExists(path) from err
 
 
 def check_free_space(directory: Path, margin_bytes: int, needed_bytes: int = 0) -> None:

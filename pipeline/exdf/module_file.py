@@ -24,8 +24,8 @@ import hdf5plugin
 import numpy as np
 
 from ..core.chunk_framing import bslz4_chunk
-from ..core.errors import FrameRejected, TargetFileExists
-from ..core.saving_target import FLUSH_PERIOD_S
+from ..core.errors import FrameRejected
+from ..core.saving_target import FLUSH_PERIOD_S, create_h5
 from ..core.software_version import detpipe_version
 from ..core.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 from .index import TrainRecord
@@ -171,10 +171,7 @@ def create_exdf_file(path: Path, metadata: RunMetadata, sequence: int, group: st
     """A new EXDF file with METADATA naming its one data source group ``INSTRUMENT/<source>/<group>`` and that
     group created; raises ``TargetFileExists`` rather than replace a file unless ``overwrite``. The caller
     owns the open file and closes it, also when filling the group fails."""
-    try:
-        handle = h5py.File(path, "w" if overwrite else "w-")
-    except FileExistsError as err:
-        raise TargetFileExists(path) from err
+    handle = create_h5(path, overwrite=overwrite)
     try:
         write_metadata(handle, metadata, sequence, [f"INSTRUMENT/{group}"])
         return handle, handle.create_group(f"INSTRUMENT/{group}")

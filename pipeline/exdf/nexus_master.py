@@ -26,7 +26,7 @@ from typing import Any
 
 import h5py
 
-from ..core.errors import TargetFileExists
+from ..core.saving_target import create_h5
 from ..core.series import SeriesStart
 from ..core.train import AGIPD_MODULES, Product
 from ..nexus.nxmx_master import NxmxMaster, iso_time
@@ -76,10 +76,7 @@ class AgipdNexusMaster:
         self.triage = triage  # None: the run is not triaged; the master is written once, at the end
 
     def _create(self, overwrite: bool) -> h5py.File:
-        try:
-            return h5py.File(self.path, "w" if overwrite else "w-")
-        except FileExistsError as err:
-            raise TargetFileExists(self.path) from err
+        return create_h5(self.path, overwrite=overwrite)
 
     @classmethod
     def begin(cls, directory: Path, start: SeriesStart, metadata: RunMetadata, *, overwrite: bool) -> TriageProcess:

@@ -16,9 +16,9 @@ import hdf5plugin
 import numpy as np
 
 from ..core.chunk_framing import check_chunk
-from ..core.errors import FrameRejected, TargetFileExists
+from ..core.errors import FrameRejected
 from ..core.frame import Encoding, Frame
-from ..core.saving_target import FLUSH_PERIOD_S
+from ..core.saving_target import FLUSH_PERIOD_S, create_h5
 
 DATASET_PATH = "/entry/data/data"
 # H5Dwrite_chunk filter mask: bit n set = filter n of the pipeline skipped; the dataset has one filter.
@@ -118,10 +118,7 @@ class NxmxDataFile:
         self.rows_written = 0
         self.highest_row = -1
         self._written = bytearray(n_rows)
-        try:
-            self._file = h5py.File(path, "w" if overwrite else "w-")
-        except FileExistsError as err:
-            raise TargetFileExists(path) from err
+        self._file = create_h5(path, overwrite=overwrite)
         try:
             self._dataset = self._create_layout(layout)
             self._file.flush()

@@ -20,7 +20,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from ..core.errors import TargetFileExists
+from ..core.saving_target import create_h5
 from ..core.series import DetectorConfig, SeriesStart
 from ..core.software_version import detpipe_version
 from .nxmx_data_file import DATASET_PATH, FrameLayout
@@ -91,11 +91,7 @@ class NxmxMaster:
     def create(self, start: SeriesStart, *, instrument_name: str, source_name: str, sample_name: str,
                overwrite: bool) -> None:
         """Writes every metadata group the series start supplies (NXmx required + legacy paths)."""
-        try:
-            handle = h5py.File(self.path, "w" if overwrite else "w-")
-        except FileExistsError as err:
-            raise TargetFileExists(self.path) from err
-        with handle:
+        with create_h5(self.path, overwrite=overwrite) as handle:
             self._write_root(handle)
             start_s = start.received_s or dt.datetime.now(dt.timezone.utc).timestamp()
             entry = _group(handle, "entry", "NXentry")

@@ -29,6 +29,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..core.errors import ConfigError, TargetFileExists
 from ..core.peak_list import PeakList
+from ..core.saving_target import create_h5
 from ..core.software_version import detpipe_version
 from .sparse_frames import RadialBins, SparseFrame, densify_frame
 
@@ -74,10 +75,8 @@ class SparseFramesFile:
             raise ConfigError(problems)
         if path.exists() and not overwrite:
             raise TargetFileExists(path)
-        try:  # "w-" also refuses a file created between the check and here
-            self.h5 = h5py.File(path, "w" if overwrite else "w-", rdcc_nbytes=_CHUNK_CACHE_BYTES)
-        except FileExistsError as err:
-            raise TargetFileExists(path) from err
+        # "w-" also refuses a file created between the check and here
+        self.h5 = create_h5(path, overwrite=overwrite, rdcc_nbytes=_CHUNK_CACHE_BYTES)
         self.path, self.dtype, self.max_peaks, self.n_bins = path, dtype, int(max_peaks), bins.n_bins
         self._pixels = bins.shape[0] * bins.shape[1]
         self._frames = 0
