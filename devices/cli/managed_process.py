@@ -88,10 +88,11 @@ class ManagedProcess:
                 self._process.wait(timeout_s)
         return self._process.returncode
 
-    def wait(self) -> int:
-        """Block until the child exits by itself; returns its exit code."""
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Block until the child exits by itself (``subprocess.TimeoutExpired`` after ``timeout_s``); returns
+        its exit code."""
         assert self._process is not None
-        return self._process.wait()
+        return self._process.wait(timeout_s)
 
     def kill(self) -> None:
         """SIGKILL at once: what a crash or a pulled plug looks like to the others."""
