@@ -20,6 +20,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # parameters from the environment; subprocess servers (demo, Sardana) inherit it too.
 os.environ.setdefault("ORBendPoint", "giop:tcp:127.0.0.1:")
 
+pytest_plugins = ["tests.stream_sockets"]  # the `push` fixture of the stream tests
+
 
 def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     # pyzmq's process-wide garbage collector thread (started by the first zero-copy send) is no leak.

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +48,6 @@ IMAGES = [pixels(SHAPE, seed=i) for i in range(4)]
 V2_DATA = [{"threshold_1": v2_array(image, "bslz4")} for image in IMAGES]
 
 
-@pytest.fixture
-def push() -> Iterator[zmq.Socket]:
-    socket = zmq.Context.instance().socket(zmq.PUSH)
-    socket.setsockopt(zmq.SNDHWM, 0)
-    socket.bind("tcp://127.0.0.1:*")
-    yield socket
-    socket.close(linger=0)
-
-
 def batches() -> range:
     return range(max(1, CASES // BATCH))
 
@@ -93,8 +84,9 @@ def eiger_messages(protocol: str, series: int, rng: random.Random) -> tuple[list
 
 
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
-def test_eiger_stream_fuzz(push: zmq.Socket, tmp_path: Path, protocol: str) -> None:
-    receiver = StreamReceiver(push.getsockopt_string(zmq.LAST_ENDPOINT))
+def test_eiger_stream_fuzz(push: tuple[zmq.Socket, str], tmp_path: Path, protocol: str) -> None:
+    socket, endpoint = push
+    receiver = StreamReceiver(endpoint)
     receiver.start()
     try:
         for batch in batches():
@@ -103,7 +95,7 @@ def test_eiger_stream_fuzz(push: zmq.Socket, tmp_path: Path, protocol: str) -> N
             outbox: FrameQueue = FrameQueue(4 * BATCH, FullPolicy.DROP)
             receiver.listen(series, outbox, None)
             for message in messages:
-                push.send_multipart(message)
+                socket.send_multipart(message)
             items = collect(outbox)
             where = f"{protocol} batch {batch} (seed {seed})"
             frames = [item for item in items if isinstance(item, Frame)]
@@ -142,13 +134,14 @@ def write_and_check(items: list, directory: Path, goods: int) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["2.2", "1.0"])
-def test_bridge_fuzz(push: zmq.Socket, protocol: str) -> None:
+def test_bridge_fuzz(push: tuple[zmq.Socket, str], protocol: str) -> None:
     """One present module keeps a train at 256 KiB, so thousands of them take seconds."""
     encode = v2_2 if protocol == "2.2" else v1_0
     missing = range(1, 16)
     good_truths = [make_truth(raw=True, frames=1, train_id=FIRST_TRAIN_ID + i, missing=missing, seed=i)
                    for i in range(4)]
-    receiver = AgipdReceiver(push.getsockopt_string(zmq.LAST_ENDPOINT), socket_type=BridgeSocket.PULL)
+    socket, endpoint = push
+    receiver = AgipdReceiver(endpoint, socket_type=BridgeSocket.PULL)
     receiver.start()
     try:
         for batch in batches():
@@ -161,11 +154,11 @@ def test_bridge_fuzz(push: zmq.Socket, protocol: str) -> None:
             for k in range(BATCH):
                 truth = good_truths[k % 4]
                 tid = first_tid + 2 * k
-                push.send_multipart(encode(module_sources(dataclasses.replace(truth, train_id=tid))))
+                socket.send_multipart(encode(module_sources(dataclasses.replace(truth, train_id=tid))))
                 sent_good.append((tid, truth))
                 victim = good_truths[(k + 1) % 4]
                 victim_tid = first_tid + 2 * k + 1
-                push.send_multipart(mutate_bridge(rng, encode(module_sources(
+                socket.send_multipart(mutate_bridge(rng, encode(module_sources(
                     dataclasses.replace(victim, train_id=victim_tid)))))
             trains = collect_trains(receiver, outbox, 2 * BATCH)
             where = f"bridge {protocol} batch {batch} (seed {seed})"

@@ -155,14 +155,6 @@ def test_req_asks_only_while_the_outbox_has_room_so_nothing_is_dropped(monkeypat
 
 
 @pytest.fixture
-def push() -> Iterator[tuple[zmq.Socket, str]]:
-    socket = zmq.Context.instance().socket(zmq.PUSH)
-    port = socket.bind_to_random_port("tcp://127.0.0.1")
-    yield socket, f"tcp://127.0.0.1:{port}"
-    socket.close(linger=0)
-
-
-@pytest.fixture
 def pull_receiver(push) -> Iterator[AgipdReceiver]:
     with running(AgipdReceiver(push[1], socket_type=BridgeSocket.PULL)) as receiver:
         yield receiver

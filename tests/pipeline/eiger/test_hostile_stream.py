@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,23 +37,6 @@ SHAPE = (64, 96)
 SERIES = 5
 IMAGES = [pixels(SHAPE, seed=i) for i in range(3)]
 DEEP = b"[" * 100_000 + b"]" * 100_000
-
-
-@pytest.fixture
-def push() -> Iterator[tuple[zmq.Socket, str]]:
-    socket = zmq.Context.instance().socket(zmq.PUSH)
-    port = socket.bind_to_random_port("tcp://127.0.0.1")
-    yield socket, f"tcp://127.0.0.1:{port}"
-    socket.close(linger=0)
-
-
-@pytest.fixture
-def receiver(push: tuple[zmq.Socket, str]) -> Iterator[StreamReceiver]:
-    r = StreamReceiver(push[1])
-    r.start()
-    yield r
-    r.close()
-    assert r.failure == ""
 
 
 def nested_json_in(part: int) -> list[bytes]:

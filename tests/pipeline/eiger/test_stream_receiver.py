@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
 
 import pytest
-import zmq
 
 from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
@@ -17,22 +15,6 @@ from tests.waiting import wait_until
 
 SHAPE = (64, 96)
 IMAGE = pixels(SHAPE)
-
-
-@pytest.fixture
-def push() -> Iterator[tuple[zmq.Socket, str]]:
-    socket = zmq.Context.instance().socket(zmq.PUSH)
-    port = socket.bind_to_random_port("tcp://127.0.0.1")
-    yield socket, f"tcp://127.0.0.1:{port}"
-    socket.close(linger=0)
-
-
-@pytest.fixture
-def receiver(push: tuple[zmq.Socket, str]) -> Iterator[StreamReceiver]:
-    r = StreamReceiver(push[1])
-    r.start()
-    yield r
-    r.close()
 
 
 def drain(outbox: FrameQueue, n: int) -> list:
