@@ -39,6 +39,12 @@ def _reduce(args: argparse.Namespace) -> int:
     return run_reduce(args.raw, policy_file=args.policy, config_from=args.config_from, output=args.output)
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from .recover_command import run_recover
+
+    return run_recover(args.path)
+
+
 def _db_start(args: argparse.Namespace) -> int:
     from .db_commands import run_db_start
 
@@ -98,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config-from", type=Path, help="a RED file: reuse the policy stored in its NXnote")
     reduce.add_argument("-o", "--output", type=Path, required=True, help="run directory for red/ and the manifest")
     reduce.set_defaults(func=_reduce)
+
+    recover = sub.add_parser("recover", help="rebuild the master of an EIGER series whose writer died (links, VDS, "
+                                             "per-frame written flags, end time)")
+    recover.add_argument("path", type=Path, help="a <stem>_master.h5, or a directory: every master in it")
+    recover.set_defaults(func=_recover)
 
     server = sub.add_parser("server", help="run the detpipe device server instance registered in TANGO_HOST",
                             epilog="Options not listed here go to the Tango kernel, e.g. -v4 for its trace level.")
