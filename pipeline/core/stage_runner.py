@@ -107,20 +107,21 @@ class StageRunner:
 
     def _process_frame(self, frame: Frame | Train) -> None:
         stats = self.stage.stats
+        frames = frame.frames if isinstance(frame, Train) else 1  # counts are in frames, a train holds many
         if self.failure is not None:
-            stats.rejected["stage_failed"] += 1
+            stats.rejected["stage_failed"] += frames
             return
         try:
             with stats.timed():
                 out = self.stage.process(frame)
         except FrameRejected as err:
-            stats.rejected[err.reason] += 1
+            stats.rejected[err.reason] += frames
             if err.reason not in self._logged_reasons:
                 self._logged_reasons.add(err.reason)
                 log.warning("%s rejected frame %d: %s (further ones counted only)", self.name, frame.index, err)
             return
         except Exception as exc:  # noqa: BLE001 - any other error is a stage failure, reported as FAULT
-            stats.rejected["stage_failed"] += 1
+            stats.rejected["stage_failed"] += frames
             self._fail(f"frame {frame.index} of series {frame.series_id}", exc)
             return
         if out is not None:

@@ -325,7 +325,7 @@ def test_a_failure_mid_train_is_aborted_by_the_runner_and_every_file_stays_valid
     assert runner.series_done.wait(10.0) and failed.is_set()
     runner.close()
     assert "frame 5 of series 1: TypeError" in (runner.failure or "")  # the runner names a train by its index
-    assert writer.stats.rejected["stage_failed"] == 1 and writer.stats.frames_written == 10
+    assert writer.stats.rejected["stage_failed"] == 2 and writer.stats.frames_written == 10  # the train's 2 frames
     run = open_run(tmp_path / "raw" / "r0001")
     for module in (0, 7, 15):
         data = run[module_source(DETECTOR, Product.RAW, module), "image.data"]
