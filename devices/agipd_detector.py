@@ -26,7 +26,7 @@ from detpipe.pipeline.core.train import AGIPD_MODULES
 from detpipe.pipeline.triage.setup import DetectorKind
 
 from .detector_device import DetectorDevice
-from .detpipe_device import CLOSE_WAIT_S, in_background, settle
+from .detpipe_device import CLOSE_WAIT_S, in_background, settle, unusable_file
 
 CORRECTION_QUEUE_TRAINS = 4
 
@@ -63,9 +63,7 @@ class AgipdDetector(DetectorDevice):
             try:
                 constants = load_constants(Path(self.ConstantsFile))
             except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
-                reason = " ".join(str(err).split())[:300]
-                self._constants_problem = (f"ConstantsFile {self.ConstantsFile} cannot be used ({type(err).__name__}: "
-                                           f"{reason}); fix the file or the property, then Init")
+                self._constants_problem = unusable_file("ConstantsFile", self.ConstantsFile, err)
             else:
                 self._correction_inbox: FrameQueue[Item] = FrameQueue(CORRECTION_QUEUE_TRAINS, FullPolicy.DROP)
                 self._correction = StageRunner("correction", AgipdCorrection(constants), self._correction_inbox,

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol
 from tango import DevState, GreenMode, Util
 from tango.server import Device, device_property
 
+from detpipe.pipeline.core.errors import one_line
+
 from .event_throttle import EventThrottle
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,11 @@ def _unblanked(name: str, value: Any, prop: device_property) -> Any:
 
 
 _LATIN1_SPELLINGS = str.maketrans({"…": "...", "≥": ">=", "≤": "<=", "×": "x", "—": "-", "–": "-", "→": "->"})
+
+
+def unusable_file(prop: str, path: str, err: BaseException) -> str:
+    """Status of a device whose file property cannot be used: only this device is in FAULT, Init re-reads it."""
+    return f"{prop} {path} cannot be used ({one_line(err)}); fix the file or the property, then Init"
 
 
 def as_latin1(text: str) -> str:

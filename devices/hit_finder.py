@@ -27,7 +27,7 @@ from detpipe.pipeline.triage.pool import TriagePool
 from detpipe.pipeline.triage.setup import DetectorKind
 from detpipe.pipeline.triage.stats import HISTOGRAM_BINS
 
-from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle, wait_for
+from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle, unusable_file, wait_for
 from .event_throttle import EventThrottle
 from .parameter_attribute import parameter_attribute
 
@@ -370,6 +370,5 @@ def unusable_mask(path: str) -> str:
     try:
         load_user_mask(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
-        reason = " ".join(str(err).split())[:300]
-        return f"MaskFile {path} cannot be used ({type(err).__name__}: {reason}); fix the file or the property, then Init"
+        return unusable_file("MaskFile", path, err)
     return ""

@@ -10,6 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception as one line of Status: its type and message, whitespace folded, cut at ``limit``."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
+
+
 class FrameRejected(ValueError):
     """A stream message or frame that cannot be used. ``reason`` is a short snake_case counter key."""
 

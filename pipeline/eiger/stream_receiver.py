@@ -56,7 +56,6 @@ class StreamReceiver:
         self._fallback_config: DetectorConfig | None = None
         self._expected_index = 0
         self._frames_expected = 0  # of the forwarded series header; 0 while unknown
-        self._started = False  # the series' header went on: a second one is refused
         self._seen: dict[str, bytearray] = {}  # per channel, a bit per frame index forwarded
         self._pending_end: EndOfSeries | None = None
         self.failure = ""  # why the receive thread died; empty while it runs
@@ -86,7 +85,6 @@ class StreamReceiver:
             self._fallback_config = fallback_config
             self._expected_index = 0
             self._frames_expected = 0
-            self._started = False
             self._seen = {}
             self.decoder.expect(series_id)
             self._pending_end = None
@@ -167,12 +165,8 @@ class StreamReceiver:
 
     def _forward_start(self, start: SeriesStart) -> None:
         """The header goes on with the settings this series was armed with where it lacks or contradicts
-        them: no config at all (V1 header_detail=none), or another number of frames than was armed. Only the
-        first header of a series goes on: the stages after it open their files once."""
-        if self._started:
-            self._reject("repeated_header", f"a second header of series {start.series_id}")
-            return
-        self._started = True
+        them: no config at all (V1 header_detail=none), or another number of frames than was armed. (A second
+        header of the series never gets here: the decoder refuses it as ``repeated_header``.)"""
         fallback = self._fallback_config
         if fallback is not None:
             if start.config is None:

@@ -37,7 +37,8 @@ class Recovered:
 def recover_series(master: Path) -> Recovered:
     """Rebuild ``master``'s links, VDS, per-frame ``written`` flags and end time from its data files."""
     stem = master.name.removesuffix("_master.h5")
-    extents, written, unreadable, layout = [], {}, [], None
+    extents, unreadable, layout = [], [], None
+    written: set[int] = set()
     for path in sorted(master.parent.glob(f"{stem}_data_*.h5")):
         match = _DATA_FILE.fullmatch(path.name)
         if match is None or match["stem"] != stem:
@@ -49,14 +50,14 @@ def recover_series(master: Path) -> Recovered:
                 rows = _rows_written(dataset)
                 layout = layout or _layout(dataset)
                 extents.append(DataFileExtent(int(match["number"]), path.name, first, int(dataset.shape[0])))
-                written.update({first + row: True for row in rows})
+                written.update(first + row for row in rows)
         except (OSError, KeyError) as err:
             unreadable.append(f"{path.name}: {err}")
     frames = max(written, default=-1) + 1
     NxmxMaster(master).finalise(layout, extents, frames, master.stat().st_mtime)
     with h5py.File(master, "r+") as handle:
         flags = np.zeros(frames, np.uint8)
-        flags[list(written)] = 1
+        flags[sorted(written)] = 1
         group = handle["/entry/data"]
         if "written" in group:
             del group["written"]

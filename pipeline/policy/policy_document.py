@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, one_line
 
 MAX_DOCUMENT_BYTES = 64 * 1024  # a complete policy is under 2 KiB
 
@@ -35,7 +35,7 @@ def policy_mapping(text: str, source: str) -> dict[str, Any]:
     try:
         document = yaml.load(text, Loader=_NoAliasLoader) or {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
-        raise ConfigError([f"{source} is not valid YAML/JSON: {' '.join(str(err).split())[:300]}"]) from None
+        raise ConfigError([f"{source} is not valid YAML/JSON ({one_line(err)})"]) from None
     except RecursionError:
         raise ConfigError([f"{source} nests too deeply"]) from None
     if not isinstance(document, dict):
