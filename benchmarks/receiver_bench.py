@@ -1,12 +1,18 @@
-"""Our receive stage (decode, queue, stats) vs a bare pyzmq PULL loop on the same unpaced V1 stream."""
+"""Our receive stage (decode, payload check, queue, stats) vs a bare pyzmq PULL loop on the same unpaced V1
+stream, and vs a bare loop that also verifies each payload (the least any receiver that refuses corrupt
+chunks must do)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
+import numpy as np
 import zmq
 
+from detpipe.pipeline.core.chunk_framing import verify_payload
+from detpipe.pipeline.core.frame import Encoding
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.eiger.simplon_client import SimplonClient
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
@@ -16,7 +22,8 @@ from .best_of import best_times
 from .frames import DISTINCT_FRAMES
 from .simulator_process import SEND_TIMEOUT_S, unpaced_simulator
 
-KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull")
+KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull", "receiver.bare_checked_pull_fps",
+        "receiver.ratio_vs_bare_checked_pull")
 RECEIVE_TIMEOUT_MS = int(2 * SEND_TIMEOUT_S * 1000)
 # Each round connects a new PULL socket to the simulator's PUSH. Until the simulator's ZMQ thread has seen the
 # previous round's socket close, PUSH may still hand it the next series' first messages, which are then lost;
@@ -31,14 +38,17 @@ def bench_receiver(size: BenchSize) -> dict[str, float]:
         configure_series(client, 2 * DISTINCT_FRAMES)
         _bare_pull(sim.stream_endpoint, client, 2 * DISTINCT_FRAMES)  # warm-up: the simulator caches its blobs
         configure_series(client, n_frames)
-        bare_s, ours_s = best_times([
+        bare_s, checked_s, ours_s = best_times([
             lambda: _bare_pull(sim.stream_endpoint, client, n_frames),
+            lambda: _bare_pull(sim.stream_endpoint, client, n_frames, check=True),
             lambda: _our_receiver(sim.stream_endpoint, client, n_frames),
         ], size.rounds)
     return {
         "receiver.fps": n_frames / ours_s,
         "receiver.bare_pull_fps": n_frames / bare_s,
         "receiver.ratio_vs_bare_pull": bare_s / ours_s,
+        "receiver.bare_checked_pull_fps": n_frames / checked_s,
+        "receiver.ratio_vs_bare_checked_pull": checked_s / ours_s,
     }
 
 
@@ -58,7 +68,7 @@ def _triggered(client: SimplonClient) -> threading.Thread:
     return thread
 
 
-def _bare_pull(endpoint: str, client: SimplonClient, n_frames: int) -> float:
+def _bare_pull(endpoint: str, client: SimplonClient, n_frames: int, *, check: bool = False) -> float:
     socket = zmq.Context.instance().socket(zmq.PULL)
     socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)  # a lost message fails the benchmark, never hangs it
     socket.connect(endpoint)
@@ -68,7 +78,9 @@ def _bare_pull(endpoint: str, client: SimplonClient, n_frames: int) -> float:
         t0 = time.perf_counter()
         trigger = _triggered(client)
         for _ in range(n_frames):
-            socket.recv_multipart(copy=False)
+            parts = socket.recv_multipart(copy=False)
+            if check:
+                _verify(parts)
         elapsed = time.perf_counter() - t0
         trigger.join()
         client.command("disarm")
@@ -101,3 +113,11 @@ def _our_receiver(endpoint: str, client: SimplonClient, n_frames: int) -> float:
         receiver.close()
         time.sleep(PEER_GONE_S)
     return elapsed
+
+
+def _verify(parts: list[zmq.Frame]) -> None:
+    """What a minimal checking receiver does to a V1 bslz4 image message: read its shape and type, verify."""
+    dimage_d = json.loads(parts[1].bytes)
+    dtype = np.dtype(dimage_d["type"])
+    nbytes = int(np.prod(dimage_d["shape"])) * dtype.itemsize
+    verify_payload(Encoding.BSLZ4, parts[2].buffer, nbytes, dtype.itemsize)

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 20  # how promptly a requested end or close is honoured while waiting for a train
 NEXT_REQUEST = b"next"  # the bridge's only valid request (agipd.md §2.1)
+# A raw 352-cell AGIPD-1M train is 1.5 GB in one array part. Over this, ZMQ drops the connection and never
+# reconnects it (a protocol error): set on REQ only, whose unanswered request opens a new socket anyway.
+MAX_MESSAGE_BYTES = 4 * 2**30
+LOOK_AHEAD_WAIT_S = 0.5  # at a run's end, how long the reply to the request sent ahead is awaited
 
 
 class BridgeSocket(enum.Enum):
@@ -150,6 +154,8 @@ class AgipdReceiver:
         socket.setsockopt(zmq.RCVHWM, self._receive_buffer_messages)
         if self.socket_type is BridgeSocket.SUB:
             socket.setsockopt(zmq.SUBSCRIBE, b"")
+        if self.socket_type is BridgeSocket.REQ:
+            socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         socket.connect(self.endpoint)
         self._awaiting_reply = False
         return socket
@@ -279,10 +285,17 @@ class AgipdReceiver:
                                           detail=f"{run.trains} trains received")
 
     def _finish(self, run: _Run, socket: zmq.Socket) -> zmq.Socket:
-        """Emit the run's end (after its start, if that never went out) and forget any request in flight,
-        so the next run does not begin with a train requested for this one."""
+        """Emit the run's end (after its start, if that never went out), leaving no request in flight, so
+        the next run does not begin with a train requested for this one. The bridge took that train off
+        its queue when it got the request: its reply, awaited ``LOOK_AHEAD_WAIT_S``, is the run's last
+        train, not lost. Only an unanswered request closes the socket (and is counted)."""
+        if self._awaiting_reply and socket.poll(int(LOOK_AHEAD_WAIT_S * 1e3)):
+            parts = socket.recv_multipart(copy=False)
+            self._awaiting_reply = False
+            self._handle(run, parts)
         self._emit_end(run)
         if self._awaiting_reply:
+            self.stats.notes["look_ahead_unanswered"] += 1
             socket.close(linger=0)
             socket = self._open_socket()
         return socket

@@ -19,7 +19,7 @@ import bitshuffle
 import lz4.block
 import numpy as np
 
-from .chunk_check import CHUNK_HEADER_BYTES, block_chain_end, readonly_bytes
+from .chunk_check import BLOCK_CORRUPT, CHUNK_HEADER_BYTES, block_chain_end, payload_end, readonly_bytes
 from .errors import FrameRejected
 from .frame import Encoding
 
@@ -99,44 +99,52 @@ def reframe_v1_lz4(blob: ChunkBlob, nbytes: int) -> tuple[Encoding, bytes]:
 
 
 def check_chunk(encoding: Encoding, blob: ChunkBlob, nbytes: int, itemsize: int, *, walk_chain: bool = True) -> None:
-    """Reject a chunk that HDF5 could not read back as ``nbytes`` of pixels.
+    """Reject a chunk that HDF5 could not read back as ``nbytes`` of pixels, judged by its framing.
 
     RAW must be exactly ``nbytes`` long. For BSLZ4/LZ4 the header must announce ``nbytes`` and a sane
     block size (``size_mismatch`` otherwise), and the block chain must end inside the blob
-    (``truncated_blob``). Bytes after the chain are tolerated: both filters ignore them. Block payloads are
-    not decompressed; that would cost more than the whole receive budget. The chain walk touches every
-    block header (~1100 dependent loads for a 4M frame: ~10 us in cache, ~60-100 us from DRAM), so the
-    stream receiver leaves it (``walk_chain=False``) to the writer thread, which runs it before the chunk
-    reaches the file.
+    (``truncated_blob``). Bytes after the chain are tolerated: both filters ignore them. The chain walk
+    touches every block header (~1100 dependent loads for a 4M frame: ~10 us in cache, ~60-100 us from
+    DRAM), so the stream decoder leaves it (``walk_chain=False``) to the receiver's frame check
+    (``verify_payload``), which walks the chain and every block's contents.
     """
     if encoding is Encoding.RAW:
         if len(blob) != nbytes:
             raise FrameRejected("size_mismatch", f"raw frame has {len(blob)} bytes, shape and type give {nbytes}")
         return
-    header = parse_chunk_header(blob)
-    if header.nbytes != nbytes:
-        raise FrameRejected(
-            "size_mismatch",
-            f"{encoding.value} header says {header.nbytes} uncompressed bytes, shape and type give {nbytes}",
-        )
-    if encoding is Encoding.BSLZ4:
-        nblocks, tail_bytes = _bslz4_layout(header, itemsize)
-    else:
-        nblocks, tail_bytes = _lz4_layout(header), 0
-    if not walk_chain:
+    layout = _chunk_layout(encoding, blob, nbytes, itemsize)
+    if walk_chain:
+        _check_end(encoding, blob, layout, block_chain_end(readonly_bytes(blob), layout.nblocks))
+
+
+def verify_payload(encoding: Encoding, blob: ChunkBlob, nbytes: int, itemsize: int) -> None:
+    """``check_chunk``, and reject a chunk whose blocks do not all decode (``corrupt_payload``), without
+    decompressing it: every LZ4 sequence is parsed (``chunk_check.payload_end``), so a chunk written after
+    it passes always reads back through the HDF5 filter."""
+    if encoding is Encoding.RAW:
+        check_chunk(encoding, blob, nbytes, itemsize)
         return
-    end = block_chain_end(readonly_bytes(blob), nblocks)
-    if end < 0 or end + tail_bytes > len(blob):
+    layout = _chunk_layout(encoding, blob, nbytes, itemsize)
+    end = payload_end(readonly_bytes(blob), layout.nblocks, layout.block_bytes, layout.last_block_bytes,
+                      encoding is Encoding.LZ4)
+    if end == BLOCK_CORRUPT:
+        raise FrameRejected("corrupt_payload", f"{encoding.value} chunk has a block that does not decode")
+    _check_end(encoding, blob, layout, end)
+
+
+def _check_end(encoding: Encoding, blob: ChunkBlob, layout: _ChunkLayout, end: int) -> None:
+    if end < 0 or end + layout.tail_bytes > len(blob):
         raise FrameRejected(
-            "truncated_blob", f"{encoding.value} chain of {nblocks} blocks runs past the {len(blob)}-byte blob"
+            "truncated_blob", f"{encoding.value} chain of {layout.nblocks} blocks runs past the {len(blob)}-byte blob"
         )
 
 
 def decode_chunk_pixels(encoding: Encoding, blob: ChunkBlob, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Decompress one chunk back to pixels (tests, triage, live view); the writer never needs this.
 
-    Raises ``ValueError`` for a chunk whose payload does not decompress (the chain check does not look
-    inside blocks); call ``check_chunk`` first to get a named rejection for size and truncation faults.
+    Raises ``ValueError`` for a chunk whose payload does not decompress. Only chunks that passed
+    ``verify_payload`` may come here: ``bitshuffle.decompress_lz4`` can crash the process on a corrupt one
+    (the stream receiver verifies every chunk before it forwards a frame).
     """
     dtype = np.dtype(dtype)
     if encoding is Encoding.RAW:
@@ -151,25 +159,52 @@ def decode_chunk_pixels(encoding: Encoding, blob: ChunkBlob, shape: tuple[int, .
         raise ValueError(f"{encoding.value} chunk does not decompress: {err}") from err
 
 
-def _bslz4_layout(header: ChunkHeader, itemsize: int) -> tuple[int, int]:
-    """(compressed blocks, raw tail bytes) of a 32008 chunk, as bitshuffle lays them out (eiger.md §5.1)."""
+@dataclass(frozen=True, slots=True)
+class _ChunkLayout:
+    """How a chunk's ``nbytes`` split into LZ4 blocks: all decode to ``block_bytes`` but the last, which
+    decodes to ``last_block_bytes``; ``tail_bytes`` follow the chain uncompressed (bslz4 only)."""
+
+    nblocks: int
+    block_bytes: int
+    last_block_bytes: int
+    tail_bytes: int
+
+
+def _chunk_layout(encoding: Encoding, blob: ChunkBlob, nbytes: int, itemsize: int) -> _ChunkLayout:
+    """The block layout the header announces; ``size_mismatch`` for a header that contradicts the frame."""
+    header = parse_chunk_header(blob)
+    if header.nbytes != nbytes:
+        raise FrameRejected(
+            "size_mismatch",
+            f"{encoding.value} header says {header.nbytes} uncompressed bytes, shape and type give {nbytes}",
+        )
+    if encoding is Encoding.BSLZ4:
+        return _bslz4_layout(header, itemsize)
+    return _lz4_layout(header)
+
+
+def _bslz4_layout(header: ChunkHeader, itemsize: int) -> _ChunkLayout:
+    """The blocks of a 32008 chunk as bitshuffle lays them out: full blocks, then one of the remaining
+    elements rounded down to a multiple of 8, then the last ``n % 8`` elements raw (eiger.md §5.1)."""
     if header.block_bytes <= 0 or header.block_bytes % (8 * itemsize):
         raise FrameRejected(
             "size_mismatch", f"bslz4 block size {header.block_bytes} is not a multiple of 8 x {itemsize} bytes"
         )
     full, rest = divmod(header.nbytes // itemsize, header.block_bytes // itemsize)
     last = rest - rest % 8
-    return full + (1 if last else 0), (rest % 8) * itemsize
+    last_block_bytes = last * itemsize if last else header.block_bytes
+    return _ChunkLayout(full + (1 if last else 0), header.block_bytes, last_block_bytes, (rest % 8) * itemsize)
 
 
-def _lz4_layout(header: ChunkHeader) -> int:
-    """Number of blocks of a 32004 chunk; the filter caps the block size at the chunk size (eiger.md §5.2)."""
+def _lz4_layout(header: ChunkHeader) -> _ChunkLayout:
+    """The blocks of a 32004 chunk; the filter caps the block size at the chunk size (eiger.md §5.2)."""
     if header.nbytes == 0:
-        return 0
+        return _ChunkLayout(0, 0, 0, 0)
     if header.block_bytes <= 0:
         raise FrameRejected("size_mismatch", f"lz4 block size {header.block_bytes} is not positive")
     block = min(header.block_bytes, header.nbytes)
-    return -(-header.nbytes // block)
+    nblocks = -(-header.nbytes // block)
+    return _ChunkLayout(nblocks, block, header.nbytes - (nblocks - 1) * block, 0)
 
 
 def _lz4_chunk_bytes(blob: ChunkBlob, header: ChunkHeader) -> bytes:

@@ -1,11 +1,13 @@
-"""ZMQ PULL receiver: socket → decoder → the writer's ingress queue, in one thread.
+"""ZMQ PULL receiver: socket → decoder → payload check → the engine's ingress queue, in two threads.
 
-The receiver forwards only the series its acquisition armed (``listen``). Until then messages wait in
-the ZMQ buffer, so the writer is prepared for a series id before its header is read. Messages of an
+The receiver forwards only the series its acquisition armed (``listen``). Until then messages are read
+into a buffer bounded in bytes (``IDLE_BUFFER_BYTES``, oldest discarded first), so the writer is prepared
+for a series id before its header is read, and a peer streaming while nothing is armed cannot grow the
+process without bound. ZMQ refuses any message part over ``MAX_MESSAGE_BYTES`` (``StreamSocket``). Messages of an
 earlier series are leftovers, counted as ``late_messages``; those of any other series are counted as
-``rejected["other_series"]``. Neither is ever forwarded. The receiver is the only
-producer into the outbox, so even a synthetic end (Stop, Abort, silence, closing) arrives after the last
-frame.
+``rejected["other_series"]``. Neither is ever forwarded. The socket thread reads and decodes; a second
+thread (``FrameForwarder``) verifies each frame's payload, counts it and is the only producer into the
+outbox, so even a synthetic end (Stop, Abort, silence, closing) arrives after the last frame.
 
 One message never stops the stream: whatever decoding one raises, expected (``FrameRejected``) or not
 (a decoder bug, an exotic input), is counted by reason and the next message is read. Should the thread
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -28,11 +31,17 @@ from ..core.frame_queue import FrameQueue
 from ..core.receiver_stats import ReceiverStats
 from ..core.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
+from .frame_forwarder import FrameForwarder
 from .stream_decoder import EigerStreamDecoder, ForeignSeries
+from .stream_socket import StreamSocket
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 20  # receive timeout: how promptly a requested end or close is honoured
+# The largest part a DCU sends is one uncompressed frame: EIGER2 16M, 32 bit, is 72 MB; with two thresholds
+# in one Stream V2 message 145 MB.
+MAX_MESSAGE_BYTES = 512 * 2**20
+IDLE_BUFFER_BYTES = 256 * 2**20  # messages read while no series is armed (a series header comes at arm)
 
 
 class StreamReceiver:
@@ -46,19 +55,20 @@ class StreamReceiver:
         on_series_end: Callable[[EndOfSeries], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.decoder = EigerStreamDecoder(verify_block_chain=False)  # the writer walks the chain (check_chunk)
+        self.decoder = EigerStreamDecoder(verify_block_chain=False)  # the forwarder verifies whole payloads
         self.stats = ReceiverStats()
         self.on_series_end = on_series_end
+        self._forwarder = FrameForwarder(self.stats, self._reject, self._series_ended)
         self.last_message_monotonic = 0.0
         self._receive_buffer_messages = receive_buffer_messages
         self._outbox: FrameQueue[Item] | None = None
         self._series_id: int | None = None
         self._fallback_config: DetectorConfig | None = None
-        self._expected_index = 0
-        self._frames_expected = 0  # of the forwarded series header; 0 while unknown
-        self._seen: dict[str, bytearray] = {}  # per channel, a bit per frame index forwarded
         self._pending_end: EndOfSeries | None = None
-        self.failure = ""  # why the receive thread died; empty while it runs
+        self._idle: deque[list[zmq.Frame]] = deque()  # read while not listening, oldest first
+        self._idle_bytes = 0
+        self.idle_messages_discarded = 0  # beyond IDLE_BUFFER_BYTES while nothing was armed
+        self._failure = ""  # why the socket thread died; empty while it runs
         self._listening = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -66,11 +76,18 @@ class StreamReceiver:
         self._thread = threading.Thread(target=self._loop, name="detpipe-receiver", daemon=True)
 
     def start(self) -> None:
+        self._forwarder.start()
         self._thread.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._closing.set()
         self._thread.join(timeout_s)
+        self._forwarder.close(timeout_s)
+
+    @property
+    def failure(self) -> str:
+        """Why a receive thread died (socket or frame check); empty while both run."""
+        return self._failure or self._forwarder.failure
 
     @property
     def active_series(self) -> int | None:
@@ -83,9 +100,6 @@ class StreamReceiver:
             self._outbox = outbox
             self._series_id = series_id
             self._fallback_config = fallback_config
-            self._expected_index = 0
-            self._frames_expected = 0
-            self._seen = {}
             self.decoder.expect(series_id)
             self._pending_end = None
             self.last_message_monotonic = time.monotonic()
@@ -98,31 +112,51 @@ class StreamReceiver:
                 self._pending_end = EndOfSeries(self._series_id, reason, detail=detail)
 
     def _loop(self) -> None:
-        context = zmq.Context.instance()
-        socket = context.socket(zmq.PULL)
-        socket.setsockopt(zmq.RCVHWM, self._receive_buffer_messages)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.RCVTIMEO, POLL_MS)
-        socket.connect(self.endpoint)
+        socket = StreamSocket(self.endpoint, receive_buffer_messages=self._receive_buffer_messages,
+                              max_message_bytes=MAX_MESSAGE_BYTES, poll_ms=POLL_MS, on_drop=self._connection_dropped)
         try:
             while not self._closing.is_set():
                 if self._pending_end is not None:
                     self._emit_end(self._pending_end)
                     continue
-                if not self._listening.wait(0.05):
+                parts = socket.recv()
+                if not self._listening.is_set():
+                    if parts is not None:
+                        self._hold_while_idle(parts)
                     continue
-                try:
-                    parts = socket.recv_multipart(copy=False)
-                except zmq.Again:
-                    continue
-                self._handle_message(parts)
+                while self._idle and self._listening.is_set():
+                    self._handle_message(self._take_idle())
+                if parts is not None:
+                    self._handle_message(parts)
         except Exception as err:
-            self.failure = f"receive thread died: {type(err).__name__}: {err}"
+            self._failure = f"receive thread died: {type(err).__name__}: {err}"
             log.exception("stream receiver of %s stopped", self.endpoint)
             self.end_series(EndReason.ERROR, self.failure)
         finally:
             self._end_on_close()
-            socket.close(linger=0)
+            socket.close()
+
+    def _connection_dropped(self) -> None:
+        """Messages in flight on a dropped connection are lost (an oversized one is bad input): rejected."""
+        self.stats.rejected["connection_dropped"] += 1
+
+    def _hold_while_idle(self, parts: list[zmq.Frame]) -> None:
+        """Keep a message read before ``listen`` (it may be the header of the series being armed), within
+        ``IDLE_BUFFER_BYTES``: the oldest go first, counted and logged."""
+        self._idle.append(parts)
+        self._idle_bytes += _nbytes(parts)
+        while self._idle_bytes > IDLE_BUFFER_BYTES and len(self._idle) > 1:
+            self._take_idle()
+            self.idle_messages_discarded += 1
+            if "idle" not in self._logged_reasons:
+                self._logged_reasons.add("idle")
+                log.warning("stream messages arrive while no series is armed: the oldest beyond %d MB are "
+                            "discarded (idle_messages_discarded)", IDLE_BUFFER_BYTES // 2**20)
+
+    def _take_idle(self) -> list[zmq.Frame]:
+        parts = self._idle.popleft()
+        self._idle_bytes -= _nbytes(parts)
+        return parts
 
     def _end_on_close(self) -> None:
         """A receiver closed while a series is armed (the device's Init) ends it, so every stage after it
@@ -157,7 +191,7 @@ class StreamReceiver:
             if item.series_id != self._series_id:
                 self._not_this_series(item.series_id)
             elif isinstance(item, Frame):
-                self._forward_frame(item)
+                self._put(item)
             elif isinstance(item, SeriesStart):
                 self._forward_start(item)
             else:
@@ -176,44 +210,11 @@ class StreamReceiver:
                             start.series_id, start.config.frames_expected, fallback.frames_expected)
                 start = replace(start, config=replace(start.config, nimages=fallback.nimages,
                                                       ntrigger=fallback.ntrigger))
-        self._frames_expected = start.config.frames_expected if start.config is not None else 0
         self._put(start)
 
-    def _forward_frame(self, frame: Frame) -> None:
-        stats = self.stats
-        if self._frames_expected and frame.index >= self._frames_expected:
-            self._reject("index_out_of_range", f"frame {frame.index} of a {self._frames_expected}-frame series")
-            return
-        if self._frames_expected and not self._first_time(frame):
-            self._reject("duplicate_frame", f"frame {frame.index} ({frame.channel}) came a second time")
-            return
-        stats.frames_received += 1
-        stats.processed += 1
-        stats.bytes_received += frame.nbytes_encoded
-        stats.bytes_processed += frame.nbytes_encoded
-        stats.rate_meter.add(frame.nbytes_encoded)
-        if frame.index > self._expected_index:
-            stats.frames_missing += frame.index - self._expected_index
-        self._expected_index = max(self._expected_index, frame.index + 1)
-        stats.last_image_acquired = max(stats.last_image_acquired, frame.index)
-        if not self._put(frame):
-            stats.frames_dropped["queue_full"] += 1
-
-    def _first_time(self, frame: Frame) -> bool:
-        """Marks the frame's index as forwarded; False if it already was. A bit per index, grown to the
-        highest index seen, which the series' frame count bounds (1e8 frames: 12.5 MB)."""
-        seen = self._seen.setdefault(frame.channel, bytearray())
-        byte, bit = divmod(frame.index, 8)
-        if byte >= len(seen):
-            seen.extend(bytes(byte + 1 - len(seen)))
-        if seen[byte] >> bit & 1:
-            return False
-        seen[byte] |= 1 << bit
-        return True
-
-    def _put(self, item: Item) -> bool:
+    def _put(self, item: Item) -> None:
         assert self._outbox is not None
-        return self._outbox.put(item)
+        self._forwarder.submit(self._outbox, item, self._closing.is_set)
 
     def _emit_end(self, end: EndOfSeries) -> None:
         with self._lock:
@@ -221,7 +222,12 @@ class StreamReceiver:
             self._listening.clear()
             self._series_id = None
         if self._outbox is not None:
-            self._outbox.put(end)
+            self._put(end)
+        else:
+            self._series_ended(end)
+
+    def _series_ended(self, end: EndOfSeries) -> None:
+        """Called once the end went out after the series' last frame."""
         if self.on_series_end is not None:
             self.on_series_end(end)
 
@@ -245,3 +251,7 @@ class StreamReceiver:
             self._logged_reasons.add(reason)
             log.warning("stream message rejected (%s): %s; further ones counted only", reason, detail)
 
+
+
+def _nbytes(parts: list[zmq.Frame]) -> int:
+    return sum(len(p.buffer) for p in parts)

@@ -289,6 +289,33 @@ def test_unanswered_request_is_abandoned_and_a_new_req_socket_asks_again() -> No
         router.close(linger=0)
 
 
+def test_the_train_requested_ahead_when_a_run_stops_is_its_last_train_not_lost() -> None:
+    """The bridge takes a train off its queue when asked: the reply to the request sent ahead, arriving
+    after Stop, must end the run, not vanish with a closed socket (issue 14)."""
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with running(AgipdReceiver(f"tcp://127.0.0.1:{port}")) as receiver:
+            outbox: FrameQueue = FrameQueue(8, FullPolicy.DROP)
+            receiver.listen(9, outbox)
+            for train_id in (100, 101):
+                assert router.poll(5000)
+                peer, *_ = router.recv_multipart()
+                router.send_multipart([peer, b"", *good_train(train_id)])
+            assert router.poll(5000)
+            peer, *_ = router.recv_multipart()  # the request for train 102, sent ahead
+            receiver.end_series(EndReason.STOP, "Stop command")
+            time.sleep(0.1)
+            router.send_multipart([peer, b"", *good_train(102)])
+            _, *trains, end = drain(outbox, 5)
+        assert [t.train_id for t in trains] == [100, 101, 102]
+        assert isinstance(end, EndOfSeries) and end.reason is EndReason.STOP
+        assert "look_ahead_unanswered" not in receiver.stats.notes
+    finally:
+        router.close(linger=0)
+
+
 def test_listening_to_a_new_run_ends_the_open_one_first(push, pull_receiver) -> None:
     socket, _ = push
     first: FrameQueue = FrameQueue(4, FullPolicy.DROP)

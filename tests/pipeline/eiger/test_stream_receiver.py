@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import queue
+import time
 
+import numpy as np
 import pytest
 
+from detpipe.pipeline.core.chunk_framing import decode_chunk_pixels
 from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.series import EndOfSeries, EndReason, SeriesStart
+from detpipe.pipeline.eiger import stream_receiver
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 from tests.pipeline.stream_messages import bslz4_chunk, pixels, v1_config, v1_end, v1_header, v1_image
 from tests.waiting import wait_until
@@ -108,3 +112,85 @@ def test_requested_end_follows_the_frames_already_read(push, receiver: StreamRec
     assert ends == [end]
     with pytest.raises(queue.Empty):
         outbox.get(timeout_s=0.1)
+
+
+def test_frames_whose_payload_does_not_decode_are_rejected_and_the_rest_forwarded(
+        push, receiver: StreamReceiver) -> None:
+    """Issue 14 case 5: bits flipped in the LZ4 sequences of 10 of 20 frames. Those 10 are rejected as
+    ``corrupt_payload`` (their chains are intact, so only decoding tells), the other 10 go on, and every
+    frame forwarded decodes to the simulated pixels."""
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(64, FullPolicy.DROP)
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    good = bslz4_chunk(IMAGE)
+    corrupt = bytearray(good)
+    at = first_match_offset(good)
+    corrupt[at:at + 2] = b"\xff\xff"  # points far before the start of the block
+    for i in range(20):
+        socket.send_multipart(v1_image(5, i, IMAGE, blob=bytes(corrupt) if i % 2 else good))
+    socket.send_multipart(v1_end(5))
+    start, *frames, end = drain(outbox, 12)
+    assert [f.index for f in frames] == list(range(0, 20, 2))
+    for frame in frames:
+        np.testing.assert_array_equal(decode_chunk_pixels(frame.encoding, frame.blob, SHAPE, IMAGE.dtype), IMAGE)
+    assert isinstance(end, EndOfSeries)
+    assert receiver.stats.rejected == {"corrupt_payload": 10}
+    assert receiver.stats.frames_received == 10
+
+
+def first_match_offset(chunk: bytes) -> int:
+    """Where the first block's first match offset lies: after its token and literals (LZ4 block format)."""
+    pos, literals = 12 + 4 + 1, chunk[16] >> 4
+    if literals == 15:
+        while chunk[pos] == 255:
+            literals, pos = literals + 255, pos + 1
+        literals, pos = literals + chunk[pos], pos + 1
+    return pos + literals
+
+
+def test_messages_read_while_nothing_is_armed_are_held_within_a_byte_budget(push, monkeypatch) -> None:
+    """A peer streaming 10 MB messages while no series is armed cannot grow the receiver past its idle
+    budget; the oldest are discarded and counted, and the series armed afterwards still arrives whole."""
+    monkeypatch.setattr(stream_receiver, "IDLE_BUFFER_BYTES", 35 * 2**20)
+    socket, endpoint = push
+    receiver = StreamReceiver(endpoint)
+    receiver.start()
+    try:
+        for _ in range(20):
+            socket.send_multipart([b"{}", bytes(10 * 2**20)])
+        wait_until(lambda: receiver.idle_messages_discarded, lambda n: n == 17, what="idle_messages_discarded")
+        outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+        socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+        socket.send_multipart(v1_image(5, 0, IMAGE))
+        socket.send_multipart(v1_end(5))
+        time.sleep(0.2)
+        receiver.listen(5, outbox, None)
+        start, frame, end = drain(outbox, 3)
+        assert isinstance(start, SeriesStart) and frame.index == 0 and isinstance(end, EndOfSeries)
+        assert receiver.stats.rejected_total == 3  # the three garbage messages still held
+    finally:
+        receiver.close()
+    assert receiver.failure == ""
+
+
+def test_a_message_part_over_the_maximum_size_never_reaches_memory_and_the_stream_goes_on(
+        push, monkeypatch) -> None:
+    monkeypatch.setattr(stream_receiver, "MAX_MESSAGE_BYTES", 2**20)
+    socket, endpoint = push
+    receiver = StreamReceiver(endpoint)
+    receiver.start()
+    try:
+        outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+        receiver.listen(5, outbox, None)
+        socket.send_multipart([b"{}", bytes(8 * 2**20)])  # ZMQ drops the connection, and libzmq never reconnects
+        wait_until(lambda: receiver.stats.rejected, lambda r: r == {"connection_dropped": 1}, what="rejected")
+        socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+        socket.send_multipart(v1_image(5, 0, IMAGE))
+        socket.send_multipart(v1_end(5))
+        start, frame, end = drain(outbox, 3)
+        assert isinstance(start, SeriesStart) and frame.index == 0 and isinstance(end, EndOfSeries)
+        assert receiver.stats.messages_received == 3
+    finally:
+        receiver.close()
+    assert receiver.failure == ""
