@@ -10,8 +10,10 @@ import enum
 import logging
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -210,6 +212,9 @@ def check_directory(directory: Path, data_roots: Sequence[Path]) -> Path:
     return resolved
 
 
+_COPY_CHUNK_BYTES = 8 * 2**20
+
+
 def create_h5(path: Path, *, overwrite: bool, **options: object) -> h5py.File:
     """A new HDF5 file at ``path``, a name in a directory claimed (and resolved) at Prepare. Checked again
     at the moment of creation, because files are opened by name long after the claim: the directory must
@@ -224,6 +229,47 @@ def create_h5(path: Path, *, overwrite: bool, **options: object) -> h5py.File:
         return h5py.File(path, "w" if overwrite else "w-", **options)
     except FileExistsError as err:
         raise TargetFileExists(path) from err
+
+
+@contextmanager
+def rewrite_h5(path: Path) -> Iterator[h5py.File]:
+    """Change an HDF5 file so that ``path`` is valid at every moment: the changes go into a copy beside it,
+    which is flushed to disk and renamed over ``path`` (atomic on POSIX) only when they all succeeded.
+
+    A writer killed mid-change leaves the old file whole (and a hidden ``.tmp`` copy that the next
+    change replaces); a reader holding the old file open keeps reading it. The copy is created with
+    ``O_EXCL | O_NOFOLLOW`` in the directory claimed at Prepare, so a planted symlink is never written
+    through, and the rename replaces a symlink planted at ``path`` rather than following it. Costs one copy
+    of the file per change: for masters, metadata and links plus triage rows (see docs/file_layout.md).
+    """
+    if Path(os.path.realpath(path.parent)) != path.parent:
+        raise UnsafeTarget(path, f"its directory now resolves to {os.path.realpath(path.parent)}")
+    beside = path.with_name(f".{path.name}.tmp")
+    beside.unlink(missing_ok=True)  # a copy left by a writer that died mid-change
+    fd = os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with open(fd, "wb") as copy, open(path, "rb", opener=_open_no_follow) as original:
+            shutil.copyfileobj(original, copy, _COPY_CHUNK_BYTES)
+        with h5py.File(beside, "r+") as handle:
+            yield handle
+        _fsync_path(beside)
+        os.replace(beside, path)
+        _fsync_path(path.parent)
+    except BaseException:
+        beside.unlink(missing_ok=True)
+        raise
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_free_space(directory: Path, margin_bytes: int, needed_bytes: int = 0) -> None:

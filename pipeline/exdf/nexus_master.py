@@ -26,7 +26,7 @@ from typing import Any
 
 import h5py
 
-from ..core.saving_target import create_h5
+from ..core.saving_target import create_h5, rewrite_h5
 from ..core.series import SeriesStart
 from ..core.train import AGIPD_MODULES, Product
 from ..nexus.nxmx_master import NxmxMaster, iso_time
@@ -101,8 +101,8 @@ class AgipdNexusMaster:
               overwrite: bool) -> None:
         """Writes the whole master at the end of the run (completes it, for a triaged run); ``product`` is
         None when no train was written."""
-        handle = h5py.File(self.path, "r+") if self.triage is not None else self._create(overwrite)
-        with handle:
+        opened = rewrite_h5(self.path) if self.triage is not None else self._create(overwrite)
+        with opened as handle:
             for placeholder in ("METADATA", "INDEX"):  # begin's empty skeleton, rewritten below
                 if placeholder in handle:
                     del handle[placeholder]

@@ -20,7 +20,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from ..core.saving_target import create_h5
+from ..core.saving_target import create_h5, rewrite_h5
 from ..core.series import DetectorConfig, SeriesStart
 from ..core.software_version import detpipe_version
 from .nxmx_data_file import DATASET_PATH, FrameLayout
@@ -203,7 +203,7 @@ class NxmxMaster:
 
     def link_data_file(self, extent: DataFileExtent) -> None:
         """Adds ``/entry/data/data_<k:06d>``, the legacy ExternalLink XDS-style readers follow."""
-        with h5py.File(self.path, "r+") as handle:
+        with rewrite_h5(self.path) as handle:
             group = handle["/entry/data"]
             name = f"data_{extent.number:06d}"
             if name in group:
@@ -219,7 +219,7 @@ class NxmxMaster:
         The layout of the frames wins over the header's (bit depth follows the exposure). Rows of lost
         frames, and of data files never created, read as the masked-pixel fill value.
         """
-        with h5py.File(self.path, "r+") as handle:
+        with rewrite_h5(self.path) as handle:
             entry = handle["/entry"]
             group = entry["data"]
             for extent in extents:

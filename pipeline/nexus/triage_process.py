@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from ..core.peak_list import FrameTriage
+from ..core.saving_target import rewrite_h5
 from ..core.triage_params import UNITS, TriageParams
 from .cxi_peak_list import (
     CXI_COLUMNS,
@@ -135,10 +136,11 @@ class TriageProcess:
         self._rows.clear()
 
     def flush_file(self) -> bool:
-        """Opens the master, flushes and closes it. A master another process holds locked (a viewer) only
+        """Flushes into a copy of the master renamed over it (``rewrite_h5``: valid at every moment, and a
+        reader holding the master open keeps its version). A master that cannot be rewritten (disk full) only
         delays the rows: they stay buffered, and the next try waits for ``flush_rows`` more rows."""
         try:
-            with h5py.File(self.master, "r+") as handle:
+            with rewrite_h5(self.master) as handle:
                 self.flush(handle)
         except OSError as err:
             self._rows.defer()

@@ -27,7 +27,7 @@ import numpy as np
 from ..core.errors import AcquisitionStateError, FrameRejected, TargetFileExists
 from ..core.frame import Frame
 from ..core.frame_queue import FrameQueue
-from ..core.saving_target import SavingParams, claim_series_files, series_file_names
+from ..core.saving_target import SavingParams, claim_series_files, rewrite_h5, series_file_names
 from ..core.series import EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
 from ..core.train import Train
@@ -223,7 +223,7 @@ class DataPolicyStage:
         if self._red_writer is not None:
             self._red_writer.finish(end)
         if self._red_writer is not None or self._agipd is not None:
-            with h5py.File(run.red_master, "r+") as handle:
+            with rewrite_h5(run.red_master) as handle:
                 self._write_provenance(handle, run)
         if self._sparse is not None:
             self._write_provenance(self._sparse.h5, run)
@@ -265,11 +265,11 @@ class DataPolicyStage:
         if run is None:
             raise AcquisitionStateError("finalise", "no run", "prepare and write a series first")
         if raw_master is not None:
-            with h5py.File(raw_master, "r+") as handle:
+            with rewrite_h5(raw_master) as handle:
                 write_retention(handle.require_group("entry"), run.params)
         raw = describe_files(raw_files, run.run_directory)
         if run.params.policy.keeps_red and raw:
-            with h5py.File(run.red_master, "r+") as handle:
+            with rewrite_h5(run.red_master) as handle:
                 write_raw_checksums(handle, raw)
         red = describe_files(run.red_paths(), run.run_directory)
         self.stats.bytes_raw = sum(f.size for f in raw) if run.params.policy.keeps_raw else 0
