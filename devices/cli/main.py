@@ -105,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("-o", "--output", type=Path, required=True, help="run directory for red/ and the manifest")
     reduce.set_defaults(func=_reduce)
 
-    recover = sub.add_parser("recover", help="rebuild the master of an EIGER series whose writer died (links, VDS, "
-                                             "per-frame written flags, end time)")
-    recover.add_argument("path", type=Path, help="a <stem>_master.h5, or a directory: every master in it")
+    recover = sub.add_parser("recover", help="rebuild the master of an EIGER series or AGIPD run whose writer died "
+                                             "(links, VDS, per-frame written flags, end time)")
+    recover.add_argument("path", type=Path, help="EIGER: a <stem>_master.h5, or a directory (every master in it); "
+                                                 "AGIPD: a run directory of module sequence files")
     recover.set_defaults(func=_recover)
 
     server = sub.add_parser("server", help="run the detpipe device server instance registered in TANGO_HOST",

@@ -78,9 +78,13 @@ class RunIndex:
         )
 
     def commit(self, record: TrainRecord, train: Train) -> None:
+        self.commit_ids(record, train.pulse_ids, train.cell_ids)
+
+    def commit_ids(self, record: TrainRecord, pulse_ids: np.ndarray, cell_ids: np.ndarray) -> None:
+        """``commit`` from the ids alone (a run read back from its files)."""
         self.trains.append(record)
-        self._pulse_ids.append(np.asarray(train.pulse_ids, np.uint64))
-        self._cell_ids.append(np.asarray(train.cell_ids, np.uint16))
+        self._pulse_ids.append(np.asarray(pulse_ids, np.uint64))
+        self._cell_ids.append(np.asarray(cell_ids, np.uint16))
 
     def per_frame_ids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(trainId u8, pulseId u8, cellId u2), each of shape (frames,), in run frame order."""

@@ -4,10 +4,9 @@ Pixels go to disk as they arrive, one frame per chunk, compressed with bitshuffl
 written with ``write_direct_chunk`` (the filter 32008 chunk form and code path of the Eiger writer, eiger.md §5–6).
 The pixel datasets grow by one train at a time (``maxshape`` None along frames): one resize costs ~25 us,
 against ~13 ms to compress and write one module's 64 raw frames, and the file's extent always equals the
-trains it holds, so nothing is trimmed or padded except after a failure mid-train. The small per-frame ids and the per-train INDEX are kept in memory and written
-once, at their final size, when the file closes (a full 256-train, 352-cell sequence holds ~90k frames, so
-well under 2 MB). A file that has not been closed therefore lacks INDEX; ``close`` runs on finish and on
-abort, and trims rows of a train that was only partly written, so files left by the writer always open.
+trains it holds, so nothing is trimmed or padded except after a failure mid-train. The small per-frame ids and
+the per-train INDEX grow with the pixels, a train at a time (~11 small appends per train and module, ~0.3 ms
+against ~13 ms of pixels), so a file is complete EXDF at every flush, also one whose writer was killed.
 """
 
 from __future__ import annotations
@@ -182,7 +181,12 @@ def create_exdf_file(path: Path, metadata: RunMetadata, sequence: int, group: st
 
 class ExdfModuleFile:
     """Sequence ``sequence`` of one module: every train of the sequence is listed in INDEX, with
-    ``count = 0`` where the module did not arrive (the way EuXFEL files show a missing module)."""
+    ``count = 0`` where the module did not arrive (the way EuXFEL files show a missing module).
+
+    Per-frame ids and INDEX grow with the pixels, a train at a time, after the train's pixels are written;
+    with the flush every ``FLUSH_PERIOD_S``, a file whose writer was killed is a complete EXDF file up to
+    its last flush (pixel rows of a train written only in part lie beyond INDEX, where readers never look).
+    """
 
     def __init__(self, path: Path, *, module: int, source: str, product: Product, sequence: int,
                  metadata: RunMetadata, overwrite: bool) -> None:
@@ -192,10 +196,7 @@ class ExdfModuleFile:
         self.product = product
         self.sequence = sequence
         self.rows = 0  # frames of fully written trains; pixel datasets are trimmed to this at close
-        self._trains: list[TrainRecord] = []
-        self._counts: list[int] = []
-        self._pulse_ids: list[np.ndarray] = []
-        self._cell_ids: list[np.ndarray] = []
+        self.trains = 0
         self._file, image = create_exdf_file(path, metadata, sequence, f"{source}/image", overwrite=overwrite)
         try:
             bslz4 = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
@@ -204,15 +205,18 @@ class ExdfModuleFile:
                                                chunks=(1, *key.shape), dtype=key.dtype, **bslz4)
                 for key in PIXEL_KEYS[product]
             }
+            per_frame = (1,) if product is Product.RAW else ()  # raw stores ids as (N, 1), as the DAQ does
+            self._ids = {name: _growing(image, name, dtype, per_frame, _ID_CHUNK_ROWS)
+                         for name, dtype in _ID_KEYS[product]}
+            index = self._file.create_group("INDEX")
+            self._index = {name: _growing(index, name, dtype, (), _INDEX_CHUNK_ROWS) for name, dtype in _INDEX_KEYS}
+            image_index = index.create_group(f"{source}/image")
+            self._counts = {name: _growing(image_index, name, "u8", (), _INDEX_CHUNK_ROWS) for name in ("first", "count")}
             self._file.flush()
         except BaseException:
             self._file.close()
             raise
         self._flushed_monotonic = time.monotonic()
-
-    @property
-    def trains(self) -> int:
-        return len(self._trains)
 
     def write_train(self, record: TrainRecord, train: Train, chunks: ModuleChunks) -> np.ndarray:
         """Appends this module's frames of ``train`` from ``module_chunks(train, module)``; returns the
@@ -229,12 +233,19 @@ class ExdfModuleFile:
             for f, chunk in enumerate(chunks[key.name]):
                 dataset.id.write_direct_chunk((self.rows + f, *offset), chunk)
                 nbytes[f] += len(chunk)
+        per_frame = {
+            "trainId": np.full(train.frames, record.train_id, np.uint64),
+            "pulseId": np.asarray(train.pulse_ids, np.uint64),
+            "cellId": np.asarray(train.cell_ids, np.uint16),
+            "length": np.full(train.frames, _frame_bytes(PIXEL_KEYS[self.product][0])),  # bytes of one raw frame
+            "status": np.zeros(train.frames),  # 0 = frame read out without error
+        }
+        for name, dataset in self._ids.items():
+            _append(dataset, per_frame[name].reshape(train.frames, *dataset.shape[1:]))
         self._add(record, train.frames)
-        self._pulse_ids.append(np.asarray(train.pulse_ids, np.uint64))
-        self._cell_ids.append(np.asarray(train.cell_ids, np.uint16))
         self.rows = end
         if (now := time.monotonic()) - self._flushed_monotonic >= FLUSH_PERIOD_S:
-            self._file.flush()  # a writer killed mid-sequence leaves the pixels readable up to here
+            self._file.flush()  # a writer killed mid-sequence leaves a complete file up to here
             self._flushed_monotonic = now
         return nbytes
 
@@ -243,38 +254,36 @@ class ExdfModuleFile:
         self._add(record, 0)
 
     def _add(self, record: TrainRecord, count: int) -> None:
-        self._trains.append(record)
-        self._counts.append(count)
+        for name, value in (("trainId", record.train_id), ("timestamp", record.timestamp_ns), ("flag", FLAG_GOOD),
+                            ("origin", ORIGIN_TIME_SERVER)):
+            _append(self._index[name], np.array([value]))
+        _append(self._counts["first"], np.array([self.rows]))
+        _append(self._counts["count"], np.array([count]))
+        self.trains += 1
 
     def close(self) -> int:
-        """Trims, writes ids, INDEX and updateDate, and closes; returns the rows the file holds."""
+        """Trims the rows of a train written only in part, stamps updateDate and closes; returns the rows."""
         try:
             for dataset in self._pixels.values():
                 if dataset.shape[0] != self.rows:
                     dataset.resize(self.rows, axis=0)
-            self._write_ids()
-            write_train_index(self._file, self._trains)
-            counts = np.array(self._counts, np.uint64).reshape(len(self._counts))
-            first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.uint64) if len(counts) else counts
-            group = self._file.create_group(f"INDEX/{self.source}/image")
-            group.create_dataset("first", data=first)
-            group.create_dataset("count", data=counts)
             touch_update_date(self._file)
             return self.rows
         finally:
             self._file.close()
 
-    def _write_ids(self) -> None:
-        image = self._file[f"INSTRUMENT/{self.source}/image"]
-        per_frame = {
-            "trainId": np.repeat(np.array([t.train_id for t, c in zip(self._trains, self._counts) if c], np.uint64),
-                                 [c for c in self._counts if c]).astype(np.uint64),
-            "pulseId": np.concatenate(self._pulse_ids) if self._pulse_ids else np.zeros(0, np.uint64),
-            "cellId": np.concatenate(self._cell_ids) if self._cell_ids else np.zeros(0, np.uint16),
-            "length": np.full(self.rows, _frame_bytes(PIXEL_KEYS[self.product][0])),  # bytes of one raw frame
-            "status": np.zeros(self.rows),  # 0 = frame read out without error
-        }
-        raw = self.product is Product.RAW
-        for name, dtype in _ID_KEYS[self.product]:
-            values = per_frame[name][: self.rows].astype(dtype)
-            image.create_dataset(name, data=values.reshape((self.rows, 1) if raw else (self.rows,)))
+
+_ID_CHUNK_ROWS = 4096  # per-frame ids: a 352-cell train is 352 rows
+_INDEX_CHUNK_ROWS = 256  # per-train INDEX entries: a sequence holds 256 trains by default
+_INDEX_KEYS = (("trainId", "u8"), ("timestamp", "u8"), ("flag", "i4"), ("origin", "i4"))
+
+
+def _growing(group: h5py.Group, name: str, dtype: str, row_shape: tuple[int, ...], chunk_rows: int) -> h5py.Dataset:
+    return group.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
+                                chunks=(chunk_rows, *row_shape))
+
+
+def _append(dataset: h5py.Dataset, values: np.ndarray) -> None:
+    start = dataset.shape[0]
+    dataset.resize(start + len(values), axis=0)
+    dataset[start:] = values

@@ -70,4 +70,4 @@ def test_recover_rebuilds_the_vds_over_every_frame_on_disk(tmp_path: Path, capsy
 
 def test_recover_says_what_it_cannot_use(tmp_path: Path, capsys) -> None:
     assert detpipe_main(["recover", str(tmp_path)]) == 2
-    assert "neither a <stem>_master.h5 nor a directory holding one" in capsys.readouterr().err
+    assert "is neither a <stem>_master.h5, a directory holding one, nor an AGIPD run" in capsys.readouterr().err
