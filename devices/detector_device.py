@@ -37,7 +37,7 @@ WRITER_DRAIN_TIMEOUT_S = 120.0
 # (their first start on a machine compiles peakfinder8: about a minute on a loaded 2-core machine).
 CHAIN_READY_TIMEOUT_S = 600.0
 # Abort answers once the series is closed, or after this long with the closing going on in the background.
-ABORT_WAIT_S = 1.5
+ABORT_WAIT_S = 2.0
 
 
 class DetectorDevice(DetpipeDevice):
@@ -410,7 +410,7 @@ class DetectorDevice(DetpipeDevice):
     @command
     async def Abort(self) -> None:
         """Stop now: the detector is aborted and the files are closed with what was queued. Returns once they
-        are closed, or within 1.5 s with the closing going on (RUNNING until done)."""
+        are closed, or after 2 s with the closing going on (RUNNING until done)."""
         self.end_series(EndReason.ABORT)
         await self.series_settled(ABORT_WAIT_S)
 

@@ -204,3 +204,17 @@ def test_frames_the_writer_could_not_write_are_counted_lost_on_the_detector(chai
     chain[WRITER].Reset()
     blocker.rmdir()
     complete_series_runs(chain)
+
+
+@pytest.mark.parametrize("step", ["armed", "running", "draining"])
+def test_abort_returns_once_the_series_is_closed(chain: Chain, step: str) -> None:
+    """Issue 14: when Abort returns, every device is out of the series and the master is finished, so the next
+    settings are accepted at once (they were refused for up to 0.5 s)."""
+    STEPS[step](chain)
+    chain[DETECTOR].Abort()
+    for name in DEVICES:
+        assert chain[name].State() not in BUSY, f"{name}: {chain[name].Status()}"
+    chain[WRITER].saving_prefix = "after_abort_$id"  # refused while the writer is still in the series
+    with h5py.File(chain[WRITER].master_file) as f:
+        assert "end_time" in f["/entry"]
+    complete_series_runs(chain)
