@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..core.saving_target import SavingParams
+from ..core.saving_target import SavingParams, rewrite_h5
 from ..core.train import AGIPD_MODULES, Product
 from ..nexus.triage_process import PROCESS_PATH, TriageProcess, read_triage_params
 from .index import RunIndex, TrainRecord
@@ -95,7 +95,7 @@ def recover_run(directory: Path) -> RecoveredRun:
     master = directory / master_file_name(run)
     _write_master(master, index, product, extents, metadata or RunMetadata(proposal=0, run=run))
     present = index.modules_present_per_frame()
-    with h5py.File(master, "r+") as handle:
+    with rewrite_h5(master) as handle:
         data = handle["/entry/data"]
         written = data.create_dataset("written", data=present.any(axis=1).astype(np.uint8))
         written.attrs["long_name"] = "1 = at least one module of the frame on disk, 0 = lost"

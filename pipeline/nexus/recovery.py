@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from ..core.frame import Encoding
+from ..core.saving_target import rewrite_h5
 from .nxmx_data_file import DATASET_PATH, FrameLayout
 from .nxmx_master import DataFileExtent, NxmxMaster
 
@@ -55,7 +56,7 @@ def recover_series(master: Path) -> Recovered:
             unreadable.append(f"{path.name}: {err}")
     frames = max(written, default=-1) + 1
     NxmxMaster(master).finalise(layout, extents, frames, master.stat().st_mtime)
-    with h5py.File(master, "r+") as handle:
+    with rewrite_h5(master) as handle:
         flags = np.zeros(frames, np.uint8)
         flags[sorted(written)] = 1
         group = handle["/entry/data"]

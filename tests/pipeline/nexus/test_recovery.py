@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import nxmx
+import pytest
 
 from detpipe.devices.cli.main import main as detpipe_main
 from tests.pipeline.frames_for_writer_tests import pixels, read_stack
@@ -44,26 +45,32 @@ def killed_mid_series(directory: Path, frames: list[int]) -> None:
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
 
-def test_recover_rebuilds_the_vds_over_every_frame_on_disk(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(("frames", "files"), [
+    ([0, 1, 2], 1),  # in the first data file, nothing linked yet
+    ([0, 1, 2, 3, 4, 5, 6, 7], 2),  # right after the second file closed and was linked
+    ([0, 1, 2, 3, 4, 5, 7, 8, 9], 3),  # mid-series, frame 6 never arrived
+], ids=["first_file", "after_a_close", "mid_series"])
+def test_recover_rebuilds_the_vds_over_every_frame_on_disk(tmp_path: Path, capsys, frames: list[int],
+                                                          files: int) -> None:
     directory = tmp_path / "run"
     directory.mkdir()
-    frames = [0, 1, 2, 3, 4, 5, 7, 8, 9]  # frame 6 never arrived
     killed_mid_series(directory, frames)
     master = directory / "series_1_master.h5"
     with h5py.File(master) as handle:
         assert "data" not in handle["/entry/data"]  # the dead writer never wrote its VDS
 
     assert detpipe_main(["recover", str(directory)]) == 0
-    assert "9 of 10 frames on disk in 3 data files" in capsys.readouterr().out
+    n = frames[-1] + 1
+    assert f"{len(frames)} of {n} frames on disk in {files} data files" in capsys.readouterr().out
 
     stack = read_stack(master)
-    assert stack.shape[0] == 10
+    assert stack.shape[0] == n
     for i in frames:
         np.testing.assert_array_equal(stack[i], pixels(i), err_msg=f"frame {i}")
     with h5py.File(master) as handle:
-        assert handle["/entry/data/written"][()].tolist() == [1, 1, 1, 1, 1, 1, 0, 1, 1, 1]
+        assert handle["/entry/data/written"][()].tolist() == [int(i in frames) for i in range(n)]
         assert "end_time" in handle["/entry"]
-        np.testing.assert_allclose(handle["/entry/sample/transformations/omega"][()], 10.0 + 0.1 * np.arange(10))
+        np.testing.assert_allclose(handle["/entry/sample/transformations/omega"][()], 10.0 + 0.1 * np.arange(n))
         entry = nxmx.NXmx(handle).entries[0]
         assert entry.definition == "NXmx"
 
