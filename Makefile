@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz install clean
+.PHONY: demo test bench fuzz soak install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: $(STAMP)
 
 fuzz: $(STAMP)
 	DETPIPE_FUZZ_CASES=20000 $(BIN)/python -m pytest tests/fuzz tests/integration/test_device_fuzz.py
+
+soak: $(STAMP)
+	DETPIPE_SOAK_SERIES=50 $(BIN)/python -m pytest -s tests/integration/test_soak.py
 
 clean:
 	rm -rf $(VENV) detpipe-demo .pytest_cache
