@@ -122,6 +122,10 @@ class FrameForwarder:
         except FrameRejected as err:
             self._reject(err.reason, f"frame {frame.index}: {err.detail}")
             return
+        except Exception as err:  # a check bug or an input no check foresaw: this frame only
+            log.exception("the payload of frame %d could not be checked", frame.index)
+            self._reject("undecodable", f"frame {frame.index}: {type(err).__name__}: {err}")
+            return
         if self._frames_expected and frame.index >= self._frames_expected:
             self._reject("index_out_of_range", f"frame {frame.index} of a {self._frames_expected}-frame series")
             return

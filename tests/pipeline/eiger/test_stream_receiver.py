@@ -12,13 +12,14 @@ from detpipe.pipeline.core.chunk_framing import decode_chunk_pixels
 from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.series import EndOfSeries, EndReason, SeriesStart
-from detpipe.pipeline.eiger import stream_receiver
+from detpipe.pipeline.eiger import frame_forwarder, stream_receiver
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 from tests.pipeline.stream_messages import bslz4_chunk, pixels, v1_config, v1_end, v1_header, v1_image
 from tests.waiting import wait_until
 
 SHAPE = (64, 96)
 IMAGE = pixels(SHAPE)
+OTHER_IMAGE = pixels(SHAPE, seed=1)
 
 
 def drain(outbox: FrameQueue, n: int) -> list:
@@ -194,3 +195,48 @@ def test_a_message_part_over_the_maximum_size_never_reaches_memory_and_the_strea
     finally:
         receiver.close()
     assert receiver.failure == ""
+
+
+def test_a_payload_check_that_fails_unexpectedly_rejects_that_frame_only(push, receiver: StreamReceiver,
+                                                                         monkeypatch) -> None:
+    real = frame_forwarder.verify_payload
+
+    def failing_on_frame_1(encoding, blob, nbytes, itemsize):
+        if bytes(blob) == bslz4_chunk(OTHER_IMAGE):
+            raise MemoryError("a check bug")
+        real(encoding, blob, nbytes, itemsize)
+
+    monkeypatch.setattr(frame_forwarder, "verify_payload", failing_on_frame_1)
+    socket, _ = push
+    outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+    receiver.listen(5, outbox, None)
+    socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+    for i in range(3):
+        socket.send_multipart(v1_image(5, i, OTHER_IMAGE if i == 1 else IMAGE))
+    socket.send_multipart(v1_end(5))
+    _, first, last, end = drain(outbox, 4)
+    assert (first.index, last.index) == (0, 2) and isinstance(end, EndOfSeries)
+    assert receiver.stats.rejected == {"undecodable": 1}
+
+
+def test_a_frame_check_thread_that_dies_names_its_cause_and_ends_the_series(push, monkeypatch) -> None:
+    def broken(self, outbox, frame):
+        raise RuntimeError("a bug outside checking")
+
+    monkeypatch.setattr(frame_forwarder.FrameForwarder, "_forward_frame", broken)
+    socket, endpoint = push
+    receiver = StreamReceiver(endpoint)
+    ends: list[EndOfSeries] = []
+    receiver.on_series_end = ends.append
+    receiver.start()
+    try:
+        outbox: FrameQueue = FrameQueue(16, FullPolicy.DROP)
+        receiver.listen(5, outbox, None)
+        socket.send_multipart(v1_header(5, "basic", v1_config(SHAPE)))
+        socket.send_multipart(v1_image(5, 0, IMAGE))
+        start, end = drain(outbox, 2)
+        assert isinstance(start, SeriesStart) and end.reason is EndReason.ERROR
+        assert receiver.failure == "frame check thread died: RuntimeError: a bug outside checking"
+        assert ends == [end]
+    finally:
+        receiver.close()
