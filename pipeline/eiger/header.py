@@ -79,7 +79,8 @@ _V1_STRINGS = {
     "compression": "compression",
 }
 
-# V2 start key → DetectorConfig field (eiger.md §4). V2 has no trigger_mode, compression or distance.
+# V2 start key → DetectorConfig field (eiger.md §4). V2 has no trigger_mode or compression, and its distance is
+# the beam-axis (z) component of ``detector_translation`` (``detector_distance``).
 _V2_FLOATS = {
     "count_time": "count_time_s",
     "frame_time": "frame_time_s",
@@ -132,7 +133,24 @@ def config_from_v2_start(start: Mapping[str, Any]) -> DetectorConfig:
     shape = _shape(start, "image_size_x", "image_size_y", "bad_cbor")
     dtype = pixel_dtype(start["image_dtype"]) if "image_dtype" in start else PLACEHOLDER_DTYPE
     fields = _fields(start, _V2_FLOATS, _V2_INTS, _V2_STRINGS, "bad_cbor")
+    if (distance := detector_distance(start.get("detector_translation"))) is not None:
+        fields["detector_distance_m"] = distance
     return DetectorConfig(shape=shape, dtype=dtype, ntrigger=1, header=storable_header(start), **fields)
+
+
+def detector_distance(translation: object) -> float | None:
+    """The sample-detector distance a V2 start message carries: the z (beam) component of its
+    ``detector_translation`` [x, y, z] in m, the only distance V2 sends (NXmx then places the detector there;
+    without it DIALS puts it at z = 0). The whole vector stays in detectorSpecific. None when the value is not
+    three finite numbers or z lies outside the physical range."""
+    if not (isinstance(translation, (list, tuple)) and len(translation) == 3):
+        return None
+    values = [as_float(v) for v in translation]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    low, high = VALUE_RANGES["detector_distance_m"]
+    z = values[2]
+    return z if z is not None and low <= z <= high else None
 
 
 def as_float(value: object) -> float | None:

@@ -75,6 +75,9 @@ def test_every_pixel_and_chunk_of_a_series_reaches_the_nxmx_files(detpipe_server
         assert entry.definition == "NXmx"
         module = entry.instruments[0].detectors[0].modules[0]
         assert tuple(module.data_size) == eiger_sim.frames.shape
+        # V1 sends detector_distance, V2 the detector_translation: either way the detector sits at 0.12 m
+        assert f["/entry/instrument/detector/distance"][()] == pytest.approx(0.12)
+        assert f["/entry/instrument/detector/depends_on"][()] == b"/entry/instrument/detector/transformations/translation"
 
 
 @contextmanager

@@ -59,6 +59,23 @@ def test_start_maps_to_detector_config():
     assert start.pixel_mask is None and start.flatfield is None
 
 
+def test_start_distance_is_the_beam_axis_component_of_the_detector_translation():
+    """Issue 15: ``detector_translation`` [x, y, z] is the only distance V2 sends; without it in the config the
+    NXmx master had no distance and no depends_on chain, and DIALS put the detector at z = 0."""
+    start = decode_v2(v2_message(v2_start(9, SHAPE, detector_translation=[0.001, -0.002, 0.2])), 5.0)
+    assert start.config.detector_distance_m == 0.2
+    assert start.config.header["detector_translation"] == [0.001, -0.002, 0.2]
+
+
+@pytest.mark.parametrize("translation", [None, [0.0, 0.2], ["a", 0, 0.2], [0.0, 0.0, float("nan")], [0, 0, 1e9]],
+                         ids=["absent", "two_values", "text", "nan", "beyond_range"])
+def test_a_detector_translation_that_is_no_position_gives_no_distance(translation):
+    start = v2_start(9, SHAPE, detector_translation=translation)
+    if translation is None:
+        del start["detector_translation"]
+    assert decode_v2(v2_message(start), 5.0).config.detector_distance_m is None
+
+
 def test_start_without_image_dtype_gets_the_placeholder_dtype():
     """Firmware before 2023-09 sends no image_dtype (§4); frames carry their own dtype."""
     start = decode_v2(v2_message(v2_start(9, SHAPE, image_dtype=False)), 5.0)
