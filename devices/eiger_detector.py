@@ -17,7 +17,7 @@ from detpipe.pipeline.core.errors import DetectorRefused, DetectorUnreachable
 from detpipe.pipeline.core.frame_queue import FrameQueue
 from detpipe.pipeline.core.series import EndReason
 from detpipe.pipeline.core.stage import Item
-from detpipe.pipeline.eiger.acquisition import EigerAcquisition, Phase
+from detpipe.pipeline.eiger.acquisition import EigerAcquisition, Phase, SeriesIdMismatch
 from detpipe.pipeline.eiger.acquisition_params import COMPRESSIONS, TriggerMode
 from detpipe.pipeline.eiger.simplon_client import SimplonClient
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
@@ -300,7 +300,7 @@ class EigerDetector(DetectorDevice):
         try:
             end = await asyncio.to_thread(self._acq.acquire)
             note = await self.wait_series_written()
-        except (DetectorUnreachable, DetectorRefused, TimeoutError) as err:
+        except (DetectorUnreachable, DetectorRefused, TimeoutError, SeriesIdMismatch) as err:
             self.set_fault(f"Series {series_id} failed: {err}")
             return
         stats = self._receiver.stats

@@ -25,10 +25,20 @@ class DetectorState(enum.Enum):
 
 
 class EigerAcquisition:
-    """Serialises commands from concurrent HTTP threads; the stream thread does the sending."""
+    """Serialises commands from concurrent HTTP threads; the stream thread does the sending.
 
-    def __init__(self, sender: StreamSender) -> None:
+    Deviations of real DCUs can be switched on (settable between series): ``duplicate_end_at_disarm``
+    sends a second end message at disarm, as some firmware does; ``end_message=False`` sends none;
+    ``stream_id_offset`` makes the stream carry series ``arm id + offset`` while ``arm`` answers the arm id,
+    as a DCU whose sequence ids and stream ids disagree.
+    """
+
+    def __init__(self, sender: StreamSender, *, duplicate_end_at_disarm: bool = False, end_message: bool = True,
+                 stream_id_offset: int = 0) -> None:
         self._sender = sender
+        self.duplicate_end_at_disarm = duplicate_end_at_disarm
+        self.end_message = end_message
+        self.stream_id_offset = stream_id_offset
         self._lock = threading.Lock()
         self._state = DetectorState.NA
         self._series: StreamSeries | None = None
@@ -59,8 +69,9 @@ class EigerAcquisition:
             if self._state not in (DetectorState.IDLE, DetectorState.READY):
                 raise RequestRejected(f"arm needs state idle or ready, the detector is {self._state.value}")
             previous = self._series
-            series = open_series(self._sequence_id + 1)
-            self._sequence_id = series.series_id
+            arm_id = self._sequence_id + 1
+            series = open_series(arm_id + self.stream_id_offset)
+            self._sequence_id = arm_id
             self._series, self._next_index, self._triggers_done = series, 0, 0
             self._state = DetectorState.READY
             # Queued under the lock, so a concurrent arm cannot slip its messages in between.
@@ -70,7 +81,7 @@ class EigerAcquisition:
                 self._sender.submit(job)
         for job in jobs:
             self._wait(job)
-        return series.series_id
+        return arm_id
 
     def trigger(self, exposure_s: float | None = None) -> None:
         """The REST ``trigger``: internal modes only; ``inte`` takes the exposure as its value."""
@@ -143,8 +154,10 @@ class EigerAcquisition:
         if job is not None:
             job.request_stop(request)
             job.done.wait()
-        if series is not None:
+        if series is not None and self.end_message:
             self._wait(self._sender.submit(StreamJob(MessageKind.END, series)))
+            if self.duplicate_end_at_disarm:
+                self._wait(self._sender.submit(StreamJob(MessageKind.END, series)))
         return self._sequence_id
 
     def _wait(self, job: StreamJob) -> None:

@@ -18,10 +18,13 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 class FrameRejected(ValueError):
     """A stream message or frame that cannot be used. ``reason`` is a short snake_case counter key."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, image_of_series: int | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        # Set when the message was recognisably an image of this series: it counts as one of the series'
+        # frames (rejected), so the wait for the series' frames neither hangs nor ends early.
+        self.image_of_series = image_of_series
 
 
 class ConfigError(ValueError):

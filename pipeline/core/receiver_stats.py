@@ -17,7 +17,10 @@ class ReceiverStats(StageStats):
     ``frames_dropped`` by reason (the ingress queue was full), or ``rejected`` by reason (malformed,
     from another series…). ``frames_missing`` counts holes in the frame numbering (frames the detector
     sent that never arrived, e.g. taken by a second PULL client, eiger.md §9.11). ``late_messages`` counts
-    leftovers of an earlier series, read and discarded: not an error.
+    leftovers of an earlier series, read and discarded: not an error. ``frames_rejected`` counts the rejected
+    messages that were recognisably images of the armed series (a subset of ``rejected``): received plus
+    rejected frames is how many of the series' frames arrived, never mixed with messages of other series,
+    whose ids are kept (the first few) in ``other_series_ids``.
     """
 
     frames_received: int = 0
@@ -27,6 +30,8 @@ class ReceiverStats(StageStats):
     frames_missing: int = 0
     last_image_acquired: int = -1
     frames_dropped: Counter[str] = field(default_factory=Counter)
+    frames_rejected: int = 0
+    other_series_ids: set[int] = field(default_factory=set)
     rate_meter: RateMeter = field(default_factory=RateMeter)
 
     def rates(self) -> tuple[float, float]:
@@ -40,7 +45,8 @@ class ReceiverStats(StageStats):
     def reset(self) -> None:
         super().reset()
         self.frames_received = self.messages_received = self.bytes_received = self.frames_missing = 0
-        self.late_messages = 0
+        self.late_messages = self.frames_rejected = 0
+        self.other_series_ids.clear()
         self.last_image_acquired = -1
         self.frames_dropped.clear()
         self.rate_meter.reset()

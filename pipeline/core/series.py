@@ -80,6 +80,7 @@ class EndReason(enum.Enum):
     """Why a series ended; the writer trims its files the same way for all of them."""
 
     END_MESSAGE = "end_message"  # the detector's dseries_end / end message
+    DISARMED = "disarmed"  # detpipe's own end after disarm: no end message came (some DCUs send none)
     STOP = "stop"  # operator Stop: drain, keep every frame received
     ABORT = "abort"  # operator Abort: files closed as they are
     TIMEOUT = "timeout"  # the stream went silent (detector vanished)

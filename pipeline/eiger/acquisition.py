@@ -47,6 +47,22 @@ class StreamSilent(TimeoutError):
         )
 
 
+class SeriesIdMismatch(RuntimeError):
+    """The stream carries other series than the one ``arm`` answered: some DCUs number their stream apart from
+    their sequence ids. Nothing of the armed series can arrive, so the series ends as an error naming both."""
+
+    def __init__(self, armed: int, streamed: set[int]) -> None:
+        ids = ", ".join(str(i) for i in sorted(streamed))
+        super().__init__(f"arm answered series {armed} but the stream carries series {ids}; no frame of the "
+                         "armed series arrived (another detector on this StreamEndpoint, or a DCU that numbers "
+                         "its stream differently)")
+        self.armed = armed
+        self.streamed = streamed
+
+
+MISMATCH_MESSAGES = 2  # messages of other series, with none of the armed one, that prove a series-id mismatch
+
+
 class EigerAcquisition:
     """One detector's acquisition sequence; blocking methods, called from worker threads of the device.
 
@@ -152,7 +168,7 @@ class EigerAcquisition:
                         break
                     self._trigger_watched()
             self._wait_for_frames()
-        except (DetectorUnreachable, StreamSilent, DetectorRefused) as err:
+        except (DetectorUnreachable, StreamSilent, DetectorRefused, SeriesIdMismatch) as err:
             reason = EndReason.TIMEOUT if isinstance(err, StreamSilent) else EndReason.ERROR
             self.receiver.end_series(reason, str(err))
             self._wait_series_end(self.end_timeout_s)
@@ -251,11 +267,20 @@ class EigerAcquisition:
             raise failure[0]
 
     def _wait_for_frames(self) -> None:
+        """Until every frame of the armed series arrived, written or rejected; messages of other series never
+        count (they would end the wait early and the series "done" with nothing written)."""
         stats = self.receiver.stats
-        while (stats.frames_received + stats.rejected_total < self.frames_expected
+        while (stats.frames_received + stats.frames_rejected < self.frames_expected
                and not self._stop_requested.is_set() and not self._series_ended.is_set()):
             self._check_stream_alive()
+            self._check_series_ids()
             time.sleep(0.01)
+
+    def _check_series_ids(self) -> None:
+        stats = self.receiver.stats
+        if (stats.rejected.get("other_series", 0) >= MISMATCH_MESSAGES and stats.frames_received == 0
+                and stats.frames_rejected == 0 and self.series_id is not None):
+            raise SeriesIdMismatch(self.series_id, set(stats.other_series_ids))
 
     def _check_stream_alive(self) -> None:
         silent_s = time.monotonic() - self.receiver.last_message_monotonic
@@ -268,6 +293,8 @@ class EigerAcquisition:
             self.client.command("disarm")
         finally:
             if not self._wait_series_end(self.end_timeout_s):
+                if reason is EndReason.END_MESSAGE:
+                    reason = EndReason.DISARMED  # it says truthfully that no end message came
                 self.receiver.end_series(reason, "no end message from the detector after disarm")
                 self._wait_series_end(self.end_timeout_s)
             self.phase = Phase.IDLE

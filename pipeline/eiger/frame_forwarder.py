@@ -120,11 +120,11 @@ class FrameForwarder:
         try:
             verify_payload(frame.encoding, frame.blob, frame.nbytes_uncompressed, frame.dtype.itemsize)
         except FrameRejected as err:
-            self._reject(err.reason, f"frame {frame.index}: {err.detail}")
+            self._reject_frame(err.reason, f"frame {frame.index}: {err.detail}")
             return
         except Exception as err:  # a check bug or an input no check foresaw: this frame only
             log.exception("the payload of frame %d could not be checked", frame.index)
-            self._reject("undecodable", f"frame {frame.index}: {type(err).__name__}: {err}")
+            self._reject_frame("undecodable", f"frame {frame.index}: {type(err).__name__}: {err}")
             return
         if self._frames_expected and frame.index >= self._frames_expected:
             self._reject("index_out_of_range", f"frame {frame.index} of a {self._frames_expected}-frame series")
@@ -144,6 +144,11 @@ class FrameForwarder:
         stats.last_image_acquired = max(stats.last_image_acquired, frame.index)
         if not outbox.put(frame):
             stats.frames_dropped["queue_full"] += 1
+
+    def _reject_frame(self, reason: str, detail: str) -> None:
+        """One of the series' frames, unusable: it arrived (so the wait for the series' frames counts it)."""
+        self.stats.frames_rejected += 1
+        self._reject(reason, detail)
 
     def _first_time(self, frame: Frame) -> bool:
         """Marks the frame's index as forwarded; False if it already was. A bit per index, grown to the

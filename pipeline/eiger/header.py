@@ -190,6 +190,11 @@ def wire_id(value: object) -> bool:
     return _is_int(value) and 0 <= value <= MAX_ID  # type: ignore[operator]
 
 
+def series_or_none(value: object) -> int | None:
+    """``value`` as a series id when it can be one: names the series of a message rejected for other faults."""
+    return int(value) if wire_id(value) else None  # type: ignore[call-overload]
+
+
 def storable_header(header: Mapping[str, Any]) -> dict[str, Any]:
     """The header without the values an HDF5 attribute or dataset cannot hold as they came: text with NUL or
     other control characters (or over 4096 characters), integers beyond int64, containers of those. Such a

@@ -152,12 +152,13 @@ class EigerStreamDecoder:
             for frame in items:
                 if isinstance(frame, Frame) and frame.shape != self._config.shape:
                     raise FrameRejected(
-                        "bad_shape", f"frame {frame.index} is {frame.shape}, series header says {self._config.shape}"
+                        "bad_shape", f"frame {frame.index} is {frame.shape}, series header says {self._config.shape}",
+                        image_of_series=frame.series_id,
                     )
                 if isinstance(frame, Frame) and self._header_dtype is not None and frame.dtype != self._header_dtype:
                     raise FrameRejected(
                         "bad_dtype", f"frame {frame.index} is {frame.dtype.name}, series header says "
-                                     f"{self._header_dtype.name}"
+                                     f"{self._header_dtype.name}", image_of_series=frame.series_id,
                     )
         return items
 
@@ -175,6 +176,7 @@ class EigerStreamDecoder:
         if self.expected_series is not None and series_id != self.expected_series:
             raise ForeignSeries(series_id, f"{what} of series {series_id}, expected {self.expected_series}")
         if not self._series_open:
-            raise FrameRejected("frame_before_header", f"{what} of series {series_id} with no open series")
+            raise FrameRejected("frame_before_header", f"{what} of series {series_id} with no open series",
+                                image_of_series=None if what == "end" else series_id)
         if series_id != self.series_id:
             raise ForeignSeries(series_id, f"{what} of series {series_id}, current series is {self.series_id}")

@@ -41,7 +41,8 @@ POLL_MS = 20  # receive timeout: how promptly a requested end or close is honour
 # The largest part a DCU sends is one uncompressed frame: EIGER2 16M, 32 bit, is 72 MB; with two thresholds
 # in one Stream V2 message 145 MB.
 MAX_MESSAGE_BYTES = 512 * 2**20
-IDLE_BUFFER_BYTES = 256 * 2**20  # messages read while no series is armed (a series header comes at arm)
+IDLE_BUFFER_BYTES = 256 * 2**20
+MAX_OTHER_SERIES_IDS = 8  # ids of other series kept to name in Status  # messages read while no series is armed (a series header comes at arm)
 
 
 class StreamReceiver:
@@ -179,6 +180,8 @@ class StreamReceiver:
             return
         except FrameRejected as err:
             self._reject(err.reason, err.detail)
+            if err.image_of_series is not None and err.image_of_series == self._series_id:
+                stats.frames_rejected += 1
             return
         except Exception as err:  # a decoder bug or an input no check foresaw: this message only
             if "undecodable" not in self._logged_reasons:
@@ -243,6 +246,8 @@ class StreamReceiver:
                 log.info("message of the earlier series %d discarded while listening to %d; further ones counted "
                          "only (late_messages)", series_id, listening)
             return
+        if len(self.stats.other_series_ids) < MAX_OTHER_SERIES_IDS:
+            self.stats.other_series_ids.add(series_id)
         self._reject("other_series", f"series {series_id} while listening to {listening}")
 
     def _reject(self, reason: str, detail: str) -> None:

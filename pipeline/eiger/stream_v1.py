@@ -27,7 +27,7 @@ from ..core.chunk_framing import ChunkBlob, check_chunk, frame_bslz4, reframe_v1
 from ..core.errors import FrameRejected
 from ..core.frame import Encoding, Frame
 from ..core.series import EndOfSeries, EndReason, SeriesStart
-from .header import MAX_ID, config_from_v1_header, image_side, pixel_dtype, wire_id
+from .header import MAX_ID, config_from_v1_header, image_side, pixel_dtype, series_or_none, wire_id
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,11 @@ def decode_v1(
     first = _json_object(parts[0], "part 1")
     htype = first.get("htype")
     if htype == "dimage-1.0":
-        return _image(first, parts, received_s, verify_chain)
+        try:
+            return _image(first, parts, received_s, verify_chain)
+        except FrameRejected as err:
+            err.image_of_series = series_or_none(first.get("series"))
+            raise
     if htype == "dheader-1.0":
         return _header(first, parts, received_s)
     if htype == "dseries_end-1.0":

@@ -28,7 +28,7 @@ from ..core.chunk_framing import ChunkBlob, check_chunk, decode_chunk_pixels, fr
 from ..core.errors import FrameRejected
 from ..core.frame import Encoding, Frame
 from ..core.series import EndOfSeries, EndReason, SeriesStart
-from .header import as_float, config_from_v2_start, image_side, pixel_dtype, wire_id
+from .header import as_float, config_from_v2_start, image_side, pixel_dtype, series_or_none, wire_id
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,11 @@ def decode_v2(
         raise FrameRejected("bad_cbor", f"message is a CBOR {type(content).__name__}, not a map")
     kind = content.get("type")
     if kind == "image":
-        return _image(content, received_s, image_dtype, verify_chain)
+        try:
+            return _image(content, received_s, image_dtype, verify_chain)
+        except FrameRejected as err:
+            err.image_of_series = series_or_none(content.get("series_id"))
+            raise
     if kind == "start":
         return _start(content, received_s)
     if kind == "end":
