@@ -206,6 +206,18 @@ class EigerSimulator:
         layout = blob_layout(stream_format, Compression(self.detector_config["compression"]))
         return self._encoded_image(self.frames, layout, index).blob
 
+    def dcu_deviations(self, *, stream_id_offset: int | None = None, duplicate_end_at_disarm: bool | None = None,
+                       end_message: bool | None = None) -> None:
+        """Make the simulator behave like a DCU that deviates from the documented stream (see
+        ``EigerAcquisition``); the options left ``None`` keep their value. Takes effect at the next arm."""
+        acquisition = self._acquisition
+        if stream_id_offset is not None:
+            acquisition.stream_id_offset = stream_id_offset
+        if duplicate_end_at_disarm is not None:
+            acquisition.duplicate_end_at_disarm = duplicate_end_at_disarm
+        if end_message is not None:
+            acquisition.end_message = end_message
+
     def fire_external_trigger(self, exposure_s: float | None = None) -> None:
         """One hardware trigger (``exts``) or gate of ``exposure_s`` (``exte``): sends ``nimages`` images."""
         self._acquisition.fire_external_trigger(exposure_s)
