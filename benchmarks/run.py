@@ -18,7 +18,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from . import agipd_bench, e2e_bench, receiver_bench, red_bench, triage_kernel_bench, writer_bench
+from . import (
+    agipd_bench,
+    e2e_bench,
+    exdf_compression_bench,
+    receiver_bench,
+    red_bench,
+    triage_kernel_bench,
+    writer_bench,
+)
 from .bench_size import FULL, SMOKE, BenchSize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -29,6 +37,7 @@ BENCHES: tuple[tuple[Bench, tuple[str, ...]], ...] = (
     (receiver_bench.bench_receiver, receiver_bench.KEYS),
     (e2e_bench.bench_e2e, e2e_bench.KEYS),
     (agipd_bench.bench_agipd, agipd_bench.KEYS),
+    (exdf_compression_bench.bench_exdf_compression, exdf_compression_bench.KEYS),
     (triage_kernel_bench.triage_kernel_bench, triage_kernel_bench.KEYS),
     (e2e_bench.bench_triage_e2e, e2e_bench.TRIAGE_KEYS),
     (red_bench.bench_red, red_bench.KEYS),

@@ -17,6 +17,7 @@ from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.saving_target import OverwritePolicy, SavingParams, check_directory
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.core.stage_runner import StageRunner
+from detpipe.pipeline.exdf.pixel_compression import PixelCompression, parse_compression
 from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 from detpipe.pipeline.writers.selector import FileFormat, WriterSelector
@@ -46,6 +47,11 @@ class NexusWriter(DetpipeDevice):
     TrainsPerSequence = device_property(
         dtype=int, default_value=256, doc="AGIPD runs: trains per sequence file (EuXFEL S00000, S00001, ...)"
     )
+    AgipdCompression = device_property(
+        dtype=str, default_value="none",
+        doc="AGIPD runs: how module files store pixels. none (as the EuXFEL DAQ writes raw data) and deflate "
+            "(HDF5 gzip) read in any HDF5 reader; bslz4 (bitshuffle-LZ4) needs the filter plugin (hdf5plugin)",
+    )
     InstrumentName = device_property(
         dtype=str, default_value="detpipe", doc="NXinstrument/name written into every master file"
     )
@@ -61,8 +67,15 @@ class NexusWriter(DetpipeDevice):
         roots = tuple(Path(r) for r in self.DataRoots)
         params = SavingParams(directory=roots[0], data_roots=roots, instrument_name=self.InstrumentName,
                               free_space_margin_bytes=int(self.FreeSpaceMarginMB * 1e6))
+        self._property_problem = ""  # a property this writer cannot use: it stays in FAULT until fixed and Init
+        try:
+            compression = parse_compression(self.AgipdCompression)
+        except ValueError as err:
+            compression = PixelCompression.NONE
+            self._property_problem = f"property AgipdCompression: {err}; fix it (Jive), then Init"
         self._writer = WriterSelector(
-            NxmxWriter(params), ExdfWriter(params, trains_per_sequence=self.TrainsPerSequence)
+            NxmxWriter(params),
+            ExdfWriter(params, trains_per_sequence=self.TrainsPerSequence, compression=compression),
         )
         self.inbox: FrameQueue[Item] = FrameQueue(self.BufferFrames, FullPolicy.DROP)
         self._runner = StageRunner("writer", self._writer, self.inbox, on_failure=self._on_writer_failure)
@@ -93,6 +106,8 @@ class NexusWriter(DetpipeDevice):
         return self._prepare(FileFormat.EXDF, run_number, directory=directory)
 
     def _prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None) -> Path:
+        if self._property_problem:
+            raise RuntimeError(f"writer is in FAULT: {self._property_problem}")
         if self._runner.failure is not None:
             raise RuntimeError(f"writer is in FAULT ({self._runner.failure}); Reset it first")
         if self._runner.in_series:
@@ -127,6 +142,8 @@ class NexusWriter(DetpipeDevice):
 
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
+        if self._property_problem:
+            return DevState.FAULT, self._property_problem
         stats = self._writer.stats
         if self._runner.in_series:
             state = DevState.ALARM if self.inbox.fill_percent > QUEUE_ALARM_PERCENT else DevState.RUNNING

@@ -1,7 +1,8 @@
 """One EXDF sequence file of one AGIPD module (agipd.md §4): METADATA, INDEX and INSTRUMENT/<source>/image.
 
-Pixels go to disk as they arrive, one frame per chunk, compressed with bitshuffle-LZ4 by ``module_chunks`` and
-written with ``write_direct_chunk`` (the filter 32008 chunk form and code path of the Eiger writer, eiger.md §5–6).
+Pixels go to disk as they arrive, one frame per chunk, encoded by ``module_chunks`` in the run's
+``PixelCompression`` (uncompressed by default, as the EuXFEL DAQ writes raw data; pixel_compression.py) and
+written with ``write_direct_chunk``, the code path of the Eiger writer.
 The pixel datasets grow by one train at a time (``maxshape`` None along frames): one resize costs ~25 us,
 against ~13 ms to compress and write one module's 64 raw frames, and the file's extent always equals the
 trains it holds, so nothing is trimmed or padded except after a failure mid-train. The small per-frame ids and
@@ -19,15 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import hdf5plugin
 import numpy as np
 
-from ..core.chunk_framing import bslz4_chunk
 from ..core.errors import FrameRejected
 from ..core.saving_target import FLUSH_PERIOD_S, create_h5
 from ..core.software_version import detpipe_version
 from ..core.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 from .index import TrainRecord
+from .pixel_compression import PixelCompression
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _ID_KEYS: dict[Product, tuple[tuple[str, str], ...]] = {
 }
 
 
-ModuleChunks = dict[str, list[bytes]]  # pixel key -> one chunk per frame
+ModuleChunks = dict[str, list[bytes | np.ndarray]]  # pixel key -> one chunk per frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +89,10 @@ def module_file_name(product: Product, run: int, module: int, sequence: int) -> 
     return f"{PRODUCT_PREFIX[product]}-R{run:04d}-AGIPD{module:02d}-S{sequence:05d}.h5"
 
 
-def module_chunks(train: Train, module: int) -> ModuleChunks:
+def module_chunks(train: Train, module: int, compression: PixelCompression) -> ModuleChunks:
     """Every pixel key of ``module``'s frames as chunks, frame by frame. A pure function of the train, so
-    it runs in the writer's compression threads (``bitshuffle`` releases the GIL) while the writer thread
-    writes the previous module."""
-    return {key.name: [bslz4_chunk(frame) for frame in getattr(train, key.name)[:, module]]
+    it runs in the writer's compression threads while the writer thread writes the previous module."""
+    return {key.name: [compression.chunk(frame) for frame in getattr(train, key.name)[:, module]]
             for key in PIXEL_KEYS[train.product]}
 
 
@@ -189,7 +188,7 @@ class ExdfModuleFile:
     """
 
     def __init__(self, path: Path, *, module: int, source: str, product: Product, sequence: int,
-                 metadata: RunMetadata, overwrite: bool) -> None:
+                 metadata: RunMetadata, overwrite: bool, compression: PixelCompression) -> None:
         self.path = path
         self.module = module
         self.source = source
@@ -199,10 +198,10 @@ class ExdfModuleFile:
         self.trains = 0
         self._file, image = create_exdf_file(path, metadata, sequence, f"{source}/image", overwrite=overwrite)
         try:
-            bslz4 = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
             self._pixels = {
                 key.name: image.create_dataset(key.name, shape=(0, *key.shape), maxshape=(None, *key.shape),
-                                               chunks=(1, *key.shape), dtype=key.dtype, **bslz4)
+                                               chunks=(1, *key.shape), dtype=key.dtype,
+                                               **compression.dataset_options)
                 for key in PIXEL_KEYS[product]
             }
             per_frame = (1,) if product is Product.RAW else ()  # raw stores ids as (N, 1), as the DAQ does
@@ -219,8 +218,8 @@ class ExdfModuleFile:
         self._flushed_monotonic = time.monotonic()
 
     def write_train(self, record: TrainRecord, train: Train, chunks: ModuleChunks) -> np.ndarray:
-        """Appends this module's frames of ``train`` from ``module_chunks(train, module)``; returns the
-        compressed bytes of each frame (int64 (F,)).
+        """Appends this module's frames of ``train`` from ``module_chunks(train, module, compression)``; returns
+        the stored bytes of each frame (int64 (F,)).
 
         The train counts only once all its chunks are written; an exception leaves ``rows`` unchanged.
         """
@@ -232,7 +231,7 @@ class ExdfModuleFile:
             offset = (0,) * len(key.shape)
             for f, chunk in enumerate(chunks[key.name]):
                 dataset.id.write_direct_chunk((self.rows + f, *offset), chunk)
-                nbytes[f] += len(chunk)
+                nbytes[f] += memoryview(chunk).nbytes
         per_frame = {
             "trainId": np.full(train.frames, record.train_id, np.uint64),
             "pulseId": np.asarray(train.pulse_ids, np.uint64),

@@ -2,8 +2,8 @@
 stages over a run offline: ``SeriesStart``, then every ``Train`` in run order, then ``EndOfSeries``. The AGIPD
 counterpart of nxmx_frame_source.py, for the run directories ExdfWriter writes (agipd.md §4, exdf_writer.py).
 
-A ``Train`` carries pixels, not chunks, so trains are decompressed here. A rewrite through ``ExdfWriter`` still
-stores byte-identical chunks: its bitshuffle-LZ4 chunk (``bslz4_chunk``) is a pure function of the pixels. Give
+A ``Train`` carries pixels, not chunks, so trains are decompressed here. A rewrite through ``ExdfWriter`` in the
+run's compression still stores byte-identical chunks: ``PixelCompression.chunk`` is a pure function of the pixels. Give
 the writer ``trains_per_sequence``, ``detector`` and ``proposal`` from here and the run number, and the files
 split and name the same way. Memory is one train (4 MiB per raw frame of 16 modules: ~1.4 GB at 352 cells), the
 run's INDEX tables (a few bytes per train and module) and ``triage_block_rows`` triage rows (stored_triage.py).
@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
-import hdf5plugin  # noqa: F401 - registers filter 32008, the module files' bitshuffle-LZ4
+import hdf5plugin  # noqa: F401 - registers filter 32008, for runs written with bslz4 pixels
 import numpy as np
 
 from ..core.series import EndOfSeries, EndReason, SeriesStart

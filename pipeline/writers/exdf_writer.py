@@ -43,6 +43,7 @@ from ..exdf.module_file import (
     module_source,
 )
 from ..exdf.nexus_master import AgipdNexusMaster, ModuleFileExtent, master_file_name
+from ..exdf.pixel_compression import PixelCompression
 from ..nexus.triage_process import TriageProcess
 from .stats import WriterStats
 
@@ -88,14 +89,15 @@ class ExdfWriter:
     series is, in order: the run prepared by ``prepare`` (whatever the series id), the ``run_number`` given
     here (used by the first series only), the series id. ``proposal`` goes to METADATA/proposalNumber.
     ``params.prefix`` and ``frames_per_file`` (Eiger settings) are unused: EXDF fixes the names, and
-    ``trains_per_sequence`` splits the files. Compression runs in ``compression_threads`` threads per run
-    (default: CPU count, at most 8), one module each, while this thread writes compressed modules in order:
-    compressing is ~60 % of a raw train's CPU time in one thread, and bitshuffle releases the GIL.
+    ``trains_per_sequence`` splits the files. ``compression`` is how pixels are stored (default uncompressed,
+    readable by every HDF5 reader; pixel_compression.py). Compression runs in ``compression_threads`` threads
+    per run (default: CPU count, at most 8), one module each, while this thread writes compressed modules in
+    order: bslz4 is ~60 % of a raw train's CPU time in one thread, and bitshuffle and zlib release the GIL.
     """
 
     def __init__(self, params: SavingParams, *, trains_per_sequence: int = 256, detector: str = "SPB_DET_AGIPD1M-1",
                  run_number: int | None = None, proposal: int = 0, compression_threads: int | None = None,
-                 modules: Sequence[int] | None = None) -> None:
+                 modules: Sequence[int] | None = None, compression: PixelCompression = PixelCompression.NONE) -> None:
         threads = min(8, os.cpu_count() or 1) if compression_threads is None else compression_threads
         modules = tuple(range(AGIPD_MODULES)) if modules is None else tuple(sorted(set(modules)))
         problems = []
@@ -119,6 +121,7 @@ class ExdfWriter:
         self.detector = detector
         self.proposal = proposal
         self.compression_threads = threads
+        self.compression = compression
         self.modules = modules
         self.run_directory: Path | None = None
         self.master_path: Path | None = None
@@ -130,7 +133,8 @@ class ExdfWriter:
         """A writer with this one's run layout (detector, proposal, sequence length) for other files of the same
         runs, e.g. their RED files (a data policy), writing only ``modules``."""
         return ExdfWriter(params, trains_per_sequence=self.trains_per_sequence, detector=self.detector,
-                          proposal=self.proposal, compression_threads=self.compression_threads, modules=modules)
+                          proposal=self.proposal, compression_threads=self.compression_threads, modules=modules,
+                          compression=self.compression)
 
     def configure(self, params: SavingParams) -> None:
         """New saving parameters for the next run; refused while a run is being written."""
@@ -230,7 +234,7 @@ class ExdfWriter:
 
         def submit_next() -> None:
             if (module_file := next(waiting, None)) is not None:
-                window.append((module_file, pool.submit(module_chunks, train, module_file.module)))
+                window.append((module_file, pool.submit(module_chunks, train, module_file.module, self.compression)))
 
         for _ in range(self.compression_threads + 1):
             submit_next()
@@ -257,7 +261,8 @@ class ExdfWriter:
                 name = module_file_name(run.product, run.target.run, module, sequence)
                 run.open_files.append(ExdfModuleFile(
                     run.target.directory / name, module=module, source=module_source(self.detector, run.product, module),
-                    product=run.product, sequence=sequence, metadata=run.metadata, overwrite=run.overwrite))
+                    product=run.product, sequence=sequence, metadata=run.metadata, overwrite=run.overwrite,
+                    compression=self.compression))
         except BaseException:
             self._close_sequence(run)
             raise

@@ -25,13 +25,14 @@ AGIPD, WRITER = "test/agipd/1", "test/writer/1"
 
 
 @contextmanager
-def agipd_server(sim: AgipdSimulator, data_root: Path, **props: object) -> Iterator[tuple]:
+def agipd_server(sim: AgipdSimulator, data_root: Path, *, writer_props: dict | None = None,
+                 **props: object) -> Iterator[tuple]:
     devices = [
         {"class": AgipdDetector, "devices": [{"name": AGIPD, "properties": {
             "BridgeEndpoint": sim.endpoint, "BridgeSocket": "REQ", "WriterDevice": WRITER, "StreamTimeout": 20.0,
             **props}}]},
         {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
-            "DataRoots": [str(data_root)], "BufferFrames": 8, "TrainsPerSequence": 8}}]},
+            "DataRoots": [str(data_root)], "BufferFrames": 8, "TrainsPerSequence": 8, **(writer_props or {})}}]},
     ]
     with device_server(devices, timeout_s=60) as ctx:
         detector, writer = ctx.get_device(AGIPD), ctx.get_device(WRITER)
@@ -78,3 +79,24 @@ def test_twenty_raw_trains_of_64_cells_land_in_a_run_extra_data_reads_pixel_exac
                 np.testing.assert_array_equal(one.get_array("image.cellId").values[0, 0].ravel(), truth.cell_ids)
                 np.testing.assert_array_equal(stack[64 * k + 3], truth.data[3])
             assert list(master["/entry/data/trainId"][::64]) == [sim.train(i).train_id for i in range(20)]
+
+
+def test_the_writer_stores_agipd_pixels_as_its_agipd_compression_property_says(tmp_path: Path) -> None:
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    with AgipdSimulator(cells=4, product="raw", paced=False, seed=6) as sim:
+        with agipd_server(sim, data_root, writer_props={"AgipdCompression": "bslz4"}) as (detector, writer):
+            assert run(detector, 2) == "Ready", detector.Status()
+            module_file = Path(writer.master_file).parent / "RAW-R0001-AGIPD05-S00000.h5"
+        with h5py.File(module_file) as handle:
+            data = handle["INSTRUMENT/SPB_DET_AGIPD1M-1/DET/5CH0:xtdf/image/data"]
+            plist = data.id.get_create_plist()
+            assert [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] == [32008]
+            np.testing.assert_array_equal(data[4:8], sim.train(1).data[:, 5])
+        with agipd_server(sim, data_root, writer_props={"AgipdCompression": "zstd"}) as (detector, writer):
+            assert writer.State() == tango.DevState.FAULT
+            assert "AgipdCompression: compression must be one of none, deflate, bslz4, got 'zstd'" in writer.Status()
+            detector.run_number = 2
+            detector.Prepare()
+            wait_until(detector.Status, lambda s: "AgipdCompression" in s, 20, "detector Status")  # Prepare is refused
+            assert detector.State() == tango.DevState.FAULT and not list(data_root.glob("**/r0002"))

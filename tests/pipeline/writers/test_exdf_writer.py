@@ -7,6 +7,7 @@ exists". Runs are small (8 cells) because an AGIPD-1M frame is 4 MiB.
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import threading
@@ -33,7 +34,8 @@ from detpipe.pipeline.core.saving_target import OverwritePolicy, SavingParams
 from detpipe.pipeline.core.series import EndOfSeries, EndReason, SeriesStart
 from detpipe.pipeline.core.stage_runner import StageRunner
 from detpipe.pipeline.core.train import AGIPD_MODULES, Product, Train
-from detpipe.pipeline.exdf.module_file import module_source
+from detpipe.pipeline.exdf.module_file import ModuleChunks, module_source
+from detpipe.pipeline.exdf.pixel_compression import PixelCompression
 from detpipe.pipeline.writers import exdf_writer
 from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 from tests.pipeline.agipd_trains import FIRST_TRAIN_ID, make_train, module_frames, run_stack
@@ -101,7 +103,7 @@ def raw_run(tmp_path_factory: pytest.TempPathFactory) -> WrittenRun:
 def corrected_run(tmp_path_factory: pytest.TempPathFactory) -> WrittenRun:
     trains = [make_train(i, product=Product.CORRECTED, frames=4, run=7, missing=(0,) if i == 1 else (), seed=5)
               for i in range(5)]
-    return write_run(make_writer(tmp_path_factory.mktemp("corr")), trains, run=7)
+    return write_run(make_writer(tmp_path_factory.mktemp("corr"), compression=PixelCompression.BSLZ4), trains, run=7)
 
 
 def test_raw_modules_read_back_pixel_for_pixel_with_their_ids_in_extra_data(
@@ -226,15 +228,11 @@ def test_nexus_master_of_a_corrected_run_stacks_data_gain_and_mask(corrected_run
         np.testing.assert_array_equal(read_frames(group["mask"]), mask)
 
 
-def test_chunks_on_disk_are_bitshuffle_lz4_chunks_with_the_filter_header(raw_run: WrittenRun,
-                                                                         corrected_run: WrittenRun) -> None:
-    cases = [(raw_run, "RAW-R0001-AGIPD02-S00000.h5", f"{DETECTOR}/DET/2CH0:xtdf", "data"),
-             (corrected_run, "CORR-R0007-AGIPD02-S00000.h5", f"{DETECTOR}/CORR/2CH0:output", "data"),
-             (corrected_run, "CORR-R0007-AGIPD02-S00000.h5", f"{DETECTOR}/CORR/2CH0:output", "mask")]
-    for written, name, source, key in cases:
-        expected = getattr(written.trains[0], key)[1, 2]  # frame 1 of module 2
-        with h5py.File(written.directory / name) as handle:
-            dataset = handle[f"INSTRUMENT/{source}/image/{key}"]
+def test_bslz4_chunks_on_disk_are_bitshuffle_lz4_chunks_with_the_filter_header(corrected_run: WrittenRun) -> None:
+    for key in ("data", "gain", "mask"):
+        expected = getattr(corrected_run.trains[0], key)[1, 2]  # frame 1 of module 2
+        with h5py.File(corrected_run.directory / "CORR-R0007-AGIPD02-S00000.h5") as handle:
+            dataset = handle[f"INSTRUMENT/{DETECTOR}/CORR/2CH0:output/image/{key}"]
             plist = dataset.id.get_create_plist()
             assert [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] == [32008]
             assert dataset.chunks == (1, *expected.shape)
@@ -258,8 +256,58 @@ def test_stats_count_each_frame_once_and_the_bytes_on_disk(raw_run: WrittenRun) 
             with h5py.File(raw_run.directory / f"RAW-R0001-AGIPD{module:02d}-S{sequence:05d}.h5") as handle:
                 data = handle[f"INSTRUMENT/{module_source(DETECTOR, Product.RAW, module)}/image/data"]
                 on_disk += sum(data.id.get_chunk_info(i).size for i in range(data.id.get_num_chunks()))
-    assert stats.bytes_written == on_disk < stats.bytes_uncompressed
+    assert stats.bytes_written == on_disk == stats.bytes_uncompressed  # the default stores pixels as they are
     assert stats.current_file == ""
+
+
+# What a user without detpipe runs (the European XFEL data analysis documentation's AGIPD recipe): no hdf5plugin,
+# no HDF5_PLUGIN_PATH. It prints the pixels' checksum so the test compares them with the trains it wrote.
+STOCK_READER = """
+import sys, extra_data, numpy as np
+from extra_data.components import AGIPD1M
+run = extra_data.RunDirectory(sys.argv[1], parallelize=False)
+data = AGIPD1M(run, raw=sys.argv[2] == "raw").get_array("image.data", unstack_pulses=False).values
+assert "hdf5plugin" not in sys.modules, "the reader loaded hdf5plugin"
+print(data.shape, int(np.nansum(data.astype(np.float64))))  # a missing module reads as NaN or 0
+"""
+
+
+def stock_read(directory: Path, product: Product) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
+    result = subprocess.run([sys.executable, "-c", STOCK_READER, str(directory), product.value], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def expected_read(trains: Sequence[Train]) -> str:
+    stack = run_stack(trains).swapaxes(0, 1)
+    return f"{stack.shape} {int(stack.astype(np.float64).sum())}"
+
+
+def test_the_default_and_deflate_runs_read_in_stock_extra_data_with_no_filter_plugin(
+        raw_run: WrittenRun, tmp_path: Path) -> None:
+    assert stock_read(raw_run.directory, Product.RAW) == expected_read(raw_run.trains)
+    trains = [make_train(i, frames=2, run=3, seed=9) for i in range(3)]
+    deflated = write_run(make_writer(tmp_path, compression=PixelCompression.DEFLATE), trains, run=3)
+    with h5py.File(deflated.directory / "RAW-R0003-AGIPD04-S00000.h5") as handle:
+        plist = handle[f"INSTRUMENT/{DETECTOR}/DET/4CH0:xtdf/image/data"].id.get_create_plist()
+        assert [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] == [h5py.h5z.FILTER_SHUFFLE,
+                                                                                 h5py.h5z.FILTER_DEFLATE]
+    assert stock_read(deflated.directory, Product.RAW) == expected_read(trains)
+    assert deflated.writer.stats.bytes_written < 0.9 * deflated.writer.stats.bytes_uncompressed
+
+
+def test_a_bslz4_run_tells_a_stock_reader_which_filter_it_lacks(corrected_run: WrittenRun) -> None:
+    result = subprocess.run([sys.executable, "-c", STOCK_READER, str(corrected_run.directory), "corrected"],
+                            env={k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "plugin" in result.stderr  # the opt-in; docs/agipd.md gives the recipe
+    env = dict(os.environ, HDF5_PLUGIN_PATH=hdf5plugin.PLUGIN_PATH)
+    result = subprocess.run([sys.executable, "-c", STOCK_READER, str(corrected_run.directory), "corrected"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == expected_read(corrected_run.trains)
 
 
 def test_a_bad_train_is_rejected_with_a_named_reason_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -313,8 +361,8 @@ def test_a_failure_mid_train_is_aborted_by_the_runner_and_every_file_stays_valid
     wait_until(lambda: writer.stats.frames_written, lambda n: n == 10, what="frames written")
     real_chunks = exdf_writer.module_chunks
 
-    def module_7_breaks_after_one_frame(train: Train, module: int) -> dict[str, list[bytes]]:
-        chunks = real_chunks(train, module)
+    def module_7_breaks_after_one_frame(train: Train, module: int, compression: PixelCompression) -> ModuleChunks:
+        chunks = real_chunks(train, module, compression)
         if module == 7:
             chunks["data"][1] = 12345  # type: ignore[call-overload]  # not a buffer: write_direct_chunk raises
         return chunks
