@@ -13,7 +13,7 @@ from typing import Any
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.core.errors import DetectorRefused, DetectorUnreachable
+from detpipe.pipeline.core.errors import DetectorFailed, DetectorRefused, DetectorUnreachable
 from detpipe.pipeline.core.frame_queue import FrameQueue
 from detpipe.pipeline.core.series import EndReason
 from detpipe.pipeline.core.stage import Item
@@ -51,7 +51,11 @@ class EigerDetector(DetectorDevice):
         dtype=str, default_value="legacy",
         doc="Stream format asked of API 1.8 DCUs: legacy (Stream V1, JSON) or cbor (Stream V2)",
     )
-    HeaderDetail = device_property(dtype=str, default_value="basic", doc="Stream header_detail: all, basic or none")
+    HeaderDetail = device_property(
+        dtype=str, default_value="all",
+        doc="Stream header_detail: all (the header carries pixel mask and flatfield), basic or none; with basic "
+            "or none the pixel mask is read over REST at Prepare, so every master file has one",
+    )
     StreamTimeout = device_property(
         dtype=float, default_value=5.0, doc="Seconds of stream silence, with frames still owed, before FAULT"
     )
@@ -98,13 +102,14 @@ class EigerDetector(DetectorDevice):
             if await asyncio.to_thread(client.detector_status) in ("na", "error"):
                 await asyncio.to_thread(client.command, "initialize")
             geometry = await asyncio.to_thread(self._acq.geometry)
-        except (DetectorUnreachable, DetectorRefused) as err:
+        except (DetectorUnreachable, DetectorFailed, DetectorRefused) as err:
             self.set_fault(str(err))
             return
         if geometry is not None:
             self.image_shape = geometry.shape
         self.preload_triage(DetectorKind.EIGER, geometry)
-        self._summary = f"Ready: EIGER at {self.DetectorUrl}, SIMPLON API {version}"
+        probed = " (probed: the DCU has no /detector/api/version/)" if client.version_probed else ""
+        self._summary = f"Ready: EIGER at {self.DetectorUrl}, SIMPLON API {version}{probed}"
         self.refresh(force=True)
 
     # --- State ---
@@ -118,7 +123,8 @@ class EigerDetector(DetectorDevice):
         if self.connecting:
             return DevState.INIT, f"Connecting to {self.DetectorUrl}"
         if acq.phase is Phase.PREPARED and not self.acquiring:
-            return DevState.STANDBY, f"Armed series {acq.series_id}: {acq.frames_expected} frames; waiting for Start"
+            return DevState.STANDBY, (f"Armed series {acq.series_id}: {acq.frames_expected} frames; waiting for Start"
+                                      f"{self._dcu_notes()}")
         if self.acquiring:
             return self.running_state(stats.frames_dropped_total), (
                 f"Acquiring series {acq.series_id}: {stats.frames_received}/{acq.frames_expected} frames received, "
@@ -127,6 +133,17 @@ class EigerDetector(DetectorDevice):
         if stats.frames_dropped_total or stats.rejected_total or stats.frames_missing or self.frames_lost:
             return DevState.ALARM, self._summary
         return DevState.ON, self._summary
+
+    def _dcu_notes(self) -> str:
+        """What the last Prepare could not get from the DCU, none of it fatal: side-effect keys it listed but
+        could not serve, and why the master has no pixel mask."""
+        acq, notes = self._acq, []
+        if acq.unreadable_keys:
+            notes.append(f"{len(acq.unreadable_keys)} changed keys unreadable on the DCU "
+                         f"({', '.join(sorted(acq.unreadable_keys))})")
+        if acq.pixel_mask_note:
+            notes.append(acq.pixel_mask_note)
+        return "".join(f"; {note}" for note in notes)
 
     def event_values(self) -> dict[str, Any]:
         stats = self._receiver.stats
@@ -262,18 +279,28 @@ class EigerDetector(DetectorDevice):
         fmt = self._receiver.decoder.stream_format
         return fmt.value if fmt is not None else "unknown"
 
-    @attribute(dtype=str, description="SIMPLON API version discovered on the DCU; empty until connected")
+    @attribute(dtype=str, description="SIMPLON API version of the DCU, from its version endpoint or, where it has "
+                                      "none, probed (Status says so); empty until connected")
     async def api_version(self) -> str:
         return "" if self.connecting or self._fault else await asyncio.to_thread(lambda: self._acq.client.api_version)
 
+    @attribute(dtype=(str,), max_dim_x=256,
+               description="Keys the last Prepare's PUTs listed as changed but the DCU could not serve on GET "
+                           "(404 or 5xx): their values are unknown; the configuration went on")
+    async def unreadable_keys(self) -> list[str]:
+        return sorted(self._acq.unreadable_keys)
+
     @attribute(dtype=str,
                description="Detector status/state as the DCU reports it (na, idle, ready, acquire, error); "
-                           "'unreachable' when the DCU does not answer within 1 s")
+                           "'unreachable' when the DCU does not answer within 1 s, 'answered HTTP <status>' when "
+                           "it answers with a server error")
     async def detector_state(self) -> str:
         reading = in_background(self._acq.client.detector_status)
-        if not await settle([reading], DCU_READ_WAIT_S) or reading.exception() is not None:
+        if not await settle([reading], DCU_READ_WAIT_S):
             return "unreachable"
-        return str(reading.result())
+        if isinstance(failure := reading.exception(), DetectorFailed):
+            return f"answered HTTP {failure.http_status}"
+        return "unreachable" if failure is not None else str(reading.result())
 
     # --- engine steps of the commands (DetectorDevice) ---
     async def prepare_series(self) -> None:
@@ -300,7 +327,7 @@ class EigerDetector(DetectorDevice):
         try:
             end = await asyncio.to_thread(self._acq.acquire)
             note = await self.wait_series_written()
-        except (DetectorUnreachable, DetectorRefused, TimeoutError, SeriesIdMismatch) as err:
+        except (DetectorUnreachable, DetectorFailed, DetectorRefused, TimeoutError, SeriesIdMismatch) as err:
             self.set_fault(f"Series {series_id} failed: {err}")
             return
         stats = self._receiver.stats
@@ -309,6 +336,7 @@ class EigerDetector(DetectorDevice):
             f"Series {series_id} done ({end.reason.value}): {stats.frames_received} frames received, "
             f"{stats.frames_dropped_total} dropped, {stats.rejected_total} rejected, {stats.frames_missing} missing"
             f"{f', {stats.late_messages} late messages of earlier series' if stats.late_messages else ''}{lost}{note}"
+            f"{self._dcu_notes()}"
         )
 
     def abandon_engine(self) -> None:

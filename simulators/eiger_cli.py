@@ -12,8 +12,8 @@ import logging
 
 from .detector_models import DetectorModel
 from .eiger_simulator import EigerSimulator
-from .simplon_parameters import API_1_8, API_VERSIONS
 from .signal_stop import configure_cli_logging, stop_on_signal
+from .simplon_parameters import API_1_8, API_VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="time arm takes to answer, as on a real DCU (default 0)")
     parser.add_argument("--send-timeout", type=float, default=2.0, metavar="SECONDS",
                         help="a message no receiver takes within this time is dropped and counted (default 2)")
+    parser.add_argument("--no-version-endpoint", action="store_true",
+                        help="answer /detector/api/version/ with 404 and serve only --api-version, as some DCUs do")
     parser.add_argument("--log-level", default="INFO", help="logging level of the messages on stderr")
     return parser
 
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 def _build(args: argparse.Namespace) -> EigerSimulator | None:
     """The simulator, or None after logging why not (busy port, bad option, unreadable dataset)."""
     try:
-        return EigerSimulator(
+        simulator = EigerSimulator(
             args.model,
             host=args.host,
             rest_port=args.rest_port,
@@ -78,6 +80,9 @@ def _build(args: argparse.Namespace) -> EigerSimulator | None:
     except (OSError, ValueError, KeyError) as err:
         log.error("cannot start the EIGER simulator: %s", err)
         return None
+    if args.no_version_endpoint:
+        simulator.rest_deviations(version_endpoint=False)
+    return simulator
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ reason, the form DECTRIS's client prints. Every request is appended to ``request
 
 One thread per request (``ThreadingHTTPServer``): ``trigger`` blocks for the whole exposure while
 status polls and ``abort`` must still be served, as on a DCU.
+
+Deviations seen on real DCUs can be switched on (``EigerSimulator.rest_deviations``): no version endpoint
+(the DCU then serves only its own API version, as hardware does), side-effect keys listed by every config
+PUT that GET cannot serve, and named keys or commands that fail with HTTP 500 and a reason.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from .simplon_errors import RequestRejected, UnknownResource
+import numpy as np
+
+from .simplon_darray import darray_reply
+from .simplon_errors import RequestFailed, RequestRejected, UnknownResource
 from .simplon_parameters import API_1_8, API_VERSIONS, ParameterTable, StatusTable
 
 log = logging.getLogger(__name__)
@@ -32,11 +39,13 @@ Command = Callable[[Any], Any]  # the PUT body's "value" (or None) → JSON repl
 
 @dataclass(frozen=True)
 class SimplonModule:
-    """One SIMPLON module (detector, stream, filewriter …): its config and status tables and commands."""
+    """One SIMPLON module (detector, stream, filewriter …): its config and status tables and commands;
+    ``arrays`` are the read-only 2-D config keys (``pixel_mask``), served as darray objects."""
 
     config: ParameterTable | None = None
     status: StatusTable | None = None
     commands: Mapping[str, Command] = field(default_factory=dict)
+    arrays: Mapping[str, Callable[[], np.ndarray]] = field(default_factory=dict)
 
 
 class _Server(ThreadingHTTPServer):
@@ -61,6 +70,9 @@ class EigerRestServer:
         self.api_version = api_version
         self.request_log: list[tuple[str, str]] = []
         self.killed = False
+        self.version_endpoint = True  # False: /<module>/api/version/ answers 404, other API versions too
+        self.unreadable_changed_keys: dict[str, int] = {}  # listed by every config PUT; GET answers the status
+        self.failing_requests: dict[str, str] = {}  # key or command name → reason of an HTTP 500
         self._httpd = _Server((host, port), _Handler)
         self._httpd.simplon = self
         self.host, self.port = host, self._httpd.server_address[1]
@@ -104,19 +116,26 @@ class EigerRestServer:
             raise UnknownResource(path, "paths look like /detector/api/1.8.0/config/count_time")
         module = self.modules[parts[0]]
         if parts[2] == "version":
+            if not self.version_endpoint:
+                raise UnknownResource(path, "this DCU has no version endpoint")
             return {"value": self.api_version, "value_type": "string"}
         version = parts[2]
+        if not self.version_endpoint and version != self.api_version:
+            raise UnknownResource(path, f"this DCU serves API {self.api_version} only")
         if parts[3:] == ["files"] and parts[0] == "filewriter" and method == "GET":
             return []  # the 1.6 file listing; no files are written (1.8 lists them in status/files)
         if version not in API_VERSIONS or len(parts) < 5:
             raise UnknownResource(path, f"versions {list(API_VERSIONS)}, then config|status|command/<key>")
         task, name = parts[3], "/".join(parts[4:])
+        if name in self.failing_requests:
+            raise RequestFailed(self.failing_requests[name])
         if name == "keys" and method == "GET":
             return self._keys(module, task, version, path)
         if task == "config" and module.config is not None:
             if method == "GET":
-                return module.config.get(name, version)
-            return module.config.put(name, _put_value(body, required=True), version)
+                return self._config_value(module, name, version, path)
+            changed = module.config.put(name, _put_value(body, required=True), version)
+            return sorted({*changed, *self.unreadable_changed_keys})
         if task == "status" and module.status is not None and method == "GET":
             return module.status.get(name, version)
         if task == "command" and method == "PUT":
@@ -126,10 +145,21 @@ class EigerRestServer:
             return command(_put_value(body, required=False))
         raise UnknownResource(path, f"{method} is not served here")
 
+    def _config_value(self, module: SimplonModule, name: str, version: str, path: str) -> Any:
+        assert module.config is not None
+        status = self.unreadable_changed_keys.get(name)
+        if status == 404:
+            raise UnknownResource(path, "listed as changed, but not served")
+        if status is not None:
+            raise RequestFailed(f"cannot read {name}", status)
+        if name in module.arrays:
+            return darray_reply(module.arrays[name]())
+        return module.config.get(name, version)
+
     @staticmethod
     def _keys(module: SimplonModule, task: str, version: str, path: str) -> list[str]:
         if task == "config" and module.config is not None:
-            return module.config.keys(version)
+            return sorted([*module.config.keys(version), *module.arrays])
         if task == "status" and module.status is not None:
             return module.status.keys(version)
         if task == "command":
@@ -171,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         try:
             status, reply = 200, simplon.dispatch(method, self.path, body)
-        except (RequestRejected, UnknownResource) as err:
+        except (RequestRejected, UnknownResource, RequestFailed) as err:
             status, reply = err.http_status, err.reason
         except Exception as err:  # a simulator bug must reach the client, not just a log
             log.exception("%s %s failed", method, self.path)

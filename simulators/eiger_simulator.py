@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -174,6 +175,11 @@ class EigerSimulator:
         return self._sender.endpoint
 
     @property
+    def api_version(self) -> str:
+        """The SIMPLON API version this DCU reports (and, without its version endpoint, the only one served)."""
+        return self._rest.api_version
+
+    @property
     def rest_log(self) -> list[tuple[str, str]]:
         """(method, path) of every REST request so far, in arrival order (a copy)."""
         return list(self._rest.request_log)
@@ -217,6 +223,27 @@ class EigerSimulator:
             acquisition.duplicate_end_at_disarm = duplicate_end_at_disarm
         if end_message is not None:
             acquisition.end_message = end_message
+
+    def rest_deviations(self, *, version_endpoint: bool | None = None,
+                        unreadable_changed_keys: Mapping[str, int] | None = None,
+                        failing_requests: Mapping[str, str] | None = None) -> None:
+        """Make the REST interface deviate like some DCUs do (see ``EigerRestServer``); options left ``None``
+        keep their value, so ``rest_deviations(version_endpoint=True, unreadable_changed_keys={},
+        failing_requests={})`` restores the documented behaviour. Takes effect at the next request.
+
+        ``version_endpoint=False``: ``/detector/api/version/`` answers 404 and only the configured API version
+        is served. ``unreadable_changed_keys`` {key: 404 or 5xx}: every config PUT lists these keys as
+        changed and a GET of them answers that status. ``failing_requests`` {key or command: reason}: any
+        request naming it answers HTTP 500 with the reason as its body."""
+        rest = self._rest
+        if version_endpoint is not None:
+            rest.version_endpoint = version_endpoint
+        if unreadable_changed_keys is not None:
+            if bad := {k: s for k, s in unreadable_changed_keys.items() if s != 404 and not 500 <= s < 600}:
+                raise ValueError(f"unreadable keys answer 404 or 5xx, not {bad}")
+            rest.unreadable_changed_keys = dict(unreadable_changed_keys)
+        if failing_requests is not None:
+            rest.failing_requests = dict(failing_requests)
 
     def fire_external_trigger(self, exposure_s: float | None = None) -> None:
         """One hardware trigger (``exts``) or gate of ``exposure_s`` (``exte``): sends ``nimages`` images."""
@@ -287,6 +314,7 @@ class EigerSimulator:
                 config=self.detector_config,
                 status=detector_status(acquisition, lambda: self._last_unique_id),
                 commands=detector_commands,
+                arrays={"pixel_mask": lambda: self.frames.pixel_mask},
             ),
             "stream": SimplonModule(
                 config=self.stream_config,

@@ -30,3 +30,13 @@ class UnknownResource(KeyError):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class RequestFailed(RuntimeError):
+    """A request the detector accepts but fails to carry out (HTTP 5xx, a plain-text reason in the body):
+    a DCU module not initialised, a hardware fault; the simulator raises it where told to deviate."""
+
+    def __init__(self, reason: str, http_status: int = 500) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status

@@ -72,7 +72,7 @@ class TargetFileExists(FileExistsError):
 
 
 class DetectorUnreachable(ConnectionError):
-    """The detector's REST interface did not answer (or answered with an HTTP error)."""
+    """The detector's REST interface did not answer: connection refused, timed out, name not resolved."""
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"detector at {url} unreachable: {reason}; check the DetectorUrl property and the DCU")
@@ -80,13 +80,28 @@ class DetectorUnreachable(ConnectionError):
         self.reason = reason
 
 
-class DetectorRefused(ValueError):
-    """The detector answered but refused a value or command (HTTP 4xx)."""
+class DetectorFailed(RuntimeError):
+    """The detector answered, with an HTTP 5xx: the DCU is there but failed the request itself (a module not
+    initialised, hardware fault). Not ``DetectorUnreachable``, whose advice (check DetectorUrl) would mislead."""
 
-    def __init__(self, what: str, reason: str) -> None:
+    def __init__(self, url: str, request: str, http_status: int, message: str) -> None:
+        super().__init__(f"detector at {url} answered HTTP {http_status}: {message} (to {request}); "
+                         "the DCU failed the request, see its log, then Reset")
+        self.url = url
+        self.request = request
+        self.http_status = http_status
+        self.message = message
+
+
+class DetectorRefused(ValueError):
+    """The detector answered but refused a value or command (HTTP 4xx); ``http_status`` is None when detpipe
+    itself refuses the answer (an unsupported API version, an arm without sequence id)."""
+
+    def __init__(self, what: str, reason: str, *, http_status: int | None = None) -> None:
         super().__init__(f"detector refused {what}: {reason}")
         self.what = what
         self.reason = reason
+        self.http_status = http_status
 
 
 class AcquisitionAbandoned(RuntimeError):

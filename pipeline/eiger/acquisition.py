@@ -16,12 +16,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..core.errors import AcquisitionAbandoned, AcquisitionStateError, DetectorRefused, DetectorUnreachable
+from ..core.errors import (
+    AcquisitionAbandoned,
+    AcquisitionStateError,
+    DetectorFailed,
+    DetectorRefused,
+    DetectorUnreachable,
+)
 from ..core.frame_queue import FrameQueue
 from ..core.series import DetectorConfig, EndOfSeries, EndReason
 from ..core.stage import Item
 from .acquisition_params import AcquisitionParams, StreamFormatChoice
-from .simplon_client import SimplonClient
+from .simplon_client import ConfigChange, SimplonClient
 from .stream_receiver import StreamReceiver
 
 log = logging.getLogger(__name__)
@@ -88,6 +94,8 @@ class EigerAcquisition:
         self.params: AcquisitionParams | None = None
         self.requested = AcquisitionParams()
         self.detector_values: dict[str, object] = {}
+        self.unreadable_keys: dict[str, str] = {}  # side-effect keys of the last Prepare's PUTs GET could not read
+        self.pixel_mask_note = ""  # why the last series' master has no pixel mask; empty when it has one
         self.rest_config: DetectorConfig | None = None  # the armed series' settings as read over REST
         self.step = ""  # what a Prepare in progress is doing, for the device's Status
         self._series_ended = threading.Event()
@@ -124,6 +132,7 @@ class EigerAcquisition:
             raise DetectorRefused("arm", "the reply carried no sequence id")
         self.step = f"reading the settings of series {series_id}"
         rest_config = self._config_from_rest(params)
+        pixel_mask = self._pixel_mask_from_rest(params, rest_config)
         self.step = f"claiming the files of series {series_id}"
         with self._claim_lock:
             self._raise_if_abandoned(series_id)
@@ -135,7 +144,7 @@ class EigerAcquisition:
             self._series_ended.clear()
             self._stop_requested.clear()
             self.series_id, self.params, self.rest_config = series_id, params, rest_config
-            self.receiver.listen(series_id, outbox, rest_config)
+            self.receiver.listen(series_id, outbox, rest_config, pixel_mask)
             self.phase = Phase.PREPARED
         log.info("series %d armed: %d frames", series_id, params.nb_frames)
         return series_id
@@ -154,7 +163,7 @@ class EigerAcquisition:
     def acquire(self) -> EndOfSeries:
         """Trigger (software modes), wait for every frame, disarm, and wait for the series end.
 
-        Returns the end that closed the series. Raises ``DetectorUnreachable`` or ``StreamSilent``
+        Returns the end that closed the series. Raises ``DetectorUnreachable``, ``DetectorFailed`` or ``StreamSilent``
         after ending the series in the writer, so its files are closed and valid either way.
         """
         if self.phase is not Phase.PREPARED or self.params is None:
@@ -168,7 +177,7 @@ class EigerAcquisition:
                         break
                     self._trigger_watched()
             self._wait_for_frames()
-        except (DetectorUnreachable, StreamSilent, DetectorRefused, SeriesIdMismatch) as err:
+        except (DetectorUnreachable, DetectorFailed, StreamSilent, DetectorRefused, SeriesIdMismatch) as err:
             reason = EndReason.TIMEOUT if isinstance(err, StreamSilent) else EndReason.ERROR
             self.receiver.end_series(reason, str(err))
             self._wait_series_end(self.end_timeout_s)
@@ -199,13 +208,19 @@ class EigerAcquisition:
         settings["frame_time"] = params.expo_time_s + max(params.latency_time_s, readout_s)
         if self.client.api_version == "1.6.0" and params.stream_format is StreamFormatChoice.CBOR:
             raise DetectorRefused("stream format cbor", "API 1.6.0 detectors stream V1 (legacy) only")
-        self.detector_values = {}
+        self.detector_values, self.unreadable_keys = {}, {}
         for key, value in settings.items():
-            self.detector_values.update(self.client.set_config(key, value))
-        self.client.set_config("mode", "enabled", module="stream")
-        self.client.set_config("header_detail", params.header_detail, module="stream")
+            self.detector_values.update(self._put(key, value).values)
+        self._put("mode", "enabled", module="stream")
+        self._put("header_detail", params.header_detail, module="stream")
         if self.client.api_version != "1.6.0":
-            self.client.set_config("format", params.stream_format.value, module="stream")
+            self._put("format", params.stream_format.value, module="stream")
+
+    def _put(self, key: str, value: object, *, module: str = "detector") -> ConfigChange:
+        """One PUT; side-effect keys the DCU listed but cannot serve are kept for Status, not fatal."""
+        change = self.client.set_config(key, value, module=module)
+        self.unreadable_keys.update(change.unreadable)
+        return change
 
     def image_shape(self) -> tuple[int, int]:
         """(height, width) of the detector's images, read over REST (an ROI mode changes it)."""
@@ -243,9 +258,27 @@ class EigerAcquisition:
                 trigger_mode=params.trigger_mode.simplon,
                 compression=params.compression,
             )
-        except (DetectorRefused, KeyError, TypeError, ValueError) as err:
+        except (DetectorRefused, DetectorFailed, KeyError, TypeError, ValueError) as err:
             log.warning("REST metadata incomplete (%s); the master file gets what the stream sends", err)
             return None
+
+    def _pixel_mask_from_rest(self, params: AcquisitionParams, config: DetectorConfig | None) -> np.ndarray | None:
+        """The detector's pixel mask for a series whose header carries none (header_detail basic or none): DIALS,
+        XDS and CrystFEL take bad pixels from the master's ``pixel_mask``. One read per Prepare, since the DCU
+        may change its mask between series; a mask that cannot be read is noted, never fatal."""
+        self.pixel_mask_note = ""
+        if params.header_detail == "all":
+            return None  # the stream header brings it
+        try:
+            mask = self.client.detector_array("pixel_mask")
+        except (DetectorUnreachable, DetectorFailed, DetectorRefused, KeyError, TypeError, ValueError) as err:
+            self.pixel_mask_note = f"no pixel_mask in the master: reading it over REST failed ({err})"
+        else:
+            if config is None or mask.shape == config.shape:
+                return mask
+            self.pixel_mask_note = f"no pixel_mask in the master: the DCU's is {mask.shape}, images are {config.shape}"
+        log.warning("%s", self.pixel_mask_note)
+        return None
 
     def _trigger_watched(self) -> None:
         """Run one blocking ``trigger`` while watching the stream: a silent stream ends it early."""
@@ -315,7 +348,7 @@ class EigerAcquisition:
         """Best-effort command during Stop/Abort/cleanup: a dead detector must not block the cleanup."""
         try:
             self.client.command(name)
-        except (DetectorUnreachable, DetectorRefused) as err:
+        except (DetectorUnreachable, DetectorFailed, DetectorRefused) as err:
             log.warning("%s failed during cleanup: %s", name, err)
 
 

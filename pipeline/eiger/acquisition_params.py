@@ -56,7 +56,7 @@ class AcquisitionParams:
     photon_energy_ev: float = 12400.0
     compression: str = "bslz4"
     stream_format: StreamFormatChoice = StreamFormatChoice.LEGACY
-    header_detail: str = "basic"
+    header_detail: str = "all"  # the header brings the pixel mask the NXmx master must carry
 
     def __post_init__(self) -> None:
         problems = []

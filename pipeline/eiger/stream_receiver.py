@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import zmq
 
 from ..core.errors import FrameRejected
@@ -65,6 +66,7 @@ class StreamReceiver:
         self._outbox: FrameQueue[Item] | None = None
         self._series_id: int | None = None
         self._fallback_config: DetectorConfig | None = None
+        self._fallback_pixel_mask: np.ndarray | None = None
         self._pending_end: EndOfSeries | None = None
         self._idle: deque[list[zmq.Frame]] = deque()  # read while not listening, oldest first
         self._idle_bytes = 0
@@ -94,13 +96,16 @@ class StreamReceiver:
     def active_series(self) -> int | None:
         return self._series_id
 
-    def listen(self, series_id: int, outbox: FrameQueue[Item], fallback_config: DetectorConfig | None) -> None:
+    def listen(self, series_id: int, outbox: FrameQueue[Item], fallback_config: DetectorConfig | None,
+               fallback_pixel_mask: np.ndarray | None = None) -> None:
         """Forward series ``series_id`` to ``outbox``. ``fallback_config`` (read over REST) fills a series
-        header that carries no config (V1 header_detail=none), so the master file still gets its metadata."""
+        header that carries no config (V1 header_detail=none), so the master file still gets its metadata;
+        ``fallback_pixel_mask`` (read over REST) fills a header without mask (header_detail basic or none)."""
         with self._lock:
             self._outbox = outbox
             self._series_id = series_id
             self._fallback_config = fallback_config
+            self._fallback_pixel_mask = fallback_pixel_mask
             self.decoder.expect(series_id)
             self._pending_end = None
             self.last_message_monotonic = time.monotonic()
@@ -213,6 +218,8 @@ class StreamReceiver:
                             start.series_id, start.config.frames_expected, fallback.frames_expected)
                 start = replace(start, config=replace(start.config, nimages=fallback.nimages,
                                                       ntrigger=fallback.ntrigger))
+        if start.pixel_mask is None and self._fallback_pixel_mask is not None:
+            start = replace(start, pixel_mask=self._fallback_pixel_mask)
         self._put(start)
 
     def _put(self, item: Item) -> None:
