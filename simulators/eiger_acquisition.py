@@ -16,6 +16,7 @@ from .eiger_stream import MessageKind, StopRequest, StreamJob, StreamSender
 from .simplon_errors import RequestRejected
 from .stream_series import StreamSeries
 
+
 class DetectorState(enum.Enum):
     NA = "na"
     IDLE = "idle"
