@@ -59,8 +59,10 @@ def run_register(path: Path, *, variables: Mapping[str, str], dry_run: bool) -> 
         else:
             apply_changes(db, changes)
             print(f"{len(changes)} changes written to {db.get_db_host()}:{db.get_db_port()}")
-    except ConfigError as err:
+    except ConfigError as err:  # load_database_config validates the whole file before the database is opened
         print("\n".join(f"detpipe register: {problem}" for problem in err.problems), file=sys.stderr)
+        count = len(err.problems)
+        print(f"detpipe register: {count} problem{'s' * (count != 1)} in {path}; nothing written", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"detpipe register: {err}", file=sys.stderr)

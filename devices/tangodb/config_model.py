@@ -31,6 +31,8 @@ import yaml
 
 from detpipe.pipeline.core.errors import ConfigError
 
+from .class_schema import schema_problems
+
 PropertyValues = Mapping[str, list[str] | None]
 """Property name -> the strings Tango stores; None = delete the property."""
 
@@ -66,7 +68,17 @@ class DatabaseConfig:
 
     @classmethod
     def from_mapping(cls, raw: object, *, source: str = "config") -> DatabaseConfig:
-        """Every problem of the document at once (``ConfigError``), as style.md §7 asks."""
+        """Every problem of the document's shape at once (``ConfigError``), as style.md §7 asks; the names it
+        gives detpipe's classes are checked by ``load_database_config``."""
+        config, problems = cls.parsed(raw, source=source)
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    @classmethod
+    def parsed(cls, raw: object, *, source: str = "config") -> tuple[DatabaseConfig, list[str]]:
+        """What could be read, and every problem of the document's shape; what is read of a document with
+        problems still carries its names, so that their problems are reported in the same run."""
         if not isinstance(raw, Mapping):
             raise ConfigError([f"{source}: needs a mapping with a 'servers' key"])
         problems = [f"{source}: unknown key {key!r} (servers, classes)" for key in raw.keys() - {"servers", "classes"}]
@@ -77,9 +89,7 @@ class DatabaseConfig:
                    for entry in _devices(server, classes, problems)]
         classes = {str(name): _values(_section(spec, "properties", name, problems), name, problems)
                    for name, spec in _mapping(raw.get("classes") or {}, "classes", problems).items()}
-        if problems:
-            raise ConfigError(problems)
-        return cls(tuple(devices), classes)
+        return cls(tuple(devices), classes), problems
 
     def to_dsconfig(self) -> dict[str, Any]:
         """The dsconfig JSON document (``json2tango`` reads it; all values lists of strings)."""
@@ -97,7 +107,8 @@ class DatabaseConfig:
 
 
 def load_database_config(path: Path, variables: Mapping[str, str]) -> DatabaseConfig:
-    """Read a YAML or JSON config file, fill its ``${NAME}`` placeholders and validate it."""
+    """Read a YAML or JSON config file, fill its ``${NAME}`` placeholders and validate it: its shape, and the
+    class, property and attribute names it gives detpipe's classes (``class_schema``); every problem at once."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -108,7 +119,11 @@ def load_database_config(path: Path, variables: Mapping[str, str]) -> DatabaseCo
     filled = _fill(raw, variables, missing)
     if missing:
         raise ConfigError([f"{path}: placeholder ${{{name}}} has no value" for name in sorted(missing)])
-    return DatabaseConfig.from_mapping(filled, source=str(path))
+    config, problems = DatabaseConfig.parsed(filled, source=str(path))
+    problems += schema_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def _fill(node: Any, variables: Mapping[str, str], missing: set[str]) -> Any:

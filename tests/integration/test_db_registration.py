@@ -30,8 +30,7 @@ DETPIPE = [sys.executable, "-m", "detpipe.devices.cli"]
 DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitfinder/1"
 EIGER_VARIABLES = {"EIGER_REST_PORT": "8000", "EIGER_STREAM_PORT": "9999", "DATA_ROOT": "/data/demo"}
 AGIPD_VARIABLES = {"AGIPD_BRIDGE_PORT": "4545", "DATA_ROOT": "/data/spb"}
-# A writer-only server (starts in about a second) with one memorized value, and a class property for the export;
-# placeholders in names as well as values.
+# A writer-only server (starts in about a second) with one memorized value; placeholders in names as well as values.
 WRITER_CONFIG = """
 servers:
   detpipe/${INSTANCE}:
@@ -41,9 +40,38 @@ servers:
           DataRoots: ["${DATA_ROOT}"]
         attribute_properties:
           saving_frame_per_file: {__value: ["50"]}
+"""
+# A server detpipe does not run, with a class property for the export: its names pass through unchecked.
+POOL_CONFIG = """
+servers:
+  Pool/roundtrip:
+    Pool:
+      pool/roundtrip/1:
+        properties: {PoolPath: [/ctrl], DataRoot: [not a detpipe name]}
 classes:
-  NexusWriter:
+  Pool:
     properties: {Maintainer: ["detpipe tests"]}
+"""
+# The issue's file: a misspelt class, property and memorized attribute, so the writer's mandatory DataRoots is
+# missing too; around them a valid device and a Pool server, which must not be written either.
+TYPOS_CONFIG = """
+servers:
+  detpipe/typos:
+    EigerDetecter:
+      test/typos/detector:
+        properties: {DetectorUrl: "http://dcu", StreamEndpoint: "tcp://dcu:9999", WriterDevice: test/typos/writer}
+    NexusWriter:
+      test/typos/writer:
+        properties: {DataRoot: [/data], BuferFrames: 8}
+        attribute_properties:
+          saving_directry: {__value: [/data/x]}
+    HitFinder:
+      test/typos/hitfinder:
+        properties: {Workers: 0}
+  Pool/typos:
+    Pool:
+      pool/typos/1:
+        properties: {PoolPath: [/ctrl]}
 """
 
 
@@ -171,6 +199,33 @@ def test_dry_run_prints_the_diff_and_writes_nothing(
     assert db.get_device_property(WRITER, ["InstrumentName"])["InstrumentName"] == ["detpipe demo beamline"]
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["write", "dry-run"])
+def test_a_file_with_misspelt_names_exits_2_listing_each_with_its_correction_and_writes_nothing(
+        database: EmbeddedTangoDatabase, tmp_path: Path, dry_run: list[str]) -> None:
+    config = tmp_path / "typos.yaml"
+    config.write_text(TYPOS_CONFIG)
+    run = detpipe("register", str(config), *dry_run, tango_host=database.tango_host)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stdout == ""
+    assert run.stderr.splitlines() == [
+        "detpipe register: unknown class 'EigerDetecter' (device test/typos/detector) in server detpipe/typos: "
+        "did you mean 'EigerDetector'?",
+        "detpipe register: unknown property 'DataRoot' of NexusWriter (device test/typos/writer): "
+        "did you mean 'DataRoots'?",
+        "detpipe register: unknown property 'BuferFrames' of NexusWriter (device test/typos/writer): "
+        "did you mean 'BufferFrames'?",
+        "detpipe register: mandatory property 'DataRoots' of NexusWriter (device test/typos/writer) is missing",
+        "detpipe register: unknown attribute 'saving_directry' of NexusWriter (device test/typos/writer): "
+        "did you mean 'saving_directory'?",
+        f"detpipe register: 5 problems in {config}; nothing written",
+    ]
+    db = database.client()
+    assert list(db.get_server_list("*typos*").value_string) == []
+    for device in ("test/typos/detector", "test/typos/writer", "test/typos/hitfinder", "pool/typos/1"):
+        with pytest.raises(tango.DevFailed, match="DB_DeviceNotDefined|not defined"):
+            db.get_device_info(device)
+
+
 def test_register_leaves_alone_what_the_file_does_not_name(
         database: EmbeddedTangoDatabase, registered_demo: subprocess.CompletedProcess[str]) -> None:
     db = database.client()
@@ -185,18 +240,22 @@ def test_register_leaves_alone_what_the_file_does_not_name(
 def test_export_round_trips_through_a_fresh_database(
         database: EmbeddedTangoDatabase, registered_demo: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
     register(database.client(), load_database_config(config_file("demo-agipd.yaml"), AGIPD_VARIABLES))
-    register_writer(database, "roundtrip", tmp_path / "data")  # adds a class property
+    register_writer(database, "roundtrip", tmp_path / "data")
+    (tmp_path / "pool.yaml").write_text(POOL_CONFIG)
+    register(database.client(), load_database_config(tmp_path / "pool.yaml", {}))
     first, second = tmp_path / "first.json", tmp_path / "second.json"
-    exported = detpipe("export", "-o", str(first), tango_host=database.tango_host)
+    exported = detpipe("export", "--server", "detpipe/*", "--server", "Pool/*", "-o", str(first),
+                       tango_host=database.tango_host)
     assert exported.returncode == 0, exported.stderr
     demo = json.loads(first.read_text())["servers"]["detpipe/demo"]
     assert demo["EigerDetector"][DETECTOR]["attribute_properties"]["acq_expo_time"] == {"__value": ["0.01"]}
     assert demo["AgipdDetector"]["spb/agipd1m/1"]["properties"]["BridgeEndpoint"] == ["tcp://127.0.0.1:4545"]
-    assert json.loads(first.read_text())["classes"]["NexusWriter"]["properties"] == {"Maintainer": ["detpipe tests"]}
+    assert json.loads(first.read_text())["classes"]["Pool"]["properties"] == {"Maintainer": ["detpipe tests"]}
     with EmbeddedTangoDatabase(tmp_path / "fresh.db") as fresh:
         registered = detpipe("register", str(first), tango_host=fresh.tango_host)
         assert registered.returncode == 0, registered.stderr
-        assert detpipe("export", "-o", str(second), tango_host=fresh.tango_host).returncode == 0
+        assert detpipe("export", "--server", "detpipe/*", "--server", "Pool/*", "-o", str(second),
+                       tango_host=fresh.tango_host).returncode == 0
     assert second.read_text() == first.read_text()
 
 

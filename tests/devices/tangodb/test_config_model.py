@@ -17,11 +17,11 @@ servers:
         properties:
           DataRoots: ["${DATA_ROOT}", /data/common]
           BufferFrames: 64
-          MaskFile: null
+          InstrumentName: null
         attribute_properties:
           saving_prefix: {__value: [scan_$id]}
 classes:
-  NexusWriter: {properties: {Maintainer: staff}}
+  Pool: {properties: {Maintainer: staff}}
 """
 
 
@@ -35,9 +35,10 @@ def test_placeholders_are_filled_in_names_and_values_and_other_dollars_pass_thro
     config = load_database_config(write(tmp_path, WRITER_YAML), {"INSTANCE": "lab", "DATA_ROOT": "/data/lab"})
     (writer,) = config.devices
     assert (writer.server, writer.device_class, writer.name) == ("detpipe/lab", "NexusWriter", "test/writer/1")
-    assert writer.properties == {"DataRoots": ["/data/lab", "/data/common"], "BufferFrames": ["64"], "MaskFile": None}
+    assert writer.properties == {"DataRoots": ["/data/lab", "/data/common"], "BufferFrames": ["64"],
+                                 "InstrumentName": None}
     assert writer.attribute_properties == {"saving_prefix": {"__value": ["scan_$id"]}}
-    assert config.classes == {"NexusWriter": {"Maintainer": ["staff"]}}
+    assert config.classes == {"Pool": {"Maintainer": ["staff"]}}
 
 
 def test_every_missing_placeholder_is_reported_at_once(tmp_path: Path) -> None:
