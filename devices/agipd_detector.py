@@ -29,6 +29,7 @@ from .detector_device import DetectorDevice
 from .detpipe_device import CLOSE_WAIT_S, in_background, settle, unusable_file
 
 CORRECTION_QUEUE_TRAINS = 4
+SLOW_BRIDGE_NOTE_S = 1.0  # a 10 Hz bridge answers in 0.1 s: a longer wait is worth a word in Status
 
 
 class AgipdDetector(DetectorDevice):
@@ -50,11 +51,21 @@ class AgipdDetector(DetectorDevice):
         dtype=str, default_value="",
         doc="Correction constants (docs/agipd_constants.md); when set, raw trains are corrected and CORR files written",
     )
-    StreamTimeout = device_property(dtype=float, default_value=5.0, doc="Seconds of bridge silence before FAULT")
+    StreamTimeout = device_property(
+        dtype=float, default_value=5.0,
+        doc="Seconds of bridge silence, with trains owed, before FAULT (PULL; REQ while no request is in flight)",
+    )
+    RequestTimeout = device_property(
+        dtype=float, default_value=30.0,
+        doc="REQ: seconds one request may wait for its train before the bridge counts as gone (FAULT). A slower "
+            "bridge is waited for, never asked again: the bridge takes a train off its queue when asked, so a "
+            "request given up would lose it. A request still unanswered when a run ends counts as a lost train",
+    )
 
     async def init_device(self) -> None:
         await super().init_device()
-        self._receiver = AgipdReceiver(self.BridgeEndpoint, socket_type=self.BridgeSocket.upper())
+        self._receiver = AgipdReceiver(self.BridgeEndpoint, socket_type=self.BridgeSocket.upper(),
+                                       request_timeout_s=self.RequestTimeout)
         self._receiver.start()
         self._acq = AgipdAcquisition(self._receiver, stream_timeout_s=self.StreamTimeout)
         self._correction: StageRunner | None = None
@@ -109,12 +120,19 @@ class AgipdDetector(DetectorDevice):
             return self.running_state(stats.frames_dropped_total), (
                 f"Run {self._run_number}: {stats.trains_received}/{self._nb_trains} trains received, "
                 f"{stats.frames_dropped_total} frames dropped, writer queue {self._writer_queue_fill():.0f}% full"
-                f"{self.ending_note()}"
+                f"{self._slow_bridge_note()}{self.ending_note()}"
             )
         if (stats.frames_dropped_total or stats.rejected_total or stats.trains_missing or self.frames_lost
-                or sum(stats.modules_missing.values())):
+                or stats.requests_unanswered or sum(stats.modules_missing.values())):
             return DevState.ALARM, self._summary
         return DevState.ON, self._summary
+
+    def _slow_bridge_note(self) -> str:
+        """A bridge slower than a train period is waited for; Status says so rather than looking stuck."""
+        waited_s = self._receiver.pending_request_s()
+        if waited_s is None or waited_s < SLOW_BRIDGE_NOTE_S:
+            return ""
+        return f"; waiting {waited_s:.0f}s for the bridge's next train (RequestTimeout {self.RequestTimeout:g}s)"
 
     def event_values(self) -> dict[str, Any]:
         stats = self._receiver.stats
@@ -172,6 +190,12 @@ class AgipdDetector(DetectorDevice):
     async def trains_missing(self) -> int:
         return self._receiver.stats.trains_missing
 
+    @attribute(dtype=int, unit="train", format="%d", label="Trains unanswered",
+               description="REQ requests a run ended without a reply to: trains the bridge took off its queue "
+                           "and never delivered (lost, the run's first train too)")
+    async def trains_unanswered(self) -> int:
+        return self._receiver.stats.requests_unanswered
+
     @attribute(dtype=(int,), max_dim_x=AGIPD_MODULES, unit="train", format="%d",
                description="Per module 0..15: trains in which that module was missing")
     async def modules_missing(self) -> list[int]:
@@ -218,9 +242,11 @@ class AgipdDetector(DetectorDevice):
         note = await self.wait_series_written()
         stats = self._receiver.stats
         lost = self.unwritten_note(stats.frames_received - stats.frames_dropped_total)
+        unanswered = (f", {stats.requests_unanswered} requested trains never answered (lost)"
+                      if stats.requests_unanswered else "")
         self._summary = (f"Run {run} done ({end.reason.value}): {stats.trains_received} trains, "
                          f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "
-                         f"{stats.trains_missing} trains missing{lost}{note}")
+                         f"{stats.trains_missing} trains missing{unanswered}{lost}{note}")
 
     def abandon_engine(self) -> None:
         self._acq.abandon()

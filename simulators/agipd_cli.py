@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sources", default="combined", choices=_values(AgipdSources))
     parser.add_argument("--cells", type=int, default=64, help="memory cells (frames) per train, 1 … 352")
     parser.add_argument("--unpaced", action="store_true", help="send trains as fast as possible, not at 10 Hz")
+    parser.add_argument("--reply-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="REP: answer each request SECONDS after it came (a bridge slower than the trains)")
     parser.add_argument("--first-train-id", type=int, default=FIRST_TRAIN_ID)
     parser.add_argument("--trains", type=int, default=None, help="stop sending after N trains (default: endless)")
     parser.add_argument("--seed", type=int, default=0)
@@ -82,6 +84,7 @@ def _build(args: argparse.Namespace) -> AgipdSimulator | None:
             seed=args.seed,
             hit_fraction=args.hit_fraction,
             peaks_per_hit=tuple(args.peaks_per_hit),
+            reply_delay_s=args.reply_delay,
         )
     except (OSError, ValueError) as err:
         log.error("cannot start the AGIPD simulator: %s", err)

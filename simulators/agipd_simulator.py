@@ -57,6 +57,7 @@ class AgipdSimulator:
     to 10 Hz (False: as fast as they are built and taken); ``n_trains`` None streams forever.
     ``missing_modules`` maps a train index to module numbers whose data are lost for that train.
     ``lit_pattern`` repeats over frame positions (False = no pulse); see ``agipd_scene``.
+    ``reply_delay_s`` (REP) answers each request that long after it came: a bridge slower than the trains.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class AgipdSimulator:
         peaks_per_hit: tuple[int, int] = (15, 60),
         lit_pattern: Sequence[bool] = DEFAULT_LIT_PATTERN,
         missing_modules: Mapping[int, set[int]] | None = None,
+        reply_delay_s: float = 0.0,
     ) -> None:
         problems: list[str] = []
         self.socket_type = _choice(BridgeSocketType, socket_type, "socket_type", problems)
@@ -100,6 +102,7 @@ class AgipdSimulator:
             paced=paced,
             period_s=TRAIN_PERIOD_S,
             n_trains=n_trains,
+            reply_delay_s=reply_delay_s,
         )
         try:
             self.constants: AgipdConstants = agipd_constants(seed)

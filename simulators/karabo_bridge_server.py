@@ -9,6 +9,8 @@ that falls behind (slow generation, slow client) restarts the schedule instead o
 as a detector whose trains are simply gone. With ``n_trains`` the server stops after that many trains:
 REP leaves later requests unanswered (a client sees its timeout, as with a bridge that has no data) and
 PUSH sends nothing more; both keep the socket open until ``stop()`` so queued trains still arrive.
+``reply_delay_s`` makes REP a slow bridge (one behind a busy correction pipeline, or a loaded host): each
+train is sent no sooner than that long after its request, the first one too.
 
 The send high-water mark is 1, as karabo_bridge sets it: a 64-cell raw train is 268 MB, and ZMQ queues
 whole messages, so a deeper queue would only hold memory.
@@ -60,8 +62,12 @@ class KaraboBridgeServer:
         paced: bool = True,
         period_s: float = 0.1,
         n_trains: int | None = None,
+        reply_delay_s: float = 0.0,
     ) -> None:
+        if not reply_delay_s >= 0:
+            raise ValueError(f"reply_delay_s must be >= 0, got {reply_delay_s}")
         self.socket_type = BridgeSocketType.of(socket_type)
+        self.reply_delay_s = reply_delay_s
         self.paced = paced
         self.period_s = period_s
         self.n_trains = n_trains
@@ -112,7 +118,8 @@ class KaraboBridgeServer:
                 log.warning("bad request %r on %s", request[:64], self.endpoint)
                 self._socket.send(b"Error: bad request " + request)
                 continue
-            if self.paced and self._stopping.wait(schedule.wait_s(self.trains_sent)):
+            due_s = max(schedule.wait_s(self.trains_sent) if self.paced else 0.0, self.reply_delay_s)
+            if due_s and self._stopping.wait(due_s):
                 return
             if self._send(self._encode_train(self.trains_sent)):
                 self.trains_sent += 1

@@ -30,7 +30,8 @@ class AgipdAcquisition:
     """Prepare/Start/Stop/Abort of one AGIPD run; blocking methods for the device's worker threads.
 
     ``stream_timeout_s`` is how long the bridge may stay silent while trains are owed before the run is
-    ended as timed out (a vanished bridge); the device then reports FAULT.
+    ended as timed out (a vanished bridge); the device then reports FAULT. While a REQ request is in flight
+    the receiver's ``request_timeout_s`` applies instead: a bridge that answers slowly is still sending.
     """
 
     def __init__(self, receiver: AgipdReceiver, *, stream_timeout_s: float = 5.0) -> None:
@@ -74,11 +75,10 @@ class AgipdAcquisition:
         try:
             self.receiver.listen(self.run_number, self._outbox, max_trains=self.nb_trains)
             while not self._ended.wait(0.05):
-                silent_s = time.monotonic() - self.receiver.last_message_monotonic
-                if silent_s > self.stream_timeout_s:
-                    detail = (f"no train from the Karabo bridge for {silent_s:.1f}s with "
-                              f"{self.receiver.stats.trains_received}/{self.nb_trains} trains received; "
-                              "check the bridge endpoint, then Reset")
+                silence = self._silence()
+                if silence:
+                    detail = (f"{silence} with {self.receiver.stats.trains_received}/{self.nb_trains} trains "
+                              "received; check the bridge endpoint, then Reset")
                     self.receiver.end_series(EndReason.TIMEOUT, detail)
                     self._ended.wait(5.0)
                     raise TimeoutError(detail)
@@ -86,6 +86,16 @@ class AgipdAcquisition:
             self.running = False
         assert self._last_end is not None
         return self._last_end
+
+    def _silence(self) -> str:
+        """How the bridge has been silent too long, or "" while it is not."""
+        waited_s = self.receiver.pending_request_s()
+        if waited_s is not None:
+            limit_s = self.receiver.request_timeout_s
+            return f"the Karabo bridge left a request for a train unanswered for {waited_s:.1f}s" \
+                if waited_s > limit_s else ""
+        silent_s = time.monotonic() - self.receiver.last_message_monotonic
+        return f"no train from the Karabo bridge for {silent_s:.1f}s" if silent_s > self.stream_timeout_s else ""
 
     def stop(self, reason: EndReason = EndReason.STOP) -> None:
         """End the run after the trains already read (Stop drains them into the writer)."""

@@ -4,9 +4,13 @@ Like the Eiger ``StreamReceiver``, it forwards only the run its acquisition arme
 then it asks for nothing (REQ) or leaves trains in the ZMQ buffer (PULL, SUB), and every run is framed by
 a ``SeriesStart`` and an ``EndOfSeries`` that this thread puts, so the end always follows the last train.
 A REQ client asks the bridge with ``b"next"`` and gets one train per request (agipd.md §2.1). ZMQ's REQ
-socket is a strict send/recv state machine: a request that is never answered (bridge restarted, reply
-lost) would block it for good, so after ``request_timeout_s`` the socket is closed and a new one
-connected. The next request is sent as soon as a reply arrives, before that train is decoded, so the
+socket is a strict send/recv state machine, and the bridge takes a train off its queue when it is asked:
+a request given up (a new socket asking again) loses the train it was answered with. So a pending request
+is never abandoned for time alone while the run goes on: a slow bridge is waited for, however long each
+train takes. ``request_timeout_s`` is how long the acquisition lets one request wait before it takes the
+bridge as gone and ends the run (``pending_request_s``). A request still unanswered when a run ends is
+counted in ``stats.requests_unanswered`` (its train is lost, the run's first one too) and only then is the
+socket replaced. The next request is sent as soon as a reply arrives, before that train is decoded, so the
 bridge's send overlaps our transposition (one extra train in flight).
 
 Flow control follows the socket. REQ asks only while the outbox has room (for two trains when asking
@@ -45,7 +49,7 @@ NEXT_REQUEST = b"next"  # the bridge's only valid request (agipd.md §2.1)
 # A raw 352-cell AGIPD-1M train is 1.5 GB in one array part. Over this, ZMQ drops the connection and never
 # reconnects it (a protocol error): set on REQ only, whose unanswered request opens a new socket anyway.
 MAX_MESSAGE_BYTES = 4 * 2**30
-LOOK_AHEAD_WAIT_S = 0.5  # at a run's end, how long the reply to the request sent ahead is awaited
+LOOK_AHEAD_WAIT_S = 0.5  # at an aborted run's end, how long the reply to the request sent ahead is awaited
 
 
 class BridgeSocket(enum.Enum):
@@ -86,7 +90,7 @@ class AgipdReceiver:
         endpoint: str,
         *,
         socket_type: BridgeSocket | str = BridgeSocket.REQ,
-        request_timeout_s: float = 5.0,
+        request_timeout_s: float = 30.0,
         layout: Layout = Layout.AUTO,
         detector_id: str | None = None,
         receive_buffer_messages: int = 1,
@@ -139,6 +143,12 @@ class AgipdReceiver:
             self._run = _Run(run_number, outbox, max_trains)
             self.last_message_monotonic = time.monotonic()
         self._wake.set()
+
+    def pending_request_s(self) -> float | None:
+        """Seconds the REQ request in flight has waited for its train; None when none is in flight."""
+        if not self._awaiting_reply:
+            return None
+        return time.monotonic() - self._request_sent_monotonic
 
     def end_series(self, reason: EndReason, detail: str = "") -> None:
         """End the active run after the trains already read (Stop, Abort, silence, failure)."""
@@ -193,6 +203,8 @@ class AgipdReceiver:
         instead of waiting for trains that will never come."""
         with self._lock:
             runs, self._superseded = [*self._superseded, *([self._run] if self._run else [])], []
+        if runs and self._awaiting_reply:
+            self._count_unanswered()
         for run in runs:
             run.end = run.end or EndOfSeries(run.series_id, EndReason.ABORT, detail="receiver closed")
             self._emit_end(run)
@@ -206,12 +218,6 @@ class AgipdReceiver:
                 return socket
             self._request(socket)
         if not socket.poll(POLL_MS):
-            if self._awaiting_reply and time.monotonic() - self._request_sent_monotonic > self.request_timeout_s:
-                self.stats.requests_timed_out += 1
-                log.warning("no reply from %s in %.1fs; reconnecting the REQ socket", self.endpoint,
-                            self.request_timeout_s)
-                socket.close(linger=0)
-                socket = self._open_socket()
             return socket
         parts = socket.recv_multipart(copy=False)
         self._awaiting_reply = False
@@ -287,18 +293,41 @@ class AgipdReceiver:
     def _finish(self, run: _Run, socket: zmq.Socket) -> zmq.Socket:
         """Emit the run's end (after its start, if that never went out), leaving no request in flight, so
         the next run does not begin with a train requested for this one. The bridge took that train off
-        its queue when it got the request: its reply, awaited ``LOOK_AHEAD_WAIT_S``, is the run's last
-        train, not lost. Only an unanswered request closes the socket (and is counted)."""
-        if self._awaiting_reply and socket.poll(int(LOOK_AHEAD_WAIT_S * 1e3)):
-            parts = socket.recv_multipart(copy=False)
-            self._awaiting_reply = False
-            self._handle(run, parts)
+        its queue when it got the request: its reply is the run's last train, not lost. After Stop it is
+        awaited as long as any request (``request_timeout_s``: a slow bridge loses nothing), after Abort,
+        a timeout or a failure ``LOOK_AHEAD_WAIT_S``. Only an unanswered request closes the socket, and
+        its train is counted lost."""
+        if self._awaiting_reply:
+            assert run.end is not None
+            graceful = run.end.reason in (EndReason.STOP, EndReason.END_MESSAGE)
+            remaining_s = self.request_timeout_s - (self.pending_request_s() or 0.0)
+            wait_s = max(remaining_s, LOOK_AHEAD_WAIT_S) if graceful else LOOK_AHEAD_WAIT_S
+            if self._poll_unless_closing(socket, wait_s):
+                parts = socket.recv_multipart(copy=False)
+                self._awaiting_reply = False
+                self._handle(run, parts)
+        if self._awaiting_reply:
+            self._count_unanswered()
         self._emit_end(run)
         if self._awaiting_reply:
-            self.stats.notes["look_ahead_unanswered"] += 1
             socket.close(linger=0)
             socket = self._open_socket()
         return socket
+
+    def _poll_unless_closing(self, socket: zmq.Socket, wait_s: float) -> bool:
+        """Poll for a reply up to ``wait_s``, giving up at once when the receiver is closed (Init)."""
+        deadline = time.monotonic() + wait_s
+        while not self._closing.is_set():
+            if socket.poll(POLL_MS):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return False
+
+    def _count_unanswered(self) -> None:
+        self.stats.requests_unanswered += 1
+        log.warning("the request for a train to %s was never answered (%.1fs): that train is lost", self.endpoint,
+                    self.pending_request_s() or 0.0)
 
     def _emit_end(self, run: _Run) -> None:
         """The run's start (if it never went out), then its end, downstream; the acquisition is told."""

@@ -14,8 +14,10 @@ import tango
 from karabo_bridge import simulation
 from karabo_bridge.server import SimServerInThread
 
+from detpipe.devices.state_wait import prepare
 from detpipe.simulators.agipd_simulator import AgipdSimulator
 from tests.integration.test_agipd_slice import agipd_server, readable_copy, run
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -104,3 +106,29 @@ def test_an_unusable_constants_file_faults_this_device_alone_and_init_recovers(d
             detector.Init()
             assert run(detector, 1) == "Ready", detector.Status()
             assert detector.correction_time_mean > 0
+
+
+def test_a_bridge_slower_than_the_stream_timeout_loses_no_train_and_says_it_waits(data_root: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Issue 15: REQ against a bridge answering 2 s after each request (StreamTimeout 0.5 s) used to give
+    requests up, lose their trains and end in FAULT. Every train must land, pixel-exact, and Status must say
+    the device is waiting for the bridge rather than look stuck."""
+    with AgipdSimulator(cells=4, paced=False, seed=6, reply_delay_s=2.0) as sim:
+        with agipd_server(sim, data_root, StreamTimeout=0.5, RequestTimeout=20.0) as (detector, writer):
+            detector.acq_nb_trains = 3
+            prepare(detector, 60)
+            detector.Start()
+            waiting = wait_until(detector.Status, lambda s: "for the bridge's next train" in s or
+                                 detector.acq_status != "Running", 30, "Status")
+            assert "waiting" in waiting and "RequestTimeout 20s" in waiting, waiting
+            assert wait_until(lambda: detector.acq_status, lambda s: s != "Running", 60) == "Ready"
+            assert detector.State() == tango.DevState.ON, detector.Status()
+            assert (detector.trains_received, detector.trains_missing, detector.trains_unanswered) == (3, 0, 0)
+            run_dir = Path(writer.master_file).parent
+        sent = [sim.train(k) for k in range(3)]
+    files = extra_data.RunDirectory(str(readable_copy(run_dir, tmp_path)))
+    agipd = extra_data.components.AGIPD1M(files, raw=True)
+    assert list(agipd.train_ids) == [train.train_id for train in sent]
+    for k, train in enumerate(sent):
+        got = agipd.select_trains(extra_data.by_index[k]).get_array("image.data").values[:, 0]
+        np.testing.assert_array_equal(np.moveaxis(got, 0, 1), train.data)

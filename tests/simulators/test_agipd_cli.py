@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -59,3 +60,28 @@ def test_cli_exits_1_with_a_reason_when_its_port_is_taken() -> None:
         )
     assert finished.returncode == 1 and finished.stdout == ""
     assert "cannot start the AGIPD simulator" in finished.stderr and taken in finished.stderr
+
+
+def test_cli_reply_delay_makes_a_slow_bridge_and_refuses_a_negative_one() -> None:
+    """``--reply-delay`` is the slow-bridge deviation: each REP reply comes no sooner than that after its request."""
+    command = [sys.executable, "-m", MODULE, "--port", "0", "--cells", "1", "--unpaced", "--reply-delay", "0.6"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        match = READY.match(read_line(process.stdout, timeout_s=30).strip())  # type: ignore[arg-type]
+        assert match
+        with bridge_client(match.group(1), "REP") as client:
+            for _ in range(2):
+                asked = time.monotonic()
+                client.next()
+                assert time.monotonic() - asked >= 0.6
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+    refused = subprocess.run([sys.executable, "-m", MODULE, "--port", "0", "--reply-delay", "-1"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "reply_delay_s must be >= 0, got -1.0" in refused.stderr
