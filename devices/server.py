@@ -14,14 +14,16 @@ from .data_policy import DataPolicy
 from .eiger_detector import EigerDetector
 from .hit_finder import HitFinder
 from .nexus_writer import NexusWriter
+from .server_names import SERVER_NAME
 
-SERVER_NAME = "detpipe"
 # Writers and hit finders first: detectors look them up when they prepare.
 DEVICE_CLASSES = (NexusWriter, DataPolicy, HitFinder, EigerDetector, AgipdDetector)
 
 
-def run_server(instance: str, tango_args: Sequence[str] = (), *, host: str | None = None, port: int = 0) -> None:
-    """Run ``detpipe/<instance>`` as registered in the Tango database named by TANGO_HOST.
+def run_server(instance: str, tango_args: Sequence[str] = (), *, host: str | None = None, port: int = 0,
+               server_name: str = SERVER_NAME) -> None:
+    """Run ``<server_name>/<instance>`` (``detpipe/<instance>`` by default) as registered in the Tango database
+    named by TANGO_HOST.
 
     ``host`` is the one interface the server listens on, for CORBA requests and for its ZMQ event sockets
     alike (omniORB's ``ORBendPoint giop:tcp:<host>:<port>``); ``port`` 0 lets the system choose, as Tango
@@ -31,7 +33,7 @@ def run_server(instance: str, tango_args: Sequence[str] = (), *, host: str | Non
     """
     if host is not None or port:  # omniORB reads ORB parameters from its environment too, and lets them win there
         os.environ["ORBendPoint"] = orb_endpoint(host, port)
-    run(DEVICE_CLASSES, args=[SERVER_NAME, instance, *tango_args], green_mode=GreenMode.Asyncio)
+    run(DEVICE_CLASSES, args=[server_name, instance, *tango_args], green_mode=GreenMode.Asyncio)
 
 
 def orb_endpoint(host: str | None, port: int = 0) -> str:

@@ -21,8 +21,9 @@ from ..tangodb.config_model import load_database_config
 from ..tangodb.server_config import register
 from .embedded_database import EmbeddedTangoDatabase, free_tcp_port
 from .managed_process import ManagedProcess
+from .user_error import UserError, make_output_directory
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # the checkout's config/, next to devices/
 DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitfinder/1"
 AGIPD, AGIPD_WRITER = "spb/agipd1m/1", "spb/writer/1"
 EXPO_TIME_S = 0.002
@@ -47,30 +48,51 @@ def config_file(name: str) -> Path:
     for candidate in (CONFIG_DIR / name, Path.cwd() / "config" / name):
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"config/{name} not found (looked in {CONFIG_DIR} and ./config)")
+    raise UserError(f"config/{name} not found (looked in {CONFIG_DIR} and ./config); run the demo from a detpipe "
+                    "checkout, or where its config/ folder is")
+
+
+def check_counts(**counts: int) -> None:
+    """Every count the user gave is at least one: checked before anything starts."""
+    for option, value in counts.items():
+        if value < 1:
+            raise UserError(f"--{option} must be at least 1, got {value}")
+
+
+def new_output_directory(output: Path | None) -> Path:
+    """The run's folder, created; a folder holding an earlier demo run is refused, since its files would be
+    claimed again (the writer never overwrites) and its database reused."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    output = (output or Path.cwd() / "detpipe-demo" / stamp).resolve()
+    earlier = [path for path in (output / "tango_database.db", output / "data") if path.exists()]
+    if earlier:
+        raise UserError(f"--output {output} already holds a demo run ({earlier[0].name}); give a new --output "
+                        "or remove that folder")
+    return make_output_directory(output, "--output")
 
 
 def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detector: str = "eiger",
              trains: int = 20, cells: int = 64) -> int:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = (output or Path.cwd() / "detpipe-demo" / stamp).resolve()
+    check_counts(frames=frames, trains=trains, cells=cells)
+    config = config_file("demo-eiger.yaml" if detector == "eiger" else "demo-agipd.yaml")
+    output = new_output_directory(output)
     data_root = output / "data"
-    data_root.mkdir(parents=True, exist_ok=True)
+    data_root.mkdir()
     detpipe = [sys.executable, "-m", "detpipe.devices.cli"]
     ports = {"EIGER_REST_PORT": free_tcp_port(), "EIGER_STREAM_PORT": free_tcp_port(),
              "AGIPD_BRIDGE_PORT": free_tcp_port()}
     if detector == "eiger":
         simulator = [*detpipe, "sim", "eiger", "--model", model, "--rest-port", str(ports["EIGER_REST_PORT"]),
                      "--stream-port", str(ports["EIGER_STREAM_PORT"]), "--seed", "1", "--hit-fraction", "0.1"]
-        ready, config = "EIGER simulator ready", "demo-eiger.yaml"
+        ready = "EIGER simulator ready"
     else:
         simulator = [*detpipe, "sim", "agipd", "--port", str(ports["AGIPD_BRIDGE_PORT"]), "--socket", "REP",
                      "--product", "raw", "--cells", str(cells), "--seed", "1", "--hit-fraction", "0.1"]
-        ready, config = "AGIPD simulator ready", "demo-agipd.yaml"
+        ready = "AGIPD simulator ready"
     with ExitStack() as stack:
         print(f"[demo] starting embedded Tango database (sqlite in {output})", flush=True)
         db = stack.enter_context(EmbeddedTangoDatabase(output / "tango_database.db"))
-        register(db.client(), load_database_config(config_file(config), {
+        register(db.client(), load_database_config(config, {
             **{name: str(port) for name, port in ports.items()}, "DATA_ROOT": str(data_root)}))
         print(f"[demo] TANGO_HOST={db.tango_host}; starting the {detector} simulator", flush=True)
         stack.enter_context(ManagedProcess(simulator, ready_marker=ready))

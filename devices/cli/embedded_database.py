@@ -43,15 +43,18 @@ class EmbeddedTangoDatabase(ManagedProcess):
     def start(self, timeout_s: float = 30.0) -> EmbeddedTangoDatabase:
         super().start(timeout_s)
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                self.client()
-                return self
-            except tango.DevFailed:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
-                time.sleep(0.1)
+        try:
+            while True:
+                try:
+                    self.client()
+                    return self
+                except tango.DevFailed:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        except BaseException:  # not ready in time, or Ctrl-C meanwhile: no database is left behind
+            self.stop()
+            raise
 
     def client(self) -> tango.Database:
         return tango.Database(self.host, self.port)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from detpipe.simulators.detector_models import DetectorModel
+
+from ..server_names import STARTER_SERVER_NAME
+from .user_error import UserError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -28,8 +34,12 @@ def _sim(args: argparse.Namespace) -> int:
 
 def _server(args: argparse.Namespace) -> int:
     from ..server import run_server
+    from ..server_names import SERVER_NAME
+    from .server_checks import check_server_can_start
 
-    run_server(args.instance, args.tango_args, host=args.host, port=args.port)
+    server_name = getattr(args, "server_name", SERVER_NAME)
+    check_server_can_start(server_name, args.instance, args.tango_args, host=args.host, port=args.port)
+    run_server(args.instance, args.tango_args, host=args.host, port=args.port, server_name=server_name)
     return 0
 
 
@@ -80,14 +90,15 @@ def _variable(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detpipe", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    _add_common_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="simulator -> devices -> files on an embedded Tango database")
     demo.add_argument("--output", type=Path, default=None, help="folder for the run (default: ./detpipe-demo/<time>)")
     demo.add_argument("--frames", type=int, default=200, help="frames to acquire (default 200)")
     demo.add_argument("--detector", choices=["eiger", "agipd"], default="eiger", help="which slice to run")
-    demo.add_argument("--model", default="4M", help="EIGER2 model of the simulator (default 4M)")
+    demo.add_argument("--model", default=DetectorModel.EIGER2_4M.value, choices=[m.value for m in DetectorModel],
+                      help="EIGER2 model of the simulator (default 4M)")
     demo.add_argument("--trains", type=int, default=20, help="AGIPD: trains to acquire (default 20)")
     demo.add_argument("--cells", type=int, default=64, help="AGIPD: memory cells per train (default 64)")
     demo.set_defaults(func=_demo)
@@ -112,14 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     recover.set_defaults(func=_recover)
 
     server = sub.add_parser("server", help="run the detpipe device server instance registered in TANGO_HOST",
-                            epilog="Options not listed here go to the Tango kernel, e.g. -v4 for its trace level.")
-    server.add_argument("instance")
-    server.add_argument("--host", type=_ip_address, default=None,
-                        help="IP address of the one interface to listen on, for requests and events (e.g. 127.0.0.1 "
-                             "for this computer only); default: Tango's convention, every interface unless "
-                             "omniORB's ORBendPoint says otherwise")
-    server.add_argument("--port", type=int, default=0, help="TCP port for requests (default 0: chosen by the system)")
-    server.set_defaults(func=_server, takes_tango_args=True)  # any other option goes to the Tango kernel (-v4)
+                            epilog=_TANGO_OPTIONS)
+    _add_server_arguments(server)
 
     db = sub.add_parser("db", help="the embedded Tango database, for labs without one (production: TANGO_HOST's)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -145,10 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_command_line(argv: Sequence[str] | None = None) -> argparse.Namespace:
+_TANGO_OPTIONS = "Options not listed here go to the Tango kernel, e.g. -v4 for its trace level."
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="Python logging level")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``detpipe server`` and ``DetpipeServer`` take the same line: INSTANCE, the interface, Tango options."""
+    parser.add_argument("instance", metavar="INSTANCE", help="server instance, as registered in TANGO_HOST's database")
+    parser.add_argument("--host", type=_ip_address, default=None,
+                        help="IP address of the one interface to listen on, for requests and events (e.g. 127.0.0.1 "
+                             "for this computer only); default: Tango's convention, every interface unless "
+                             "omniORB's ORBendPoint says otherwise")
+    parser.add_argument("--port", type=int, default=0, help="TCP port for requests (default 0: chosen by the system)")
+    parser.set_defaults(func=_server, takes_tango_args=True)  # any other option goes to the Tango kernel (-v4)
+
+
+def parse_command_line(argv: Sequence[str] | None = None,
+                       parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """The command's arguments; ``tango_args`` holds the options meant for the Tango kernel (``server`` only),
     wherever they stand on the line."""
-    parser = build_parser()
+    parser = parser or build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_tango_args", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -158,6 +184,52 @@ def parse_command_line(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_command_line(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return int(args.func(args) or 0)
+    command = " ".join(filter(None, ("detpipe", args.command, getattr(args, "db_command", None))))
+    return run_command(args, command)
+
+
+def server_main(argv: Sequence[str] | None = None) -> int:
+    """``DetpipeServer INSTANCE``: the device server under an executable name of its own, as Tango's Starter
+    wants it (Starter runs ``<server name> <instance>`` from its StartDsPath; docs/deployment.md). The server
+    name is that executable's, so the database holds ``DetpipeServer/<instance>``."""
+    parser = argparse.ArgumentParser(prog=STARTER_SERVER_NAME, epilog=_TANGO_OPTIONS,
+                                     description="Run the detpipe device server DetpipeServer/INSTANCE registered "
+                                                 "in TANGO_HOST's database.")
+    _add_common_arguments(parser)
+    _add_server_arguments(parser)
+    parser.set_defaults(server_name=STARTER_SERVER_NAME)
+    return run_command(parse_command_line(argv, parser), STARTER_SERVER_NAME)
+
+
+def run_command(args: argparse.Namespace, command: str) -> int:
+    """The one place errors become what a user reads: a UserError is one line and exit 2, Ctrl-C one line and
+    exit 130 (whatever the command started is stopped on the way out), any other failure one line and exit 1;
+    ``--debug`` lets the exception through with its traceback instead."""
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        if args.debug:
+            raise
+        return _say(f"{command}: error: {err}", 2)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        return _say(f"{command}: interrupted; everything it started is stopped", 130)
+    except Exception as err:
+        if args.debug:
+            raise
+        return _say(f"{command}: error: {type(err).__name__}: {_first_line(err)} (--debug shows the traceback)", 1)
+
+
+def _first_line(err: Exception) -> str:
+    import tango  # only here: most errors never need it
+
+    text = err.args[0].desc if isinstance(err, tango.DevFailed) else str(err)  # a DevFailed's str is its whole stack
+    return (text.strip().splitlines() or [""])[0]
+
+
+def _say(line: str, exit_code: int) -> int:
+    print(line, file=sys.stderr, flush=True)
+    return exit_code
 

@@ -55,6 +55,17 @@ class ManagedProcess:
             start_new_session=True,
         )
         threading.Thread(target=self._read_output, daemon=True, name=f"out-{self.pid}").start()
+        try:
+            ready = self._wait_ready(timeout_s)
+        except BaseException:  # Ctrl-C while the child starts: it is not yet anyone's to stop but ours
+            self.stop()
+            raise
+        if not ready:
+            self.stop()
+            raise ProcessNotReady(self.command, self.ready_marker, "".join(self.output[-50:]), timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -62,11 +73,10 @@ class ManagedProcess:
             except queue.Empty:
                 continue
             if line is None:
-                break
+                return False
             if self.ready_marker in line:
-                return self
-        self.stop()
-        raise ProcessNotReady(self.command, self.ready_marker, "".join(self.output[-50:]), timeout_s)
+                return True
+        return False
 
     def _read_output(self) -> None:
         assert self._process is not None and self._process.stdout is not None

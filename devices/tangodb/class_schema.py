@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from tango.server import attribute, class_property, device_property
 
-from ..server import DEVICE_CLASSES, SERVER_NAME
+from ..server import DEVICE_CLASSES
+from ..server_names import SERVER_NAME, STARTER_SERVER_NAME
 
 if TYPE_CHECKING:  # config_model calls this module; the import the other way is for type hints only
     from .config_model import DatabaseConfig, DeviceEntry
@@ -122,5 +123,6 @@ def _hint(name: str, valid: Collection[str], what: str, *, listed: Collection[st
 
 
 def _is_detpipe_server(server: str) -> bool:
-    """A server whose executable is detpipe runs only detpipe's classes (Tango names ignore case)."""
-    return server.split("/", 1)[0].casefold() == SERVER_NAME.casefold()
+    """A server whose executable is detpipe (or DetpipeServer) runs only detpipe's classes (Tango names ignore
+    case)."""
+    return server.split("/", 1)[0].casefold() in (SERVER_NAME.casefold(), STARTER_SERVER_NAME.casefold())
