@@ -6,27 +6,34 @@ end, whatever happens. Prints a summary a beamline user can check against the fi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import tango
 
+from detpipe.pipeline.report.quick_look import write_quick_look
+
 from ..state_wait import AcquisitionFailed, prepare, wait_until_saved, wait_while_state
 from ..tangodb.config_model import load_database_config
 from ..tangodb.server_config import register
 from .embedded_database import EmbeddedTangoDatabase, free_tcp_port
 from .managed_process import ManagedProcess
+from .progress import Progress
 from .user_error import UserError, make_output_directory
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # the checkout's config/, next to devices/
 DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitfinder/1"
 AGIPD, AGIPD_WRITER = "spb/agipd1m/1", "spb/writer/1"
 EXPO_TIME_S = 0.002
+AGIPD_RAW_FRAME_BYTES = 16 * 2 * 512 * 128 * 2  # 16 modules of analog + digital uint16 512 × 128 pixels
+PROGRESS_EVERY_S = 1.0
 ACQUISITION_TIMEOUT_S = 600.0
 CONNECT_TIMEOUT_S = 60.0
 
@@ -37,6 +44,7 @@ class DemoSummary:
 
     rows: tuple[tuple[str, str], ...]
     ok: bool
+    run: Path  # what ``detpipe report`` reads: the series master or the AGIPD run directory
 
     def lines(self) -> list[str]:
         width = max(len(label) for label, _ in self.rows)
@@ -101,8 +109,14 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
                                            ready_marker="Ready to accept request", env={"TANGO_HOST": db.tango_host}))
         os.environ["TANGO_HOST"] = db.tango_host
         summary = acquire(frames, data_root) if detector == "eiger" else acquire_agipd(trains, cells, data_root)
+    print(f"[demo] writing the quick-look report of {summary.run.name}", flush=True)
+    progress = Progress("[demo] report", "frame", sys.stdout)
+    try:
+        report = write_quick_look(summary.run, output / "report", progress)
+    finally:
+        progress.close()
     print("[demo] summary")
-    for line in summary.lines():
+    for line in dataclasses.replace(summary, rows=(*summary.rows, ("report", str(report.page)))).lines():
         print(f"  {line}")
     return 0 if summary.ok else 1
 
@@ -115,7 +129,10 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
     detector.acq_nb_frames = frames
     detector.acq_expo_time = EXPO_TIME_S
     detector.compression_type = "bslz4"
-    elapsed = prepare_and_run(detector)
+    progress = Progress("[demo] series", "frame", sys.stdout)
+    elapsed = prepare_and_run(detector, lambda: progress(detector.frames_received, frames,
+                                                          f"{writer.bytes_written / 1e6:.0f} MB written"))
+    progress.close()
     received, written = detector.frames_received, writer.frames_written
     return DemoSummary(rows=(
         ("frames acquired", str(received)),
@@ -127,7 +144,7 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
         ("compression ratio", f"{writer.compression_ratio:.2f}"),
         ("frames/s", f"{written / elapsed if elapsed > 0 else 0.0:.1f}"),
         ("master file", writer.master_file),
-    ), ok=written == frames)
+    ), ok=written == frames, run=Path(writer.master_file))
 
 
 def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
@@ -135,7 +152,13 @@ def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
     writer.saving_directory = str(data_root)
     detector.run_number = 1
     detector.acq_nb_trains = trains
-    elapsed = prepare_and_run(detector)
+    print(f"[demo] run 1: {trains} trains × {cells} cells = {trains * cells} frames, "
+          f"{trains * cells * AGIPD_RAW_FRAME_BYTES / 1e9:.1f} GB of raw pixels to write (uncompressed, as the "
+          "European XFEL DAQ writes raw data)", flush=True)
+    progress = Progress("[demo] run 1", "train", sys.stdout)
+    elapsed = prepare_and_run(detector, lambda: progress(detector.trains_received, trains,
+                                                          f"{writer.bytes_written / 1e6:.0f} MB written"))
+    progress.close()
     received, written = detector.frames_received, writer.frames_written
     return DemoSummary(rows=(
         ("trains", str(detector.trains_received)),
@@ -144,10 +167,10 @@ def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
         ("MB written", f"{writer.bytes_written / 1e6:.1f}"),
         ("trains/s", f"{detector.trains_received / elapsed if elapsed > 0 else 0.0:.1f}"),
         ("run directory", str(Path(writer.master_file).parent)),
-    ), ok=written == received == trains * cells)
+    ), ok=written == received == trains * cells, run=Path(writer.master_file).parent)
 
 
-def prepare_and_run(detector: tango.DeviceProxy) -> float:
+def prepare_and_run(detector: tango.DeviceProxy, on_progress: Callable[[], None]) -> float:
     """Prepare, Start, wait until everything is saved; returns the seconds from Start to saved. Every command
     returns at once (Tango's default 3 s client timeout is enough); the demo waits on State and acq_status."""
     wait_while_state(detector, {tango.DevState.INIT}, CONNECT_TIMEOUT_S, _say)
@@ -155,7 +178,8 @@ def prepare_and_run(detector: tango.DeviceProxy) -> float:
     _say(detector.Status())
     t0 = time.monotonic()
     detector.Start()
-    status = wait_until_saved(detector, ACQUISITION_TIMEOUT_S, on_progress=lambda: _say(detector.Status()))
+    status = wait_until_saved(detector, ACQUISITION_TIMEOUT_S, on_progress=on_progress,
+                              progress_every_s=PROGRESS_EVERY_S)
     elapsed = time.monotonic() - t0
     if status != "Ready":
         raise AcquisitionFailed(detector, "acquisition", detector.State(), detector.Status())

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from detpipe.pipeline.report.run_digest import MAX_PROJECTED_FRAMES
 from detpipe.simulators.detector_models import DetectorModel
 
 from ..server_names import STARTER_SERVER_NAME
@@ -47,6 +48,12 @@ def _reduce(args: argparse.Namespace) -> int:
     from .reduce_command import run_reduce
 
     return run_reduce(args.raw, policy_file=args.policy, config_from=args.config_from, output=args.output)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report_command import run_report
+
+    return run_report(args.run, output=args.output, max_frames=args.max_frames)
 
 
 def _recover(args: argparse.Namespace) -> int:
@@ -115,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config-from", type=Path, help="a RED file: reuse the policy stored in its NXnote")
     reduce.add_argument("-o", "--output", type=Path, required=True, help="run directory for red/ and the manifest")
     reduce.set_defaults(func=_reduce)
+
+    report = sub.add_parser("report", help="quick-look HTML page and PNGs of a series or run: hit rate, peaks, "
+                                           "maximum projection, virtual powder, strongest hit, RED metrics")
+    report.add_argument("run", type=Path, help="an NXmx <stem>_master.h5 (raw or RED), or an AGIPD run directory r<run>")
+    report.add_argument("-o", "--output", type=Path, default=None,
+                        help="folder for index.html, the PNGs and report.json (default: <stem>_report beside the run)")
+    report.add_argument("--max-frames", type=int, default=MAX_PROJECTED_FRAMES,
+                        help=f"frames read for the maximum projection, spread evenly (default {MAX_PROJECTED_FRAMES})")
+    report.set_defaults(func=_report)
 
     recover = sub.add_parser("recover", help="rebuild the master of an EIGER series or AGIPD run whose writer died "
                                              "(links, VDS, per-frame written flags, end time)")

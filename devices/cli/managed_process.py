@@ -8,7 +8,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 
 
@@ -50,12 +51,13 @@ class ManagedProcess:
         return self._process.pid
 
     def start(self, timeout_s: float = 30.0) -> ManagedProcess:
-        self._process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=self.cwd,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._read_output, daemon=True, name=f"out-{self.pid}").start()
         try:
+            with _interrupt_deferred():
+                self._process = subprocess.Popen(
+                    self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+                    cwd=self.cwd, start_new_session=True,
+                )
+            threading.Thread(target=self._read_output, daemon=True, name=f"out-{self.pid}").start()
             ready = self._wait_ready(timeout_s)
         except BaseException:  # Ctrl-C while the child starts: it is not yet anyone's to stop but ours
             self.stop()
@@ -115,3 +117,20 @@ class ManagedProcess:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+@contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Ctrl-C inside ``Popen`` (after the fork, before it returns) would leave a running child that nobody
+    holds: hold the interrupt until the child is assigned, then raise it. Only the main thread gets SIGINT."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

@@ -1,11 +1,8 @@
-"""``detpipe reduce``: argument handling and the progress bar around ``offline_reduction.reduce_series``."""
+"""``detpipe reduce``: argument handling and the progress around ``offline_reduction.reduce_series``."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-from tqdm import tqdm
 
 from detpipe.pipeline.core.errors import ConfigError
 from detpipe.pipeline.policy.offline_reduction import reduce_series
@@ -13,9 +10,8 @@ from detpipe.pipeline.policy.policy_document import policy_mapping
 from detpipe.pipeline.policy.provenance import read_reduction_config
 from detpipe.pipeline.policy.reduction_params import ReductionParams
 
+from .progress import Progress
 from .user_error import UserError
-
-tqdm.monitor_interval = 0  # no monitor thread: the bar is updated once per frame anyway
 
 
 def load_policy_file(path: Path) -> ReductionParams:
@@ -24,27 +20,8 @@ def load_policy_file(path: Path) -> ReductionParams:
     return ReductionParams.from_mapping(document.get("data_policy", document))
 
 
-class ProgressBar:
-    """A tqdm bar opened at the first progress report, so that a series refused before any frame is read
-    leaves nothing on stderr but the error line."""
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-        self.bar: tqdm | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = tqdm(unit="frame", desc=self.description, file=sys.stderr)
-        self.bar.total = total
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_reduce(raw: Path, *, policy_file: Path | None, config_from: Path | None, output: Path) -> int:
-    progress = ProgressBar(f"reduce {raw.name}")
+    progress = Progress(f"reduce {raw.name}", "frame")
     try:
         params = load_policy_file(policy_file) if policy_file is not None else read_reduction_config(config_from)[0]
         manifest = reduce_series(raw, params, output, progress=progress)

@@ -47,7 +47,7 @@ def run_detpipe(argv: list[str], *, tango_host: str | None = None) -> subprocess
     command = argv if argv[0] == DETPIPE_SERVER else [*DETPIPE, *argv]
     run = subprocess.run(command, capture_output=True, text=True, timeout=60,
                          env={**user_env(tango_host), RUN_MARK: mark})
-    assert not processes_of_run(mark), f"left running: {processes_of_run(mark)}"
+    assert not processes_of_run(mark), f"left running: {[p.cmdline() for p in processes_of_run(mark)]}"
     return run
 
 
@@ -181,5 +181,5 @@ def test_ctrl_c_stops_everything_the_command_started_and_says_so_in_one_line(
             command.wait()
     assert command.returncode == exit_code, err
     assert len(err.splitlines()) == 1 and err.startswith(said), err
-    assert not processes_of_run(mark), f"left running: {processes_of_run(mark)}"
+    assert not processes_of_run(mark), f"left running: {[p.cmdline() for p in processes_of_run(mark)]}"
 

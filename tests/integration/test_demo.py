@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,6 +79,13 @@ def test_demo_acquires_through_a_registered_server_and_loses_nothing(tmp_path: P
         assert stack.shape[0] == FRAMES
         for i in (0, FRAMES - 1):
             np.testing.assert_array_equal(stack[i], truth.frames.pixels(i))
+        is_hit, n_peaks = (f[f"/entry/process_01/results/{name}"][()] for name in ("is_hit", "n_peaks"))
+    report = json.loads((Path(summary["report"]).parent / "report.json").read_text())
+    window = report["hit_rate"]["window_rows"]
+    assert report["hit_rate"]["hit_rate"] == [is_hit[s:s + window].mean() for s in range(0, FRAMES, window)]
+    assert sum(report["n_peaks"]["counts"]) == FRAMES
+    if (is_hit == 1).any():
+        assert report["strongest_hit"]["frame"] == int(np.argmax(np.where(is_hit == 1, n_peaks, -1)))
 
 
 @contextmanager
@@ -116,6 +124,8 @@ def test_agipd_demo_writes_a_run_extra_data_opens(tmp_path: Path) -> None:
     summary = demo_summary(run.stdout)
     assert (summary["trains"], summary["frames"], summary["frames lost"]) == ("3", "24", "0")
     run_dir = Path(summary["run directory"])
+    assert "[demo] run 1: 3 trains × 8 cells = 24 frames, 0.1 GB of raw pixels to write" in run.stdout
+    assert json.loads((Path(summary["report"]).parent / "report.json").read_text())["frames"] == 24
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)  # extra_data writes a cache file into writable run directories
     agipd = AGIPD1M(extra_data.RunDirectory(str(copy)), raw=True)
