@@ -11,6 +11,7 @@ import logging
 
 from .agipd_layout import AgipdLayout, AgipdProduct, AgipdSources
 from .agipd_simulator import FIRST_TRAIN_ID, AgipdSimulator
+from .cli_options import tcp_port
 from .karabo_bridge_messages import BridgeProtocol
 from .karabo_bridge_server import BridgeSocketType
 from .signal_stop import configure_cli_logging, stop_on_signal
@@ -25,7 +26,7 @@ def _values(kind: type[BridgeSocketType | BridgeProtocol | AgipdProduct | AgipdL
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detpipe sim agipd", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address the bridge binds (default: loopback)")
-    parser.add_argument("--port", type=int, default=4545, help="bridge port (default 4545); 0 = any free port")
+    parser.add_argument("--port", type=tcp_port, default=4545, help="bridge port (default 4545); 0 = any free port")
     parser.add_argument("--socket", default="REP", choices=_values(BridgeSocketType), help="REP (REQ clients) or PUSH")
     parser.add_argument("--protocol", default="2.2", choices=_values(BridgeProtocol))
     parser.add_argument("--product", default="raw", choices=_values(AgipdProduct))
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     with stop_on_signal() as stop:
         simulator = _build(args)
         if simulator is None:
-            return 1
+            return 2
         try:
             if args.write_constants:
                 simulator.write_constants(args.write_constants)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             simulator.stop()
             log.error("cannot write the constants file: %s", err)
-            return 1
+            return 2
         with simulator:
             print(f"AGIPD simulator ready endpoint={simulator.endpoint}", flush=True)
             stop.wait()

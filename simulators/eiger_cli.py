@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .cli_options import tcp_port
 from .detector_models import DetectorModel
 from .eiger_simulator import EigerSimulator
 from .signal_stop import configure_cli_logging, stop_on_signal
@@ -22,8 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detpipe sim eiger", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DetectorModel.EIGER2_4M.value, choices=[m.value for m in DetectorModel])
     parser.add_argument("--host", default="127.0.0.1", help="address both servers bind (default: loopback)")
-    parser.add_argument("--rest-port", type=int, default=8000, help="SIMPLON REST port; 0 = any free port")
-    parser.add_argument("--stream-port", type=int, default=9999, help="ZMQ PUSH port; 0 = any free port")
+    parser.add_argument("--rest-port", type=tcp_port, default=8000, help="SIMPLON REST port; 0 = any free port")
+    parser.add_argument("--stream-port", type=tcp_port, default=9999, help="ZMQ PUSH port; 0 = any free port")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hit-fraction", type=float, default=0.1)
     parser.add_argument("--peaks-per-hit", type=int, nargs=2, default=(15, 60), metavar=("MIN", "MAX"))
@@ -49,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     with stop_on_signal() as stop:
         simulator = _build(args)
         if simulator is None:
-            return 1
+            return 2
         with simulator:
             if args.truth:
-                simulator.frames.write_truth(args.truth, args.truth_frames)
+                try:
+                    simulator.frames.write_truth(args.truth, args.truth_frames)
+                except OSError as err:
+                    log.error("cannot write the truth file: %s", err)
+                    return 2
                 log.info("truth of %d frames written to %s", args.truth_frames, args.truth)
             print(f"EIGER simulator ready rest={simulator.rest_url} stream={simulator.stream_endpoint}", flush=True)
             stop.wait()

@@ -52,13 +52,13 @@ def test_cli_prints_one_ready_line_serves_trains_and_exits_cleanly_on_sigterm(tm
         process.stderr.close()  # type: ignore[union-attr]
 
 
-def test_cli_exits_1_with_a_reason_when_its_port_is_taken() -> None:
+def test_cli_exits_2_with_a_reason_when_its_port_is_taken() -> None:
     with AgipdSimulator(cells=1) as sim:
         taken = sim.endpoint.rsplit(":", 1)[1]
         finished = subprocess.run(
             [sys.executable, "-m", MODULE, "--port", taken], capture_output=True, text=True, timeout=60
         )
-    assert finished.returncode == 1 and finished.stdout == ""
+    assert finished.returncode == 2 and finished.stdout == ""
     assert "cannot start the AGIPD simulator" in finished.stderr and taken in finished.stderr
 
 
@@ -84,4 +84,4 @@ def test_cli_reply_delay_makes_a_slow_bridge_and_refuses_a_negative_one() -> Non
         process.stderr.close()  # type: ignore[union-attr]
     refused = subprocess.run([sys.executable, "-m", MODULE, "--port", "0", "--reply-delay", "-1"],
                              capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 1 and "reply_delay_s must be >= 0, got -1.0" in refused.stderr
+    assert refused.returncode == 2 and "reply_delay_s must be >= 0, got -1.0" in refused.stderr

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import pytest
+
 from detpipe.simulators import EigerSimulator
 from tests.simulators.eiger_sim_client import SimplonClient
 
@@ -54,9 +56,21 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path:
         process.stderr.close()  # type: ignore[union-attr]
 
 
-def test_cli_exits_1_with_a_reason_when_its_port_is_taken(make_sim: Callable[..., EigerSimulator]) -> None:
+def test_cli_exits_2_with_a_reason_when_its_port_is_taken(make_sim: Callable[..., EigerSimulator]) -> None:
     taken = make_sim().stream_endpoint.rsplit(":", 1)[1]
     command = [sys.executable, "-m", "detpipe.simulators.eiger_cli", "--rest-port", "0", "--stream-port", taken]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    assert finished.returncode == 1 and finished.stdout == ""
+    assert finished.returncode == 2 and finished.stdout == ""
     assert "cannot start the EIGER simulator" in finished.stderr and taken in finished.stderr
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--rest-port", "-5"], "argument --rest-port: port -5 is not within 0 … 65535"),
+    (["--rest-port", "0", "--stream-port", "0", "--model", "500K", "--truth", "/proc/nope.json"],
+     "cannot write the truth file"),
+], ids=["bad port", "unwritable truth file"])
+def test_a_mistake_on_the_simulator_command_line_is_one_error_line_and_exit_2(options: list[str], said: str) -> None:
+    finished = subprocess.run([sys.executable, "-m", "detpipe.devices.cli", "sim", "eiger", *options],
+                              capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2 and "Traceback" not in finished.stderr
+    assert [line for line in finished.stderr.splitlines() if said in line and "error" in line.lower()]
