@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from detpipe.pipeline.core.software_version import detpipe_version
 from detpipe.pipeline.report.run_digest import MAX_PROJECTED_FRAMES
 from detpipe.simulators.detector_models import DetectorModel
 
@@ -97,6 +98,7 @@ def _variable(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detpipe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"detpipe {detpipe_version()}")
     _add_common_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
