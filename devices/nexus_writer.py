@@ -55,6 +55,12 @@ class NexusWriter(DetpipeDevice):
     InstrumentName = device_property(
         dtype=str, default_value="detpipe", doc="NXinstrument/name written into every master file"
     )
+    SourceName = device_property(
+        dtype=str, default_value="",
+        doc="NXsource/name written into every master file: the facility, e.g. 'ESRF' or 'European XFEL' (the mmCIF "
+            "_diffrn_source.pdbx_synchrotron_site vocabulary NXmx recommends). Empty: NXmx masters keep the "
+            "field NXmx requires, empty; AGIPD masters leave it out",
+    )
 
     FreeSpaceMarginMB = device_property(
         dtype=float, default_value=512.0,
@@ -66,7 +72,7 @@ class NexusWriter(DetpipeDevice):
         await super().init_device()
         roots = tuple(Path(r) for r in self.DataRoots)
         params = SavingParams(directory=roots[0], data_roots=roots, instrument_name=self.InstrumentName,
-                              free_space_margin_bytes=int(self.FreeSpaceMarginMB * 1e6))
+                              source_name=self.SourceName, free_space_margin_bytes=int(self.FreeSpaceMarginMB * 1e6))
         self._property_problem = ""  # a property this writer cannot use: it stays in FAULT until fixed and Init
         try:
             compression = parse_compression(self.AgipdCompression)

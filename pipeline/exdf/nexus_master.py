@@ -1,4 +1,4 @@
-"""The NeXus master of an AGIPD run (nexus.md §1): one virtual dataset stacking the 16 modules' EXDF files.
+"""The NeXus master of an AGIPD run (NeXus conventions): one virtual dataset stacking the 16 modules' EXDF files.
 
 ``/entry/data/data`` is (frames, 16, 2, 512, 128) uint16 for raw runs and (frames, 16, 512, 128) float32
 for corrected ones; frame k is the k-th frame of the run, and a module missing for a train reads as the
@@ -11,7 +11,7 @@ holds an EXDF METADATA/INDEX skeleton without sources, so extra-data's ``RunDire
 A triaged run (triage_process.py) gets its master at the start instead, holding the EXDF skeleton, root
 attributes, ``/entry/process_01`` and the CXI peak list, so the per-frame rows can be flushed into it as
 sequences close; the end of the run then adds the rest. Peak rows follow the VDS frame axis (row k = frame
-k of the run) and are in the stacked (16·512, 128) frame, ss' = module·512 + ss (nexus.md §6).
+k of the run) and are in the stacked (16·512, 128) frame, ss' = module·512 + ss (the CXI peak-list layout).
 Readers should take the VDS frame by frame: HDF5 (up to 2.0.0) reads a multi-frame slice of a VDS over
 chunked sources ~100 times slower (8 frames x 16 modules: ~2 s as one slice, ~20 ms one by one; h5py #1597).
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from ..core.saving_target import create_h5, rewrite_h5
 from ..core.series import SeriesStart
@@ -34,12 +35,12 @@ from ..nexus.triage_process import TriageProcess
 from .index import RunIndex
 from .module_file import PIXEL_KEYS, PixelKey, RunMetadata, write_metadata, write_train_index
 
-PIXEL_SIZE_M = 200e-6  # agipd.md §1.1
+PIXEL_SIZE_M = 200e-6  # European XFEL AGIPD documentation
 SENSOR_THICKNESS_M = 500e-6
 # Missing modules read as 0 in pixels and gain, raw or corrected (extra-data's CXI uses NaN for float data;
 # modules_present tells them apart), and as every bad-pixel bit in the mask, so a masked reader drops them.
 VDS_FILL = {"data": 0, "gain": 0, "mask": 0xFFFFFFFF}
-_AXES = {Product.RAW: "frame:module:data_gain:y:x", Product.CORRECTED: "frame:module:y:x"}
+_DIMENSIONS = {Product.RAW: ("frame", "module", "data/gain", "y", "x"), Product.CORRECTED: ("frame", "module", "y", "x")}
 
 
 def master_file_name(run: int) -> str:
@@ -128,10 +129,14 @@ class AgipdNexusMaster:
             if product is None or index.frames == 0:
                 return
             entry.attrs["default"] = "data"
-            data.attrs["signal"] = "data"
             for key in PIXEL_KEYS[product]:
                 _write_stack(data, key, index, extents)
-            data["data"].attrs["axes"] = _AXES[product]
+            # NeXus 2014 convention: signal and axes on the group, "." for a dimension without an axis field;
+            # interpretation "image" lets viewers (silx) show the last two dimensions as a picture.
+            data.attrs["signal"] = "data"
+            data.attrs["axes"] = np.array(["."] * len(_DIMENSIONS[product]), dtype=h5py.string_dtype())
+            data["data"].attrs["interpretation"] = "image"
+            data["data"].attrs["long_name"] = f"AGIPD {product.value} ({', '.join(_DIMENSIONS[product])})"
             train_ids, pulse_ids, cell_ids = index.per_frame_ids()
             _field(data, "trainId", train_ids)
             _field(data, "pulseId", pulse_ids)
@@ -143,7 +148,7 @@ class AgipdNexusMaster:
     def _write_detector(detector: h5py.Group, name: str) -> None:
         _field(detector, "description", "AGIPD-1M")
         _field(detector, "local_name", name)
-        _field(detector, "layout", f"{AGIPD_MODULES} modules of 512×128 px")
+        _field(detector, "layout", "area")  # NXdetector's enumeration: point, linear or area
         _field(detector, "x_pixel_size", PIXEL_SIZE_M, "m")
         _field(detector, "y_pixel_size", PIXEL_SIZE_M, "m")
         _field(detector, "sensor_material", "Si")

@@ -1,4 +1,4 @@
-"""The CXI peak list at ``/entry_1/result_1`` (nexus.md §6) and the small buffer of rows waiting for it.
+"""The CXI peak list at ``/entry_1/result_1`` (the CXI peak-list layout) and the small buffer of rows waiting for it.
 
 CrystFEL (``peak_list_type = cxi``), Cheetah and OM read one row per frame: ``nPeaks`` (N,) and six
 (N, max_num_peaks) float32 columns padded with zeros beyond ``nPeaks[n]``; CrystFEL reads only
@@ -26,7 +26,7 @@ from ..core.peak_list import FrameTriage
 
 CXI_PATH = "/entry_1/result_1"
 CXI_DATA_PATH = "/entry_1/data_1/data"
-# CXI dataset name -> PeakList attribute, in the order rows are stored (nexus.md §6.1).
+# CXI dataset name -> PeakList attribute, in the order rows are stored (the CXI peak-list layout).
 CXI_COLUMNS: tuple[tuple[str, str], ...] = (
     ("peakXPosRaw", "fs"),
     ("peakYPosRaw", "ss"),
@@ -128,7 +128,7 @@ def create_cxi_peak_list(handle: h5py.File, max_num_peaks: int, *, image_path: s
     """Creates the empty CXI layout: ``/entry_1`` (NXentry), ``result_1`` (NXcollection) and ``data_1``.
 
     ``result_1`` is an NXcollection, not an NXdata: its arrays have two shapes and no common axes, and the
-    plottable per-frame view is the NXprocess ``results`` NXdata (nexus.md §5.2). ``data_1/data`` is a soft
+    plottable per-frame view is the NXprocess ``results`` NXdata (NeXus NXprocess). ``data_1/data`` is a soft
     link to the image stack at ``image_path``, so the CXI view of the file is self-contained; it dangles
     until the stack exists (the Eiger VDS is written when the series ends).
     """

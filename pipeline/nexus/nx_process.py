@@ -1,4 +1,4 @@
-"""The pieces of detpipe's provenance convention (nexus.md §5.2) shared by every processing step's NXprocess:
+"""The pieces of detpipe's provenance convention (NeXus NXprocess) shared by every processing step's NXprocess:
 the header (program, version, date, sequence_index), an NXparameters group with units, and a JSON NXnote
 with its sha256, so each step's settings can be fed back and checked the same way."""
 
@@ -19,7 +19,7 @@ NOTE_TYPE = "application/json"
 
 
 def json_text(document: Mapping[str, Any]) -> str:
-    """One line in key order: no line ends to convert (NXnote text wants CRLF, §5.1), and equal settings give
+    """One line in key order: no line ends to convert (NXnote text wants CRLF), and equal settings give
     equal bytes, hence equal checksums."""
     return json.dumps(document)
 

@@ -1,7 +1,8 @@
-"""One NXmx data file (nexus.md §3.2): a fixed-size ``/entry/data/data`` stack filled by direct chunk write.
+"""One NXmx data file (DECTRIS layout): a fixed-size ``/entry/data/data`` stack filled by direct chunk write.
 
-The detector's compressed bytes go to disk unchanged, one frame per chunk (eiger.md §6): compressing
-again through h5py ran at about 1 GB/s where direct writes reach 9.7 GB/s uncompressed-equivalent.
+The detector's compressed bytes go to disk unchanged, one frame per chunk (HDF5 direct chunk write, as
+DECTRIS stores them): compressing again through h5py ran at about 1 GB/s where direct writes reach 9.7 GB/s
+uncompressed-equivalent.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..core.saving_target import FLUSH_PERIOD_S, create_h5
 DATASET_PATH = "/entry/data/data"
 # H5Dwrite_chunk filter mask: bit n set = filter n of the pipeline skipped; the dataset has one filter.
 _FILTER_SKIPPED = 1
-_CHUNK_HEADER = struct.Struct(">QI")  # uncompressed bytes, block bytes (eiger.md §5.1, §5.2)
+_CHUNK_HEADER = struct.Struct(">QI")  # uncompressed bytes, block bytes (bitshuffle filter 32008, LZ4 filter 32004)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ class FrameLayout:
     """Shape, dtype, chunk encoding and channel shared by every frame of one series.
 
     Taken from the series' first frame, never from an earlier configuration: the Eiger's bit depth
-    follows ``count_time`` (eiger.md §9.10), so a writer primed from the last series would be wrong.
+    follows ``count_time`` (as EIGER DCUs do), so a writer primed from the last series would be wrong.
     """
 
     shape: tuple[int, int]
@@ -52,7 +53,7 @@ class FrameLayout:
 
     @property
     def fill_value(self) -> int | float:
-        """The Eiger masked-pixel value 2**bits - 1 (eiger.md §9.6), so a lost frame reads as fully masked."""
+        """The Eiger masked-pixel value 2**bits - 1 (DECTRIS convention), so a lost frame reads as fully masked."""
         return np.iinfo(self.dtype).max if self.dtype.kind in "ui" else float("nan")
 
     @property

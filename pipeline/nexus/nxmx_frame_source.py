@@ -15,7 +15,7 @@ triage rows cut to the block's widest peak list (1024 rows × 2048 peaks × 6 co
 - ``compression`` is not stored as such: a V1 header's ``compression`` copy, else the data's encoding.
 - ``header``: only the scalars ``_copy_header`` wrote, as Python bool/int/float/str. Lost: the copies of config
   fields (nimages, ntrigger, photon_energy, trigger_mode, x/y_pixels_in_detector), ``eiger_fw_version``
-  (never written, nexus.md §3.4) and non-scalars; a V2 ``goniometer`` returns as ``{"omega": {start, increment}}``.
+  (never written) and non-scalars; a V2 ``goniometer`` returns as ``{"omega": {start, increment}}``.
 - ``SeriesStart``: ``received_s`` = ``/entry/start_time`` (ms); ``header_detail`` "all" when a mask or flatfield
   is stored, else "basic"; ``appendix`` is not stored; ``unique_id`` = the header's ``series_unique_id``.
 - ``Frame``: ``received_s`` 0.0, no detector times, default ``channel``. ``FrameTriage``: ``time_ms`` 0.0; only

@@ -1,4 +1,4 @@
-"""The NXmx master file of a series (nexus.md §2, §3.3, §8): metadata, links to the data files, one VDS.
+"""The NXmx master file of a series (NeXus NXmx, DECTRIS layout): metadata, links to the data files, one VDS.
 
 It is written in three steps, each opening and closing the file, so a crash never leaves it half-open:
 ``create`` at series start (the file exists early and carries the metadata), ``link_data_file`` as each
@@ -32,7 +32,7 @@ DETECTOR = "/entry/instrument/detector"
 # detector does not report it: an assumption to correct per beamline.
 OMEGA_VECTOR = (-1.0, 0.0, 0.0)
 # Written from DetectorConfig fields, so the header copy in detectorSpecific must not repeat or override them.
-# eiger_fw_version is never written: DIALS would take the file for a DECTRIS one and flip data_size (§3.4).
+# eiger_fw_version is never written: DIALS would take the file for a DECTRIS one and flip data_size.
 _NOT_COPIED = {"eiger_fw_version", "nimages", "ntrigger", "photon_energy", "trigger_mode",
                "x_pixels_in_detector", "y_pixels_in_detector"}
 _DETECTOR_FLAGS = ("countrate_correction_applied", "flatfield_correction_applied", "pixel_mask_applied",
@@ -253,6 +253,22 @@ def _write_omega(handle: h5py.File, n_frames: int) -> None:
     del transformations.attrs["omega_start_set"]
 
 
+def renumber_omega(handle: h5py.File, series_frames: Sequence[int]) -> None:
+    """A RED master holds frames kept from a series, written as frames 0, 1, 2…: its omega must be each kept
+    frame's angle in the series (``series_frames[k]`` is RED frame k's index there), not the first angles."""
+    transformations = handle.get("/entry/sample/transformations")
+    if transformations is None or "omega" not in transformations or "omega_increment_set" not in transformations:
+        return
+    omega = transformations["omega"]
+    if not len(series_frames) or omega.shape != (len(series_frames),):
+        return
+    increment = float(transformations["omega_increment_set"][()])
+    values = float(omega[0]) + increment * np.asarray(series_frames, dtype=float)  # RED frame 0 got the start
+    attrs = dict(omega.attrs)
+    _put(transformations, "omega", values, **attrs)
+    _put(transformations, "omega_end", values + increment, "degree")
+
+
 def _write_vds(group: h5py.Group, layout: FrameLayout, extents: Sequence[DataFileExtent], n_frames: int) -> None:
     vds = h5py.VirtualLayout(shape=(n_frames, *layout.shape), dtype=layout.dtype)
     for extent in extents:
@@ -266,7 +282,9 @@ def _write_vds(group: h5py.Group, layout: FrameLayout, extents: Sequence[DataFil
 
 
 def _write_layout(detector: h5py.Group, shape: tuple[int, int], bit_depth: int) -> None:
-    """Fields that follow the frames: data_size is slow-first [H, W] as NXmx says (not DECTRIS's reversed)."""
+    """Fields that follow the frames: data_size is slow-first [H, W] as NXmx says (not DECTRIS's reversed).
+    ``layout`` is NXdetector's enumeration (point, linear or area), never a description."""
+    _put(detector, "layout", "area")
     _put(detector, "bit_depth_image", bit_depth)
     module = _group(detector, "module", "NXdetector_module")
     _put(module, "data_origin", np.array([0, 0], np.int64))

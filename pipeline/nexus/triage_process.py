@@ -1,10 +1,10 @@
-"""The triage step's record in a series' master file: ``/entry/process_01`` (nexus.md §5.2) and the CXI
-peak list it names (nexus.md §6, cxi_peak_list.py).
+"""The triage step's record in a series' master file: ``/entry/process_01`` (NeXus NXprocess) and the CXI
+peak list it names (cxi_peak_list.py).
 
 ``process_01`` is detpipe's provenance convention: ``program``/``version``/``date``/``sequence_index``,
 ``parameters`` (NXparameters, one field per ``TriageParams`` field with its unit), ``notes_01`` (NXnote
 whose ``data`` is the exact JSON ``TriageParams.from_mapping`` accepts, with its sha256, so the settings
-can be fed back and checked, §5.2), ``peak_list`` naming the CXI group, and ``results`` (NXdata) with one
+can be fed back and checked), ``peak_list`` naming the CXI group, and ``results`` (NXdata) with one
 row per frame of the image stack. Per-frame results use -1, their fill value, for "not triaged": a frame
 that arrived untriaged (triage fell behind) is written as -1 and a frame that never arrived is never
 written, so both read the same and neither looks like a miss.
@@ -89,8 +89,9 @@ def read_triage_params(handle: h5py.File) -> TriageParams:
 
 
 class TriageProcess:
-    """The triage results of one series on their way into the master at ``master`` (implements nexus.md §5.2
-    and §6). The writer calls ``create`` when it creates the master, ``add`` per frame (Eiger) or train
+    """The triage results of one series on their way into the master at ``master`` (detpipe's
+    NXprocess convention, docs/file_layout.md, and the CXI peak list). The writer calls ``create`` when it
+    creates the master, ``add`` per frame (Eiger) or train
     (AGIPD), ``flush`` whenever it has the master open, and ``flush_file`` where it closes a file without
     opening the master. ``add`` itself calls ``flush_file`` once ``flush_rows`` rows are waiting.
     """

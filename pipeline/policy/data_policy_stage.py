@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ..core.series import EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
 from ..core.train import Train
 from ..core.triage_params import TriageParams
+from ..nexus.nxmx_master import renumber_omega
 from ..writers.exdf_writer import ExdfWriter
 from ..writers.nxmx_writer import NxmxWriter
 from .agipd_red_output import AgipdRedOutput
@@ -94,8 +96,11 @@ class DataPolicyStage:
     into RED files. ``prepare`` runs in the control thread and raises every refusal there."""
 
     def __init__(self, saving: SavingParams, params: ReductionParams | None = None, *,
-                 raw_outbox: FrameQueue[Item] | None = None) -> None:
+                 raw_outbox: FrameQueue[Item] | None = None, archived_raw_master: Path | None = None) -> None:
+        """``archived_raw_master``: offline, the raw master the RED files come from, whatever the policy (online
+        the raw master is the run's own, under a policy that keeps raw data)."""
         self.saving = saving
+        self.archived_raw_master = archived_raw_master
         self.params = params or ReductionParams()
         self.raw_outbox = raw_outbox
         self.stats = ReductionStats()
@@ -250,7 +255,12 @@ class DataPolicyStage:
                 self.stats.bytes_raw += item.nbytes if isinstance(item, Train) else item.nbytes_encoded
 
     def _write_provenance(self, handle: h5py.File, run: RedRun) -> None:
-        raw_master = raw_master_link(run.layout) if run.params.policy.keeps_raw else ""
+        if self.archived_raw_master is not None:
+            raw_master = os.path.relpath(self.archived_raw_master, run.layout.red_master.parent)
+        else:
+            raw_master = raw_master_link(run.layout) if run.params.policy.keeps_raw else ""
+        if isinstance(run.layout, NxmxRunLayout) and "/entry/data/data" in handle:
+            renumber_omega(handle, run.kept_frames)
         write_reduction_process(
             handle, params=run.params, triage=run.triage, date=run.start_date,
             kept_frames=np.asarray(run.kept_frames, dtype=np.int64),

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import h5py
+
 from ..core.errors import ConfigError, FrameRejected
 from ..core.frame import Frame
 from ..core.saving_target import SavingParams
@@ -47,8 +49,8 @@ def reduce_series(raw: Path, params: ReductionParams, output: Path, *,
                            "(r<run> directory or its AGIPD-R<run>-master.h5)"])
     source = NxmxFrameSource(raw)
     saving = SavingParams(directory=output, prefix=raw.name[: -len(MASTER_SUFFIX)],
-                          frames_per_file=source.frames_per_file, data_roots=(output.parent,))
-    stage = DataPolicyStage(saving, params)
+                          frames_per_file=source.frames_per_file, data_roots=(output.parent,), **_names_in(raw))
+    stage = DataPolicyStage(saving, params, archived_raw_master=raw.resolve())
     start = source.series_start()
     stage.prepare(start.series_id)
     return _reduce(stage, start, source.frames(), source.frames_total, source.files, progress)
@@ -56,13 +58,26 @@ def reduce_series(raw: Path, params: ReductionParams, output: Path, *,
 
 def _reduce_run(source: ExdfRunSource, params: ReductionParams, output: Path,
                 progress: Callable[[int, int], None] | None) -> Path:
-    saving = SavingParams(directory=output, data_roots=(output.parent,))
-    stage = DataPolicyStage(saving, params)
+    master = source.master.resolve() if source.master is not None else None
+    saving = SavingParams(directory=output, data_roots=(output.parent,),
+                          **(_names_in(master) if master is not None else {}))
+    stage = DataPolicyStage(saving, params, archived_raw_master=master)
     start = source.series_start()
     layout = ExdfWriter(saving, trains_per_sequence=source.trains_per_sequence, detector=source.detector,
                         proposal=source.proposal)
     stage.prepare(start.series_id, exdf=layout)
     return _reduce(stage, start, source.trains(), source.frames_total, source.files, progress)
+
+
+def _names_in(master: Path) -> dict[str, str]:
+    """The instrument and source names of the raw master, so its RED files name the same beamline."""
+    names = {}
+    with h5py.File(master, "r") as handle:
+        for key, path in (("instrument_name", "/entry/instrument/name"), ("source_name", "/entry/source/name")):
+            value = handle.get(path)
+            if isinstance(value, h5py.Dataset) and value.shape == () and value.dtype.kind in "OS":
+                names[key] = value.asstr()[()]
+    return names
 
 
 def _reduce(stage: DataPolicyStage, start: SeriesStart, items: Iterable[Frame | Train], frames_total: int,
