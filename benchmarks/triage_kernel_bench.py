@@ -1,4 +1,4 @@
-"""Hit-triage kernel speed: milliseconds per frame on one core, warm, as the triage.md §6 anchors measure it.
+"""Hit-triage kernel speed: milliseconds per frame on one core, warm, as published peakfinder8 timings measure it.
 
 Frames come from the simulators: EIGER2 4M frames (uint16 counts, gaps and dead pixels at 2**16 − 1,
 50 Bragg peaks each) triaged as prepared float32 images against the static mask built from the NXmx
@@ -7,7 +7,7 @@ images. Each number is the median over ``kernel_repeats`` rounds of ``FRAMES`` d
 ``HitFinder.warm_up``, with the process pinned to one CPU and bitshuffle's OpenMP held to one thread.
 ``triage.eiger4m_ms_decode`` is the bslz4 decode plus float32/mask preparation alone (for information:
 ``HitFinder.triage_eiger`` pays it on top of the fast or full figure). Nothing is asserted: the shared
-2-core VM varies by up to ~1.8× run to run (triage.md §6).
+2-core VM varies by up to ~1.8× run to run.
 """
 
 from __future__ import annotations

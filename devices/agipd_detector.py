@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
@@ -19,6 +20,7 @@ from detpipe.pipeline.agipd.constants import load_constants
 from detpipe.pipeline.agipd.correction import AgipdCorrection
 from detpipe.pipeline.agipd.receiver import AgipdReceiver
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.live_view import TrainView
 from detpipe.pipeline.core.series import EndReason
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.core.stage_runner import StageRunner
@@ -27,8 +29,10 @@ from detpipe.pipeline.triage.setup import DetectorKind
 
 from .detector_device import DetectorDevice
 from .detpipe_device import CLOSE_WAIT_S, in_background, settle, unusable_file
+from .live_view_device import LIVE_MAX_HEIGHT, LIVE_MAX_WIDTH
 
 CORRECTION_QUEUE_TRAINS = 4
+MEMORY_CELLS = 352  # AGIPD's analog memory: the most frames a train can hold
 SLOW_BRIDGE_NOTE_S = 1.0  # a 10 Hz bridge answers in 0.1 s: a longer wait is worth a word in Status
 
 
@@ -67,6 +71,9 @@ class AgipdDetector(DetectorDevice):
         self._receiver = AgipdReceiver(self.BridgeEndpoint, socket_type=self.BridgeSocket.upper(),
                                        request_timeout_s=self.RequestTimeout)
         self._receiver.start()
+        self._train_view = TrainView()
+        receiver = self._receiver
+        self.start_live_view(lambda: receiver.latest, self._train_view.render, lambda train: train.train_id)
         self._acq = AgipdAcquisition(self._receiver, stream_timeout_s=self.StreamTimeout)
         self._correction: StageRunner | None = None
         self._constants_problem = ""  # a ConstantsFile that cannot be used: this device alone stays in FAULT
@@ -164,6 +171,38 @@ class AgipdDetector(DetectorDevice):
     async def run_number(self, value: int) -> None:
         self._check_idle()
         self._run_number = value
+
+    # --- live view ---
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, format="%d",
+               min_value=0, max_value=MEMORY_CELLS - 1, label="Live view cell",
+               description="Which frame of the newest train live_image shows: its position in the train (0 = first "
+                           "memory cell read out); the train's last when it has fewer")
+    async def live_view_cell(self) -> int:
+        return self._train_view.cell
+
+    @live_view_cell.write
+    async def live_view_cell(self, value: int) -> None:
+        self._train_view.cell = value
+
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, format="%d",
+               min_value=-1, max_value=AGIPD_MODULES - 1, label="Live view module",
+               description="Module live_image shows (0..15, 512 x 128 pixels), or -1 for all 16 stacked in module "
+                           "order (8192 x 128)")
+    async def live_view_module(self) -> int:
+        return self._train_view.module
+
+    @live_view_module.write
+    async def live_view_module(self, value: int) -> None:
+        self._train_view.module = value
+
+    @attribute(dtype=((np.float32,),), max_dim_x=LIVE_MAX_WIDTH, max_dim_y=LIVE_MAX_HEIGHT, unit="ADU or photon",
+               format="%.2f", label="Live image", data_ready_event_implemented=True,
+               description="Of the newest train received, at most live_image_max_rate times per second: the cell and "
+                           "module(s) chosen by live_view_cell and live_view_module; analog ADU for raw trains, "
+                           "photons for corrected ones; bad pixels and missing modules NaN (live_image_mask)")
+    async def live_image(self) -> np.ndarray:
+        picture = self.live_picture()
+        return picture.pixels if picture is not None else np.zeros((1, 1), np.float32)
 
     # --- counters ---
     @attribute(dtype=int, unit="train", format="%d", description="Trains received in this run")

@@ -24,8 +24,9 @@ from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.triage.setup import DetectorKind
 
 from .data_policy import DataPolicy
-from .detpipe_device import RELEASE_BUDGET_S, DetpipeDevice, in_background, settle, wait_for
+from .detpipe_device import RELEASE_BUDGET_S, in_background, settle, wait_for
 from .hit_finder import HitFinder
+from .live_view_device import LiveViewDevice
 from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ CHAIN_READY_TIMEOUT_S = 600.0
 ABORT_WAIT_S = 2.0
 
 
-class DetectorDevice(DetpipeDevice):
+class DetectorDevice(LiveViewDevice):
     """Base of EigerDetector and AgipdDetector. Subclasses implement the engine steps (``prepare_series``,
     ``acquire_series``, ``end_engine_series``) and say when they are armed (``armed``) and what their
     acquisition is called in messages (``acquisition_label``)."""
@@ -57,7 +58,6 @@ class DetectorDevice(DetpipeDevice):
         dtype=str, default_value="",
         doc="Name of the HitFinder device in this server that triages the data before the writer; empty = none",
     )
-
     async def init_device(self) -> None:
         await super().init_device()
         self._connecting: asyncio.Task[None] | None = None  # reaching the detector (INIT until done)
@@ -81,6 +81,7 @@ class DetectorDevice(DetpipeDevice):
         await self.stop_monitor()
         for task in (self._connecting, self._preparing, self._run):
             await _cancelled(task)
+        await self.close_live_view()
         await super().delete_device()
 
     async def _stop_connecting(self) -> None:

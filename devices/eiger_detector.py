@@ -10,11 +10,13 @@ import asyncio
 import json
 from typing import Any
 
+import numpy as np
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
 from detpipe.pipeline.core.errors import DetectorFailed, DetectorRefused, DetectorUnreachable
 from detpipe.pipeline.core.frame_queue import FrameQueue
+from detpipe.pipeline.core.live_view import frame_picture
 from detpipe.pipeline.core.series import EndReason
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.eiger.acquisition import EigerAcquisition, Phase, SeriesIdMismatch
@@ -26,6 +28,7 @@ from detpipe.pipeline.triage.setup import DetectorKind
 from .data_policy import DataPolicy
 from .detector_device import DetectorDevice
 from .detpipe_device import CLOSE_WAIT_S, in_background, settle
+from .live_view_device import LIVE_MAX_HEIGHT, LIVE_MAX_WIDTH
 
 DCU_READ_WAIT_S = 1.0
 
@@ -65,6 +68,9 @@ class EigerDetector(DetectorDevice):
         await super().init_device()
         self._receiver = StreamReceiver(self.StreamEndpoint)
         self._receiver.start()
+        forwarder = self._receiver.forwarder
+        self.start_live_view(lambda: forwarder.latest, lambda frame: frame_picture(frame, forwarder.series_start),
+                             lambda frame: frame.index)
         self._acq = EigerAcquisition(
             SimplonClient(self.DetectorUrl, timeout_s=self.HttpTimeout), self._receiver,
             stream_timeout_s=self.StreamTimeout,
@@ -221,6 +227,14 @@ class EigerDetector(DetectorDevice):
     @attribute(dtype=int, unit="frame", format="%d", description="Index of the last frame received; -1 before the first")
     async def last_image_acquired(self) -> int:
         return self._receiver.stats.last_image_acquired
+
+    @attribute(dtype=((np.uint32,),), max_dim_x=LIVE_MAX_WIDTH, max_dim_y=LIVE_MAX_HEIGHT, unit="count",
+               format="%d", label="Live image", data_ready_event_implemented=True,
+               description="The newest frame received, at most live_image_max_rate times per second, in counts; "
+                           "gap and masked pixels 0 (live_image_mask); its frame index in live_image_frame")
+    async def live_image(self) -> np.ndarray:
+        picture = self.live_picture()
+        return picture.pixels.astype(np.uint32) if picture is not None else np.zeros((1, 1), np.uint32)
 
     @attribute(dtype=int, unit="frame", format="%d", description="Frames received in this series")
     async def frames_received(self) -> int:

@@ -14,9 +14,9 @@ import numpy as np
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.core.chunk_framing import decode_chunk_pixels
 from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.live_view import TrainView, frame_picture
 from detpipe.pipeline.core.series import DetectorConfig
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.core.train import AGIPD_MODULES, MODULE_SHAPE
@@ -34,6 +34,7 @@ from .parameter_attribute import parameter_attribute
 QUEUE_ALARM_PERCENT = 75.0
 MAX_IMAGE_WIDTH = 4200  # EIGER2 16M is 4148 px wide
 MAX_IMAGE_HEIGHT = AGIPD_MODULES * MODULE_SHAPE[0]  # AGIPD stacked modules: 8192 rows
+MAX_PEAKS_SHOWN = 65536  # the largest max_num_peaks (CXI row width) TriageParams accepts
 
 
 class HitFinder(DetpipeDevice):
@@ -174,7 +175,9 @@ class HitFinder(DetpipeDevice):
         if not self._enabled:
             return DevState.ON, "Disabled: detectors send their frames straight to the writer"
         geometry = "ready" if self.triage_ready else "being built" if self._geometry else "not given yet"
-        return (DevState.ALARM if behind else DevState.ON), f"Idle, geometry {geometry}. Last series: {summary}"
+        return (DevState.ALARM if behind else DevState.ON), (
+            f"Idle, {d.pool.workers} triage workers started in {d.pool.startup_s:.1f} s, geometry {geometry}. "
+            f"Last series: {summary}")
 
     def event_values(self) -> dict[str, Any]:
         stats = self._dispatcher.stats
@@ -331,8 +334,9 @@ class HitFinder(DetpipeDevice):
 
     @attribute(dtype=((np.float32,),), max_dim_x=MAX_IMAGE_WIDTH, max_dim_y=MAX_IMAGE_HEIGHT, unit="ADU",
                data_ready_event_implemented=True,
-               description="The last hit (Eiger frame, or AGIPD cell as 16 stacked modules); data-ready events "
-                           "at most image_events_max_rate per second")
+               description="The last hit (Eiger frame, or AGIPD cell as 16 stacked modules); gap and masked pixels "
+                           "0 (Eiger) or NaN (AGIPD bad pixels, missing modules), so autoscaling viewers see the "
+                           "signal; data-ready events at most image_events_max_rate per second")
     async def last_hit_image(self) -> np.ndarray:
         hit = self._dispatcher.last_hit
         if hit is None:
@@ -340,6 +344,21 @@ class HitFinder(DetpipeDevice):
         if self._image_cache is None or self._image_cache[0] != hit.number:
             self._image_cache = (hit.number, await asyncio.to_thread(_image_of, hit))  # 4M: tens of ms
         return self._image_cache[1]
+
+    @attribute(dtype=(np.float32,), max_dim_x=MAX_PEAKS_SHOWN, unit="pixel", format="%.2f", label="Last hit peaks x",
+               description="Fast-scan (column) centres of the last hit's stored peaks, pixel indices of "
+                           "last_hit_image (0 = centre of the first pixel), for an overlay; pairs with "
+                           "last_hit_peaks_y")
+    async def last_hit_peaks_x(self) -> np.ndarray:
+        hit = self._dispatcher.last_hit
+        return hit.peaks.fs if hit is not None else np.zeros(0, np.float32)
+
+    @attribute(dtype=(np.float32,), max_dim_x=MAX_PEAKS_SHOWN, unit="pixel", format="%.2f", label="Last hit peaks y",
+               description="Slow-scan (row) centres of the last hit's stored peaks in last_hit_image (AGIPD: "
+                           "module * 512 + row); pairs with last_hit_peaks_x")
+    async def last_hit_peaks_y(self) -> np.ndarray:
+        hit = self._dispatcher.last_hit
+        return hit.peaks.ss if hit is not None else np.zeros(0, np.float32)
 
     @command
     async def Reset(self) -> None:
@@ -353,12 +372,12 @@ class HitFinder(DetpipeDevice):
 
 
 def _image_of(hit: LastHit) -> np.ndarray:
-    """Pixels of the hit as float32 (decoded on read, so hits nobody looks at cost nothing)."""
+    """Pixels of the hit as float32, masked as the live view masks them (decoded on read, so hits nobody looks
+    at cost nothing)."""
     item = hit.item
     if isinstance(item, Frame):
-        pixels = decode_chunk_pixels(item.encoding, item.blob, item.shape, item.dtype)
-        return pixels.astype(np.float32)
-    return np.ascontiguousarray(item.data[hit.image], dtype=np.float32).reshape(MAX_IMAGE_HEIGHT, MODULE_SHAPE[1])
+        return frame_picture(item, None)[0].astype(np.float32)
+    return TrainView(cell=hit.image, module=-1).render(item)[0]
 
 
 def unusable_mask(path: str) -> str:

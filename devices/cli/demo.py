@@ -133,6 +133,7 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
     elapsed = prepare_and_run(detector, lambda: progress(detector.frames_received, frames,
                                                           f"{writer.bytes_written / 1e6:.0f} MB written"))
     progress.close()
+    _say(f"hit finder: {hit_finder.Status()}")  # how long its workers took to start (compiling peakfinder8)
     received, written = detector.frames_received, writer.frames_written
     return DemoSummary(rows=(
         ("frames acquired", str(received)),

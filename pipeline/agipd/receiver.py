@@ -3,7 +3,7 @@
 Like the Eiger ``StreamReceiver``, it forwards only the run its acquisition armed (``listen``): until
 then it asks for nothing (REQ) or leaves trains in the ZMQ buffer (PULL, SUB), and every run is framed by
 a ``SeriesStart`` and an ``EndOfSeries`` that this thread puts, so the end always follows the last train.
-A REQ client asks the bridge with ``b"next"`` and gets one train per request (agipd.md §2.1). ZMQ's REQ
+A REQ client asks the bridge with ``b"next"`` and gets one train per request (Karabo bridge protocol). ZMQ's REQ
 socket is a strict send/recv state machine, and the bridge takes a train off its queue when it is asked:
 a request given up (a new socket asking again) loses the train it was answered with. So a pending request
 is never abandoned for time alone while the run goes on: a slow bridge is waited for, however long each
@@ -17,7 +17,7 @@ Flow control follows the socket. REQ asks only while the outbox has room (for tw
 ahead), so a slow pipeline makes the bridge skip trains, which shows as ``trains_missing`` (gaps in
 the ids), and REQ never drops; while it holds back, the silence clock (``last_message_monotonic``) is
 kept fresh. PULL and SUB read at once and drop a train the full outbox refuses, counting its frames
-in ``frames_dropped["queue_full"]`` (style.md §3: the socket reader never stalls).
+in ``frames_dropped["queue_full"]`` (the socket reader never stalls).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from .train_assembler import AgipdTrainAssembler, AssembledTrain
 log = logging.getLogger(__name__)
 
 POLL_MS = 20  # how promptly a requested end or close is honoured while waiting for a train
-NEXT_REQUEST = b"next"  # the bridge's only valid request (agipd.md §2.1)
+NEXT_REQUEST = b"next"  # the bridge's only valid request (Karabo bridge protocol, karabo-bridge-py documentation)
 # A raw 352-cell AGIPD-1M train is 1.5 GB in one array part. Over this, ZMQ drops the connection and never
 # reconnects it (a protocol error): set on REQ only, whose unanswered request opens a new socket anyway.
 MAX_MESSAGE_BYTES = 4 * 2**30
@@ -105,6 +105,7 @@ class AgipdReceiver:
         self.last_message_monotonic = 0.0
         self._receive_buffer_messages = receive_buffer_messages
         self.failure = ""  # why the receive thread died; empty while it runs
+        self.latest: Train | None = None  # the newest train forwarded, for the live view: a reference, no copy
         self._run: _Run | None = None
         self._superseded: list[_Run] = []
         self._awaiting_reply = False
@@ -282,6 +283,7 @@ class AgipdReceiver:
             stats.rate_meter.add(train.nbytes // max(train.frames, 1), now)
         run.trains += 1
         run.frames += train.frames
+        self.latest = train
         if not _offer(run.outbox, train):
             stats.frames_dropped["queue_full"] += train.frames
         if run.max_trains is not None and run.trains >= run.max_trains:

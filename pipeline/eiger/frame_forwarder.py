@@ -49,6 +49,8 @@ class FrameForwarder:
         self._expected_index = 0
         self._frames_expected = 0  # of the forwarded series header; 0 while unknown
         self._seen: dict[str, bytearray] = {}  # per channel, a bit per frame index forwarded
+        self.latest: Frame | None = None  # the newest frame forwarded, for the live view: a reference, no copy
+        self.series_start: SeriesStart | None = None  # of the newest series (its pixel mask), for the live view
         self._thread = threading.Thread(target=self._loop, name="detpipe-frame-check", daemon=True)
 
     def start(self) -> None:
@@ -99,6 +101,7 @@ class FrameForwarder:
 
     def _forward_start(self, outbox: FrameQueue[Item], start: SeriesStart) -> None:
         self._enter(start.series_id)
+        self.series_start = start
         self._frames_expected = start.config.frames_expected if start.config is not None else 0
         outbox.put(start)
 
@@ -142,6 +145,7 @@ class FrameForwarder:
             stats.frames_missing += frame.index - self._expected_index
         self._expected_index = max(self._expected_index, frame.index + 1)
         stats.last_image_acquired = max(stats.last_image_acquired, frame.index)
+        self.latest = frame
         if not outbox.put(frame):
             stats.frames_dropped["queue_full"] += 1
 

@@ -93,6 +93,11 @@ class StreamReceiver:
         return self._failure or self._forwarder.failure
 
     @property
+    def forwarder(self) -> FrameForwarder:
+        """The payload-check thread; its ``latest`` frame and ``series_start`` feed the live view."""
+        return self._forwarder
+
+    @property
     def active_series(self) -> int | None:
         return self._series_id
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core.frame import Frame
 from ..core.frame_queue import FrameQueue
-from ..core.peak_list import FrameTriage
+from ..core.peak_list import FrameTriage, PeakList
 from ..core.series import DetectorConfig, EndOfSeries, SeriesStart
 from ..core.stage import Item
 from ..core.train import Product, Train
@@ -46,12 +46,14 @@ class _Pending:
 
 @dataclass(frozen=True, slots=True)
 class LastHit:
-    """The newest hit: ``image`` k of ``item`` (a Frame, or a cell of a Train); ``number`` counts hits."""
+    """The newest hit: ``image`` k of ``item`` (a Frame, or a cell of a Train); ``number`` counts hits;
+    ``peaks`` are its stored peaks (for a viewer's overlay)."""
 
     item: Frame | Train
     image: int
     n_peaks: int
     number: int
+    peaks: PeakList
 
 
 class TriageDispatcher:
@@ -265,7 +267,7 @@ class TriageDispatcher:
         for image, result in enumerate(results):
             if result is not None and result.is_hit:
                 number = self.last_hit.number + 1 if self.last_hit else 1
-                self.last_hit = LastHit(item, image, result.n_peaks, number)
+                self.last_hit = LastHit(item, image, result.n_peaks, number, result.peaks)
 
     def _drain(self) -> None:
         """Finish and forward everything of the previous series before a new setup is sent."""

@@ -1,4 +1,4 @@
-"""What peakfinder8 needs to know about a detector, built once per geometry (triage.md §1 inputs, §4).
+"""What peakfinder8 needs to know about a detector, built once per geometry (its inputs and fast mode: docs/triage.md).
 
 A ``TriageGeometry`` holds the per-pixel radius from the beam centre (pixels), the static mask (1 = use,
 already cut to ``min_res < r < max_res``), the panels peaks may not cross, and the two ring tables the

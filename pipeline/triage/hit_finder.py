@@ -1,4 +1,4 @@
-"""Hit triage of one image: lit-pixel pre-veto, peakfinder8, hit rule (triage.md §1, §3, §4).
+"""Hit triage of one image: lit-pixel pre-veto, peakfinder8, hit rule (Barty et al., J. Appl. Cryst. 2014; OnDA/OM).
 
 ``HitFinder`` is a pure object: it owns its preallocated numba workspace and returns a ``FrameTriage``
 per image; it keeps no statistics and never drops anything (the stage that wraps it decides). One
@@ -101,8 +101,8 @@ class HitFinder:
     ) -> FrameTriage:
         """Decode one Eiger frame blob (bslz4, lz4 or raw) and triage it; ``time_ms`` includes decoding.
 
-        Pixels equal to 2**bits − 1 are masked (the DCU's marker for gap, dead and masked pixels,
-        eiger.md §9.6). Raises ``FrameRejected`` ("shape_mismatch", "undecodable") for a frame that
+        Pixels equal to 2**bits − 1 are masked (the DCU's marker for gap, dead and masked pixels
+        when pixel_mask_applied is set). Raises ``FrameRejected`` ("shape_mismatch", "undecodable") for a frame that
         cannot be triaged.
         """
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""numba kernels of peakfinder8 (triage.md §1) and of the per-frame preparation around it.
+"""numba kernels of peakfinder8 (Barty et al., J. Appl. Cryst. 2014; OM) and of the per-frame preparation around it.
 
 Only kernels live here: they take and return arrays and scalars, allocate nothing, and know nothing of
 geometry objects or parameter dataclasses (``hit_finder.HitFinder`` wires them up). Every image argument
@@ -18,7 +18,7 @@ each ring's slice then stays in L1/L2 for its five clipping passes.
 Deliberate deviation from CrystFEL (``peakfinder8.c``): a local background whose variance is exactly 0
 (all disc pixels equal) gets sigma 0.01, like a disc with no background pixel at all; CrystFEL sets the
 peak's SNR to 0 then, which rejects every peak on a perfectly flat background. The local-background disc
-is symmetric (−2·lbr … +2·lbr, as triage.md §1 step 6 describes), where CrystFEL's loop stops one pixel
+is symmetric (−2·lbr … +2·lbr, as OM's peakfinder8 describes it), where CrystFEL's loop stops one pixel
 short on the positive side.
 
 Timings on the 2-core development VM (one core, Eiger 4M): full ring statistics ≈ 8 ms scatter + 5 ms
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-CLIP_ITERATIONS = 5  # hard-coded in OM and CrystFEL (triage.md §1 step 2)
+CLIP_ITERATIONS = 5  # hard-coded in OM and CrystFEL (peakfinder8's sigma clipping)
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)  # C's FLT_MIN: the smallest *positive* normal float
 _START_THRESHOLD = 1e9  # initial ±threshold of the clipping loop
@@ -52,7 +52,7 @@ _REDUCTION_MATH = {"reassoc", "contract", "nsz", "arcp"}
 def prepare_eiger_image(
     raw: np.ndarray,  # uint8/16/32 (H·W,) as decoded
     static_mask: np.ndarray,  # uint8 (H·W,), 1 = use
-    masked_value: int,  # 2**bit_depth − 1: what the DCU writes into gap, dead and masked pixels (eiger.md §9.6)
+    masked_value: int,  # 2**bit_depth − 1: what the DCU writes into gap, dead and masked pixels (pixel_mask_applied)
     lit_threshold: float,
     out_image: np.ndarray,  # float32 (H·W,), every element written; NaN where masked
     out_mask: np.ndarray,  # uint8 (H·W,), every element written
@@ -99,7 +99,7 @@ def apply_frame_mask(
 
 @njit(cache=True, nogil=True)
 def count_lit_pixels(image: np.ndarray, mask: np.ndarray, threshold: float) -> int:  # pragma: no cover
-    """Masked-in, finite pixels strictly above ``threshold`` (the lit-pixel pre-veto, triage.md §4)."""
+    """Masked-in, finite pixels strictly above ``threshold`` (the lit-pixel pre-veto, docs/triage.md)."""
     lit = 0
     floor = np.float32(threshold)
     for i in range(image.size):
@@ -138,7 +138,7 @@ def ring_statistics(
     sigma: np.ndarray,  # float32 (n_rings,) out: clipped standard deviation
     upper: np.ndarray,  # float32 (n_rings,) out: seed/growth threshold
 ) -> float:  # pragma: no cover - compiled
-    """Five passes of symmetric sigma clipping per ring (triage.md §1 step 2); returns min(upper).
+    """Five passes of symmetric sigma clipping per ring (peakfinder8's step 2); returns min(upper).
 
     The tables hold only statically masked-in pixels; pixels masked for this frame only are NaN in the
     image, which no comparison lets through (so no mask is read here). Per pass, the pixels strictly
@@ -241,8 +241,8 @@ def find_peaks(
     marked: np.ndarray,  # int32 (H·W,) work list: every pixel grown into a candidate peak
     peaks: np.ndarray,  # float32 (PEAK_ROWS, max_num_peaks) out: the first peaks found
 ) -> int:  # pragma: no cover - compiled
-    """Steps 3–9 of triage.md §1 over every panel; returns the number of accepted peaks (all of them,
-    even beyond the ``peaks.shape[1]`` stored).
+    """Steps 3–9 of peakfinder8 (Barty et al., J. Appl. Cryst. 2014) over every panel; returns the number of
+    accepted peaks (all of them, even beyond the ``peaks.shape[1]`` stored).
 
     A seed is a masked-in pixel above its ring's threshold, not taken, at least one pixel inside its
     panel. Rows are pre-tested in blocks of ``_SCAN_BLOCK`` pixels against ``seed_floor`` with a

@@ -48,6 +48,7 @@ class TriagePool:
         self._processes: list[BaseProcess | None] = [None] * self.workers
         self._busy = [0] * self.workers
         self._ready: set[int] = set()
+        self.startup_s = 0.0  # the slowest worker's start-up (peakfinder8 compiles on a machine's first start)
         self._configured: set[int] = set()
         self._in_flight: dict[int, tuple[int, int]] = {}  # job id -> (worker, slot)
         self._free_slots: list[int] = []
@@ -150,6 +151,7 @@ class TriagePool:
                     self._configured.add(message.worker)
                 elif isinstance(message, WorkerReady):
                     self._ready.add(message.worker)
+                    self.startup_s = max(self.startup_s, message.startup_s)
                     log.info("triage worker %d ready after %.1f s", message.worker, message.startup_s)
                 elif self._in_flight.pop(message.job_id, None) is not None:
                     self._release(message.worker, message.slot)

@@ -1,4 +1,4 @@
-"""Hit-finder counters for one series, under the names tango.md §5 and OM use (frames, hits, hit rate)."""
+"""Hit-finder counters for one series, under the names odin-data, LImA and OM use (frames, hits, hit rate)."""
 
 from __future__ import annotations
 

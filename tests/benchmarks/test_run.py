@@ -25,6 +25,7 @@ def test_every_benchmark_runs_and_reports_every_key_it_promises(tmp_path: Path) 
     missing = [key for key in promised if not math.isfinite(results.get(key, math.nan))]
     assert not missing, f"keys not reported: {missing}"
     assert results["e2e.frames_lost"] == results["triage.e2e_frames_lost"] == 0
+    assert "e2e.live_view_ratio" in promised and results["e2e.live_view_ratio"] > 0  # live view on / off, one run
     assert results["triage.e2e_frames_not_triaged"] == 0
     assert "written" in run.stdout
 

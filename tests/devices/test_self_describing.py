@@ -1,5 +1,5 @@
 """Every detpipe device class explains itself in Jive: property descriptions and defaults, attribute units,
-formats, descriptions and limits, read from a running server the way Jive reads them (tango.md §7)."""
+formats, descriptions and limits, read from a running server the way Jive reads them."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ DIMENSIONLESS = {
     "mantissa_bits": "a bit count, kept unitless as in the RED files' NXnote (reduction_params.UNITS)",
     "compression_ratio": "a ratio", "reduction_ratio": "a ratio", "miss_fraction": "a fraction",
     "pixels_dropped_fraction": "a fraction", "minimum_snr": "a signal-to-noise ratio",
-    "rms_error_sigma": "a multiple of the Poisson sigma", "sparse_threshold_sigma": "a multiple of the noise sigma",
+    "rms_error_sigma": "a multiple of the Poisson sigma", "live_view_cell": "a frame's position in the train",
+    "live_view_module": "a module number (-1: all 16)", "sparse_threshold_sigma": "a multiple of the noise sigma",
 }
 # Writable numeric settings where every value is meaningful (thresholds in detector units may be negative on
 # corrected data); every other writable int or float attribute must set min_value.

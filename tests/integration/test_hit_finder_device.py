@@ -4,6 +4,7 @@ the files and on the device match the simulators' ground truth, and nothing is l
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +66,10 @@ def test_hits_and_peak_positions_in_the_master_match_the_simulated_truth(eiger_s
         assert finder.hits == true_hits and finder.misses == frames - true_hits
         assert sum(finder.peaks_histogram) == frames
         last_hit = max(i for i, t in enumerate(truth) if t.is_hit)
-        np.testing.assert_array_equal(finder.last_hit_image, eiger_sim.frames.pixels(last_hit).astype(np.float32))
+        hit_pixels = eiger_sim.frames.pixels(last_hit)
+        gaps_at_zero = np.where(hit_pixels == eiger_sim.frames.masked_value, 0, hit_pixels).astype(np.float32)
+        np.testing.assert_array_equal(finder.last_hit_image, gaps_at_zero)  # no 65535 to blind a viewer
+        overlay = (finder.last_hit_peaks_x, finder.last_hit_peaks_y)
         assert json.loads(finder.active_config)["min_peaks"] == finder.min_peaks
         master = Path(writer.master_file)
     with h5py.File(master) as f:
@@ -74,6 +78,9 @@ def test_hits_and_peak_positions_in_the_master_match_the_simulated_truth(eiger_s
         xs, ys = f["/entry_1/result_1/peakXPosRaw"][()], f["/entry_1/result_1/peakYPosRaw"][()]
         assert f["/entry_1/data_1/data"].shape[0] == frames
     np.testing.assert_array_equal(is_hit, [int(t.is_hit) for t in truth])
+    n_last = n_stored[last_hit]
+    assert n_last > 0  # the overlay attributes hold the last hit's stored peaks
+    np.testing.assert_array_equal(overlay, (xs[last_hit, :n_last], ys[last_hit, :n_last]))
     peaks = [(p, np.stack([xs[i, :n_stored[i]], ys[i, :n_stored[i]]], axis=1))
              for i, t in enumerate(truth) for p in t.peaks]
     recovered = sum(near(found, p.x, p.y) for p, found in peaks)
@@ -104,6 +111,7 @@ def test_frames_beyond_the_triage_backlog_are_written_untriaged_and_counted(data
 def test_bad_parameters_are_refused_and_leave_the_parameters_unchanged(eiger_sim: EigerSimulator,
                                                                       data_root: Path) -> None:
     with triage_server(EigerDetector, eiger_props(eiger_sim), data_root) as (_, finder, _writer):
+        assert re.match(r"Idle, \d+ triage workers started in \d+\.\d s", finder.Status()), finder.Status()
         finder.min_peaks = 12
         with pytest.raises(tango.DevFailed, match="max_peaks .* is below min_peaks"):
             finder.max_peaks = 5

@@ -37,6 +37,7 @@ def dispatcher() -> Iterator[tuple[TriageDispatcher, FrameQueue[Item]]]:
     triage.start()
     try:
         wait_until(lambda: triage.pool.ready, bool, WORKERS_START_S, "triage workers ready")
+        assert triage.pool.startup_s > 0  # what the hit finder's Status reports
         triage.prepare(DetectorKind.EIGER, outbox)
         yield triage, outbox
     finally:

@@ -1,4 +1,4 @@
-"""peakfinder8 on small hand-made frames (triage.md §1): positions, panel rules, bounds, masks, caps.
+"""peakfinder8 on small hand-made frames (docs/triage.md): positions, panel rules, bounds, masks, caps.
 
 Frames are 256 × 256 float32 with a seeded Poisson background and Gaussian spots of known sub-pixel
 position; the beam sits at the image centre, so rings hold hundreds of pixels (as on a real detector,
