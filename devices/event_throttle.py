@@ -1,4 +1,4 @@
-"""Change events at most ~25 Hz per attribute, but never losing the final value (tango.md §6)."""
+"""Change events at most ~25 Hz per attribute, but never losing the final value (Tango Controls event documentation)."""
 
 from __future__ import annotations
 

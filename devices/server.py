@@ -1,4 +1,4 @@
-"""The detpipe device server: every detpipe class in one asyncio process (tango.md §7)."""
+"""The detpipe device server: every detpipe class in one asyncio process (pytango documentation, high-level API)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""The Karabo bridge sources of one AGIPD train, as SPB sends them (agipd.md §3.2, with §3.3 fixed).
+"""The Karabo bridge sources of one AGIPD train, as SPB sends them (Karabo bridge protocol).
 
 Combined: one source, ``…/CAL/APPEND_RAW`` or ``…/CAL/APPEND_CORRECTED``, with ``image.data`` of all
 modules, ``image.cellId`` (u2), ``image.pulseId`` (u8), ``image.trainId`` (u8), for corrected data also
 ``image.gain`` (u1) and ``image.mask`` (u4) in the layout of ``image.data``, plus ``sources`` (the 16
 module source names) and ``modulesPresent`` (16 bools; a missing module is False and its data zero).
 Unlike karabo-bridge's simulator, raw data keep the analog/digital axis and ``image.gain`` covers all
-modules as uint8 (agipd.md §3.3 items 1–2).
+modules as uint8.
 
 Per module: ``…/DET/{n}CH0:xtdf`` with the module's ``image.data`` (and gain/mask) and the id arrays;
 a missing module's source is left out of that train.

@@ -1,6 +1,6 @@
 """The simulated AGIPD's gain model and its correction constants, written as docs/agipd_constants.md says.
 
-Every pixel has three gain stages (agipd.md §1.3). The stage follows the signal: high gain below
+Every pixel has three gain stages (European XFEL AGIPD documentation). The stage follows the signal: high gain below
 ``SWITCH_PHOTONS[0]`` photons, medium below ``SWITCH_PHOTONS[1]``, low above. The switch points are low
 (150 and 300 photons) so that the 50–2000-photon Bragg peaks of the scene reach all three stages, not
 only the medium one; the nominal gains (50, 5 and 1 ADU per photon) keep every stage within the 14-bit

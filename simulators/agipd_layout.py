@@ -1,9 +1,9 @@
 """AGIPD-1M geometry, source names and the array layouts the simulated Karabo bridge sends.
 
-Geometry (agipd.md §1.1): 16 modules of 512 × 128 pixels (slow scan ss × fast scan fs), each module 8
-ASICs of 64 × 128; up to 352 memory cells per train (§1.2).
+Geometry (European XFEL AGIPD documentation): 16 modules of 512 × 128 pixels (slow scan ss × fast scan
+fs), each module 8 ASICs of 64 × 128; up to 352 memory cells per train.
 
-Canonical order (what ``AgipdSimulator.train(i)`` returns, detpipe's in-memory layout, §3.3):
+Canonical order (what ``AgipdSimulator.train(i)`` returns, detpipe's in-memory layout):
 raw ``(pulse, module, 2, ss, fs)`` uint16 with ``[:, :, 0]`` analog and ``[:, :, 1]`` digital gain;
 corrected ``(pulse, module, ss, fs)`` float32, ``gain`` uint8 and ``mask`` uint32 alike.
 
@@ -18,9 +18,9 @@ per module, corrected  (pulse, ss, fs)                  (fs, ss, pulse)
 per module, raw        (pulse, 2, ss, fs)               (2, fs, ss, pulse)
 =====================  ==============================  ==============================
 
-The corrected combined layouts are those of karabo-bridge's simulator (§3.2, online → file is
+The corrected combined layouts are those of karabo-bridge-py's simulator (online → file is
 ``np.transpose(a, (3, 0, 2, 1))``). The position of the raw analog/digital axis in online order is this
-simulator's convention (the spec gives none; karabo-bridge's simulator has no such axis, §3.3 item 1):
+simulator's convention (no public source gives one; karabo-bridge-py's simulator has no such axis):
 it stays right after the module, so every online array is "pulse moved last, ss and fs swapped".
 """
 
@@ -40,7 +40,7 @@ DETECTOR = "SPB_DET_AGIPD1M-1"
 
 
 class AgipdProduct(enum.Enum):
-    """What the bridge streams (agipd.md §1.3)."""
+    """What the bridge streams (European XFEL AGIPD documentation)."""
 
     RAW = "raw"
     CORRECTED = "corrected"

@@ -2,7 +2,7 @@
 
 Train ``index`` depends only on (seed, scene settings, index), never on which thread or client asked, so
 ``AgipdSimulator.truth`` describes what any receiver got. Frames are identified by cellId and pulseId
-(agipd.md §1.2); here memory cells are used from cell 1 (as many EuXFEL runs skip cell 0) and pulses are 4
+(EuXFEL AGIPD documentation); here memory cells are used from cell 1 (as many EuXFEL runs skip cell 0) and pulses are 4
 bunch slots apart (1.1 MHz), so position in the train, cellId and pulseId all differ and a receiver that
 confuses them is caught.
 

@@ -1,4 +1,4 @@
-"""A simulated AGIPD-1M behind a Karabo bridge (agipd.md §1–§3), with ground truth and correction constants.
+"""A simulated AGIPD-1M behind a Karabo bridge (EuXFEL AGIPD docs), with ground truth and correction constants.
 
     with AgipdSimulator(product="raw", cells=8, seed=7) as sim:
         Client(sim.endpoint, sock="REQ").next()   # one train, as SPB's bridge sends it
@@ -34,8 +34,8 @@ from .karabo_bridge_server import BridgeSocketType, KaraboBridgeServer
 
 log = logging.getLogger(__name__)
 
-TRAIN_PERIOD_S = 0.1  # EuXFEL's 10 Hz train rate (agipd.md §1.2)
-FIRST_TRAIN_ID = 10_000_000_000  # as karabo-bridge's simulator starts (agipd.md §3.1)
+TRAIN_PERIOD_S = 0.1  # EuXFEL's 10 Hz train rate
+FIRST_TRAIN_ID = 10_000_000_000  # as karabo-bridge's simulator starts
 E = TypeVar("E", bound=enum.Enum)
 
 

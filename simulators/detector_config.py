@@ -1,4 +1,4 @@
-"""The detector ``config`` task of a simulated EIGER2 DCU (eiger.md §1.3) and its side effects.
+"""The detector ``config`` task of a simulated EIGER2 DCU (DECTRIS SIMPLON API documentation) and its side effects.
 
 Side effects a PUT has, as on hardware, reported in the PUT reply:
 - ``photon_energy``/``incident_energy``/``wavelength``: all three follow (λ[Å] = 12398.42 / E[eV]) and
@@ -7,7 +7,7 @@ Side effects a PUT has, as on hardware, reported in the PUT reply:
   ``frame_time`` shorter than that shrinks ``count_time`` instead.
 - ``bit_depth_image`` is 32 when ``auto_summation`` is on and ``count_time >= 0.1 s``, else 16. This is
   this simulator's rule: DECTRIS documents only that the depth depends on count_time and auto_summation
-  (eiger.md §1.3); 0.1 s keeps fast SFX series at 16 bit, as at real beamlines. A replayed dataset
+  (SIMPLON API documentation); 0.1 s keeps fast SFX series at 16 bit, as at real beamlines. A replayed dataset
   pins the depth to the file's dtype.
 """
 

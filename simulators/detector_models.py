@@ -1,8 +1,8 @@
-"""EIGER2 detector models: module tiling, gaps, dead pixels and the NXmx pixel mask (eiger.md §2).
+"""EIGER2 detector models: module tiling, gaps, dead pixels and the NXmx pixel mask (DECTRIS EIGER2 specifications).
 
 An EIGER2 module is 512 rows × 1028 columns of 75 µm pixels. Modules tile the sensor with 38-row gaps
 between module rows and 12-column gaps between module columns, which reproduces every EIGER2 image size
-in eiger.md §2 (4M = 4 × 2 modules = 2162 × 2068, 16M = 8 × 4 modules = 4362 × 4148).
+in the DECTRIS EIGER2 specifications (4M = 4 × 2 modules = 2162 × 2068, 16M = 8 × 4 modules = 4362 × 4148).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ PIXEL_SIZE_M = 75e-6
 SENSOR_MATERIAL = "Si"
 SENSOR_THICKNESS_M = 450e-6
 
-# NXmx pixel_mask bits (nexus.md): bit 0 = gap between modules, bit 1 = dead pixel.
+# NXmx pixel_mask bits (NeXus NXmx application definition): bit 0 = gap between modules, bit 1 = dead pixel.
 MASK_GAP = 1
 MASK_DEAD = 2
 
@@ -43,7 +43,7 @@ class DetectorModel(enum.Enum):
 
 
 # (module rows, module columns, max frame rate in Hz at full frame, serial-number model code).
-# The rates are the EIGER figures LImA documents (eiger.md §2); 500K is assumed equal to 1M.
+# The rates are the EIGER figures LImA documents (LImA Eiger plugin documentation); 500K is assumed equal to 1M.
 _LAYOUT: dict[DetectorModel, tuple[int, int, float, int]] = {
     DetectorModel.EIGER2_500K: (1, 1, 3000.0, 1),
     DetectorModel.EIGER2_1M: (2, 1, 3000.0, 2),
@@ -82,7 +82,7 @@ class DetectorGeometry:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """(height, width) = (slow, fast), the numpy order; V1 headers send it reversed (eiger.md §9.7)."""
+        """(height, width) = (slow, fast), the numpy order; V1 headers send it reversed ([width, height])."""
         return self.height, self.width
 
     @property

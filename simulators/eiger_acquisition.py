@@ -1,4 +1,4 @@
-"""The detector's command state machine: initialize, arm, trigger, disarm, cancel, abort (eiger.md §1.4–1.5).
+"""The detector's command state machine: initialize, arm, trigger, disarm, cancel, abort (SIMPLON API docs).
 
 States: ``na`` until ``initialize``; ``idle``; ``ready`` = armed; ``acquire`` while a trigger's images
 are exposed; ``error`` when building a message failed. A series holds ``ntrigger`` triggers of

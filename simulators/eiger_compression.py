@@ -1,4 +1,4 @@
-"""Detector-side frame encoders, written from eiger.md §3–§5 (not shared with detpipe's decoders).
+"""Detector-side frame encoders, written from DECTRIS's stream docs and the HDF5 filters, not from detpipe's decoders.
 
 Three byte layouts leave a DCU:
 - ``BSLZ4_CHUNK``: an HDF5 filter-32008 chunk, 12-byte big-endian header (total bytes, block bytes)
@@ -26,7 +26,7 @@ BLOCK_BYTES = 8192
 
 
 class Compression(enum.Enum):
-    """Values of the detector ``compression`` key (eiger.md §1.3; ``none`` is 1.8 only)."""
+    """Values of the detector ``compression`` key (DECTRIS SIMPLON API documentation; ``none`` is 1.8 only)."""
 
     BSLZ4 = "bslz4"
     LZ4 = "lz4"
@@ -41,7 +41,7 @@ class BlobLayout(enum.Enum):
 
 
 def bslz4_chunk(pixels: NDArray[np.unsignedinteger]) -> bytes:
-    """bitshuffle-LZ4 with the filter-32008 header, byte-identical to what the HDF5 filter writes (§6)."""
+    """bitshuffle-LZ4 with the filter-32008 header, byte-identical to what the HDF5 filter writes."""
     pixels = np.ascontiguousarray(pixels)
     use_one_openmp_thread()
     header = struct.pack(">QI", pixels.nbytes, BLOCK_BYTES)
@@ -55,7 +55,7 @@ def lz4_block(pixels: NDArray[np.unsignedinteger]) -> bytes:
 
 def lz4_chunk(pixels: NDArray[np.unsignedinteger]) -> bytes:
     """HDF5 filter-32004 framing with 8192-byte blocks; a block that does not shrink is stored raw,
-    with its length written as the block size (the filter's rule for "uncompressed", eiger.md §5.2)."""
+    with its length written as the block size (the filter's rule for "uncompressed", HDF5 LZ4 filter ID 32004)."""
     raw = memoryview(np.ascontiguousarray(pixels)).cast("B")
     parts = [struct.pack(">QI", raw.nbytes, BLOCK_BYTES)]
     for start in range(0, raw.nbytes, BLOCK_BYTES):

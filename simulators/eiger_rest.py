@@ -1,4 +1,4 @@
-"""The SIMPLON REST interface over HTTP (eiger.md §1), serving API 1.6.0 and 1.8.0 side by side.
+"""The SIMPLON REST interface over HTTP (DECTRIS SIMPLON API documentation), serving API 1.6.0 and 1.8.0 side by side.
 
 Paths: ``/<module>/api/<version>/<task>/<key>`` with task ``config`` (GET, PUT), ``status`` (GET) or
 ``command`` (PUT); ``…/<task>/keys`` lists names; ``/<module>/api/version/`` reports the configured

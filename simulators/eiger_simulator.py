@@ -1,6 +1,6 @@
 """A simulated EIGER2 DCU: SIMPLON REST + ZMQ stream (V1 or V2) + frames with ground truth.
 
-It behaves like the hardware where detpipe depends on it (eiger.md §9): the stream starts disabled,
+It behaves like the hardware where detpipe depends on it (docs/detector_variance.md): the stream starts disabled,
 bslz4 blobs carry the 12-byte header, masked pixels hold 2**bit_depth − 1, bit depth follows count_time,
 a PUT reports every key it changed, and the end message goes out on disarm. Everything binds to
 127.0.0.1 unless told otherwise; ports of 0 are chosen by the OS and reported.
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def blob_layout(stream_format: StreamFormat, compression: Compression) -> BlobLayout:
-    """V1 ``lz4<`` is one raw LZ4 block while V2 ``lz4`` uses filter-32004 framing (eiger.md §9.8)."""
+    """V1 ``lz4<`` is one raw LZ4 block while V2 ``lz4`` uses filter-32004 framing."""
     if compression is Compression.BSLZ4:
         return BlobLayout.BSLZ4_CHUNK
     if compression is Compression.LZ4:

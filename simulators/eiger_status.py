@@ -1,4 +1,4 @@
-"""The ``status`` tasks of the detector, stream and filewriter modules (eiger.md §1.5), read live.
+"""The ``status`` tasks of the detector, stream and filewriter modules (DECTRIS SIMPLON API documentation), read live.
 
 Environmental values (temperature, humidity, links) are constant: a healthy detector. The stream's
 ``state`` is ``disabled`` while ``mode`` is, ``acquire`` while images are going out, else ``ready``.

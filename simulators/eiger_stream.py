@@ -1,4 +1,4 @@
-"""The DCU's stream interface: a bound ZMQ PUSH socket and the one thread that owns it (eiger.md §3, §4).
+"""The DCU's stream interface: a bound ZMQ PUSH socket and the one thread that owns it (DECTRIS Stream V1/V2 docs).
 
 ZMQ sockets are not thread-safe, so HTTP handler threads never touch the socket: they queue jobs
 (series start, a trigger's images, series end) and wait on each job's ``done`` event. Jobs run in

@@ -1,4 +1,4 @@
-"""The filewriter's ``config`` task (eiger.md §1.6), kept so control systems can switch it off."""
+"""The filewriter's ``config`` task (DECTRIS SIMPLON API documentation), kept so control systems can switch it off."""
 
 from __future__ import annotations
 

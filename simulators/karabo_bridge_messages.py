@@ -1,10 +1,10 @@
-"""Karabo bridge messages, protocol 1.0 and 2.2, encoded from agipd.md §2 (not from karabo_bridge's code).
+"""Karabo bridge messages, protocol 1.0 and 2.2, encoded from the bridge protocol docs (not karabo_bridge's code).
 
-A train is ``{source: {key: value}}`` plus per-source metadata (§2.4). Protocol 2.2 (§2.3) sends, for
+A train is ``{source: {key: value}}`` plus per-source metadata. Protocol 2.2 sends, for
 each source in sorted order, a header ``{'source', 'content': 'msgpack', 'metadata'}`` and a msgpack map
 of the non-array keys, then for every array a header ``{'source', 'content': 'array', 'path', 'dtype',
 'shape'}`` and the raw C-contiguous buffer; arrays go out as memoryviews, so ZMQ can send them without a
-copy. Protocol 1.0 (§2.2) is one msgpack map ``{source: {key: value, 'metadata': {…}}}`` whose arrays are
+copy. Protocol 1.0 is one msgpack map ``{source: {key: value, 'metadata': {…}}}`` whose arrays are
 msgpack_numpy maps ``{b'nd': True, b'type': '<u2', b'kind': b'', b'shape': [...], b'data': <bin>}``;
 msgpack_numpy's ``decode`` looks the keys up as bytes, so they are packed as bin, not str.
 """
@@ -24,14 +24,14 @@ TrainData = Mapping[str, Mapping[str, Any]]
 
 
 class BridgeProtocol(enum.Enum):
-    """The protocol versions in use; 2.0 and 2.1 are undocumented and unused (agipd.md §2.3)."""
+    """The protocol versions in use; 2.0 and 2.1 are undocumented and unused (karabo-bridge-py documentation)."""
 
     V1_0 = "1.0"
     V2_2 = "2.2"
 
 
 def source_metadata(source: str, train_id: int, time_ns: int | None = None) -> dict[str, Any]:
-    """Metadata of one source (agipd.md §2.4); ``timestamp.frac`` is attoseconds, 18 digits.
+    """Metadata of one source (karabo-bridge-py documentation); ``timestamp.frac`` is attoseconds, 18 digits.
 
     Built from integer nanoseconds so ``sec`` and ``frac`` are exact, which a float cannot promise.
     """
@@ -87,7 +87,7 @@ def _encode_v1(data: TrainData, metadata: Mapping[str, Mapping[str, Any]]) -> by
 
 
 def _msgpack_numpy(value: Any) -> Any:
-    """The msgpack_numpy ndarray map (agipd.md §2.2); every other type is an error, as msgpack's own."""
+    """The msgpack_numpy ndarray map (Karabo bridge protocol 1.0); every other type is an error, as msgpack's own."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "OV":
             raise TypeError(f"arrays of dtype {value.dtype} have no Karabo bridge encoding here")

@@ -1,10 +1,10 @@
-"""A Karabo bridge server socket (agipd.md §2.1) and the one thread that owns it.
+"""A Karabo bridge server socket (karabo-bridge-py protocol docs) and the one thread that owns it.
 
 REP answers each ``b"next"`` with one train and any other request with ``b"Error: bad request <req>"``,
 as karabo_bridge's server does; PUSH deals trains to the connected pullers. Trains are built by a
 callback on the socket thread, by index from 0, so what goes out is whatever the callback encodes.
 
-Pacing: train k is not sent before ``start + k × period_s`` (10 Hz at EuXFEL, agipd.md §1.2). A server
+Pacing: train k is not sent before ``start + k × period_s`` (10 Hz at EuXFEL). A server
 that falls behind (slow generation, slow client) restarts the schedule instead of bursting to catch up,
 as a detector whose trains are simply gone. With ``n_trains`` the server stops after that many trains:
 REP leaves later requests unanswered (a client sees its timeout, as with a bridge that has no data) and

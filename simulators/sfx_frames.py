@@ -2,8 +2,8 @@
 
 Frame i depends only on (model, seed, hit_fraction, peaks_per_hit, beam centre, i % distinct_frames),
 never on which series or thread asked for it, so a receiver's output can be checked frame by frame.
-Masked pixels (gaps, dead pixels) carry 2**bit_depth − 1, as the DCU writes with ``pixel_mask_applied``
-(eiger.md §9.6); every other pixel is clipped to 2**bit_depth − 2.
+Masked pixels (gaps, dead pixels) carry 2**bit_depth − 1, as the DCU writes with ``pixel_mask_applied``;
+every other pixel is clipped to 2**bit_depth − 2.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``{"__darray__": [1, 0, 0], "type": "<u4", "shape": [width, height], "filters": ["base64"], "data": …}``:
 little-endian bytes of the row-major image, base64-encoded, with the shape listed width first, as DECTRIS's
-DCUs send it next to the TIFF form (eiger.md §1.2).
+DCUs send it next to the TIFF form (DECTRIS SIMPLON API documentation).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Why the simulated DCU refuses a request; each maps to the HTTP status a client sees.
 
 The simulators may not import ``detpipe.pipeline.core.errors`` (they share no code with the receivers), so
-they keep this small hierarchy of their own, shaped the same way (style.md §5).
+they keep this small hierarchy of their own, shaped the same way.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SIMPLON parameters: typed, validated values with the GET/PUT reply shapes of eiger.md §1.2.
+"""SIMPLON parameters: typed, validated values with the GET/PUT reply shapes of the DECTRIS SIMPLON API documentation.
 
 A ``ParameterTable`` is one ``config`` task (detector, stream, filewriter). Both API versions read and
 write the same values; a parameter may exist in only one version (``incident_energy`` is 1.8 only) or

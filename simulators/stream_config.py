@@ -1,4 +1,4 @@
-"""The stream interface's ``config`` task (eiger.md §1.6) and the choices it offers.
+"""The stream interface's ``config`` task (DECTRIS SIMPLON API documentation) and the choices it offers.
 
 ``mode`` starts ``disabled`` as on real DCUs (the ALBA simulator starts enabled): a control system that
 forgets to enable the stream gets no frames, here as at the beamline.
@@ -14,8 +14,8 @@ from .simplon_parameters import ONLY_1_8, Parameter, ParameterTable, ValueType
 class StreamFormat(enum.Enum):
     """``stream/config/format`` (API 1.8 only; 1.6 DCUs speak legacy only)."""
 
-    LEGACY = "legacy"  # Stream V1, JSON multipart (eiger.md §3)
-    CBOR = "cbor"  # Stream V2 (eiger.md §4)
+    LEGACY = "legacy"  # Stream V1, JSON multipart (DECTRIS Stream V1 documentation)
+    CBOR = "cbor"  # Stream V2 (DECTRIS Stream V2 documentation, CBOR)
 
 
 class HeaderDetail(enum.Enum):

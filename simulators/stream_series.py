@@ -1,7 +1,7 @@
 """One armed series as the stream sees it: everything fixed at ``arm``, whatever is PUT afterwards.
 
-A DCU applies the configuration at ``arm`` (eiger.md §1.4), so the header, every image message and the
-end message of a series are built from this snapshot; a later PUT changes only the next series.
+A DCU applies the configuration at ``arm`` (DECTRIS SIMPLON API documentation), so the header, every image message
+and the end message of a series are built from this snapshot; a later PUT changes only the next series.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class StreamSeries:
 
 def new_series_unique_id(now_s: float | None = None) -> str:
     """A ULID: 48-bit milliseconds then 80 random bits, Crockford base32, 26 characters, sortable by time.
-    DECTRIS's ``series_unique_id`` has this form (eiger.md §4)."""
+    DECTRIS's ``series_unique_id`` has this form (DECTRIS Stream V2 documentation)."""
     millis = int((time.time() if now_s is None else now_s) * 1000) & ((1 << 48) - 1)
     value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))

@@ -1,9 +1,9 @@
-"""Stream V1 ("legacy") messages, built part by part from eiger.md §3.
+"""Stream V1 ("legacy") messages, built part by part from the DECTRIS Stream V1 documentation.
 
 Part counts are exact because LImA checks them: header 1 (none) / 2 (basic) / 8 (all) parts plus one
 for a ``header_appendix``; image 4 parts plus one for an ``image_appendix``; end 1 part.
 Shapes are ``[x, y]`` = ``[width, height]``. Times in ``dconfig`` are nanoseconds on the detector clock
-(``time.monotonic``, an uptime-like count as on hardware, eiger.md §9.5), not Unix time.
+(``time.monotonic``, an uptime-like count as on hardware), not Unix time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .eiger_compression import Compression
 from .stream_config import HeaderDetail
 from .stream_series import ImageTiming, StreamSeries
 
-# The config keys of a real EIGER2 V1 header (eiger.md §3), in its order.
+# The config keys of a real EIGER2 V1 header (DECTRIS Stream V1 documentation), in its order.
 HEADER_CONFIG_KEYS = (
     "auto_summation beam_center_x beam_center_y bit_depth_image bit_depth_readout chi_increment chi_start "
     "compression count_time countrate_correction_applied countrate_correction_count_cutoff data_collection_date "

@@ -1,4 +1,4 @@
-"""Stream V2 messages: one CBOR map per message, wrapped in the self-describe tag (eiger.md §4).
+"""Stream V2 messages: one CBOR map per message, wrapped in the self-describe tag (DECTRIS Stream V2 documentation).
 
 Every message starts with ``d9 d9 f7`` (tag 55799) and its first key is ``type``. Images are
 ``{"threshold_1": tag 40 [[H, W], tag 69|70 (tag 56500 [alg, elem, bytes])]}``; dims are

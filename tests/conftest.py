@@ -1,4 +1,4 @@
-"""Suite-wide guards (style.md §6): a test that leaves threads running fails."""
+"""Suite-wide guards: a test that leaves threads running fails."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """detpipe device servers for the tests: a real server process on 127.0.0.1 without a database (pytango's
-MultiDeviceTestContext, process=True, as tango.md §8 asks), always stopped by the end of the test, and
-checked to have listened on 127.0.0.1 only (requests and events).
+MultiDeviceTestContext, process=True, as pytango's testing documentation advises), always stopped by the end of
+the test, and checked to have listened on 127.0.0.1 only (requests and events).
 
 pytango's start-up handshake can fail when its first connection to the new server's admin device races the
 server's export ("The connection request was delayed"); the context then never stops the process it forked,

@@ -1,4 +1,4 @@
-"""Waiting without bare sleeps: poll with a deadline and report the last value seen (style.md §6)."""
+"""Waiting without bare sleeps: poll with a deadline and report the last value seen."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedTangoDatabase(ManagedProcess):
-    """``python -m tango.databaseds.database`` on 127.0.0.1 with its own sqlite file (tango.md §9).
+    """``python -m tango.databaseds.database`` on 127.0.0.1 with its own sqlite file (pytango documentation).
 
     Ready means a ``tango.Database`` client can connect, not merely that the process printed its port;
     that takes about 2 s. ``tango_host`` is what clients and servers must use as TANGO_HOST.

@@ -1,4 +1,4 @@
-"""Child processes the demo and tests start themselves and stop by PID (tango.md §8)."""
+"""Child processes the demo and tests start themselves and stop by PID."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What a config file says should be in the Tango database: dsconfig's JSON shape, read from YAML or JSON.
 
-Layout (tango.md §10; JSON is YAML, so ``detpipe export`` output reads back unchanged)::
+Layout (as dsconfig's; JSON is YAML, so ``detpipe export`` output reads back unchanged)::
 
     servers:
       detpipe/demo:                           # <executable>/<instance>; or nested: detpipe: {demo: ...}
@@ -68,7 +68,7 @@ class DatabaseConfig:
 
     @classmethod
     def from_mapping(cls, raw: object, *, source: str = "config") -> DatabaseConfig:
-        """Every problem of the document's shape at once (``ConfigError``), as style.md §7 asks; the names it
+        """Every problem of the document's shape at once (``ConfigError``); the names it
         gives detpipe's classes are checked by ``load_database_config``."""
         config, problems = cls.parsed(raw, source=source)
         if problems:

@@ -2,7 +2,7 @@
 ``nb_trains`` trains (or until Stop/Abort/silence), then the run ends in the writer.
 
 The Karabo bridge has no arm/trigger: the detector streams continuously, so Prepare only claims the
-files and Start opens the gate of the receiver (agipd.md §2).
+files and Start opens the gate of the receiver (Karabo bridge protocol).
 """
 
 from __future__ import annotations

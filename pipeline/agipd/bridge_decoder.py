@@ -1,10 +1,10 @@
-"""Karabo bridge messages → per-source dicts of arrays and metadata (agipd.md §2), protocols 1.0 and 2.2.
+"""Karabo bridge messages → per-source dicts of arrays and metadata (bridge protocol docs), protocols 1.0, 2.2.
 
 The protocol is read from the message itself: protocol 2.2 is an even number of parts whose first part
 is a msgpack header map with a ``content`` field; protocol 1.0 is a single msgpack part. Arrays of a 2.2
 message are ``np.frombuffer`` views over the ZMQ frame buffers (no copy: a 64-cell AGIPD train is
 256 MiB). Protocol 1.0 inlines arrays msgpack-numpy style, so msgpack has already copied their bytes
-once; they are wrapped, not copied again. This module never imports karabo_bridge (style.md §1: a
+once; they are wrapped, not copied again. This module never imports karabo_bridge (a
 decoder must not share code with the server it is tested against).
 
 Dicts stop here: the train assembler turns them into a ``Train``. Bad input raises
@@ -35,7 +35,7 @@ _UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 
 
 class BridgeProtocol(enum.Enum):
-    """The Karabo bridge protocol versions in use (2.0 and 2.1 are undocumented and unused, §2.3)."""
+    """The Karabo bridge protocol versions in use (2.0 and 2.1 are undocumented and unused)."""
 
     V1_0 = "1.0"
     V2_2 = "2.2"
@@ -45,8 +45,8 @@ class BridgeProtocol(enum.Enum):
 class SourceData:
     """One source of one message: flat dotted keys (``image.data``) → numpy arrays or msgpack values.
 
-    ``metadata`` holds ``timestamp.tid`` and friends (§2.4). Arrays of a 2.2 message are read-only views
-    on the received buffers.
+    ``metadata`` holds ``timestamp.tid`` and friends (the bridge protocol's per-source metadata). Arrays of a 2.2
+    message are read-only views on the received buffers.
     """
 
     source: str

@@ -2,7 +2,7 @@
 
 The file is detpipe's own compact format (≈ 38 MB): per-pixel offsets and gains per gain stage, a
 per-cell offset shift, and per-pixel digital-gain thresholds. Every problem of a file is collected into
-one ``ConfigError`` (style.md §5), because a wrong constants file is an operator's mistake to fix in
+one ``ConfigError``, because a wrong constants file is an operator's mistake to fix in
 one go, not a stream error.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.train import AGIPD_MODULES, MODULE_SHAPE
 
-GAIN_STAGES = 3  # high, medium, low (agipd.md §1.3)
+GAIN_STAGES = 3  # high, medium, low (European XFEL AGIPD documentation)
 NO_ROW = -1  # cell_row of a cellId the file does not describe
 
 _PIXEL_DATASETS = {

@@ -1,7 +1,7 @@
 """The optional AGIPD correction stage: raw trains in, corrected trains (photons) out.
 
 ``stage = (digital > t0) + (digital > t1)``; ``photons = (analog − offset[stage]) × relgain[stage]`` with
-``offset = offset_pixel[m, stage] + offset_cell[m, row(cellId), stage]`` (agipd.md §1.3,
+``offset = offset_pixel[m, stage] + offset_cell[m, row(cellId), stage]`` (European XFEL AGIPD documentation,
 docs/agipd_constants.md). The output carries ``gain`` = stage (uint8) and ``mask`` (uint32): bit 0
 (``MASK_UNKNOWN_CELL``) for a cellId the constants do not describe, bit 1 (``MASK_NOT_FINITE``) for a
 NaN/inf result. An unknown cell is flagged, never a crash: it is corrected with the per-pixel offset

@@ -1,4 +1,4 @@
-"""The numba kernel of AGIPD's offset and relative-gain correction (agipd.md §1.3, docs/agipd_constants.md).
+"""The numba kernel of AGIPD's offset and relative-gain correction (EuXFEL AGIPD docs, docs/agipd_constants.md).
 
 One pass over the raw train computes the gain stage, the corrected value and the mask of each pixel:
 the vectorised NumPy version (``take_along_axis`` gathers by stage and cell, then the arithmetic) took

@@ -1,7 +1,7 @@
 """AGIPD-1M geometry: the stacked (16·512, 128) image, its 128 ASIC panels and a quadrant radius map.
 
 Peak finding runs on the 16 modules stacked along the slow-scan axis, ``(8192, 128)``, with each 64 × 128
-ASIC as its own panel (agipd.md §1.1; triage.md §1: "for AGIPD, use 64 × 128 ASICs, i.e. 8 per module").
+ASIC as its own panel (European XFEL AGIPD documentation; OnDA/OM's peakfinder8 uses 64 × 128 ASICs).
 Panel ``8·m + a`` covers rows ``512·m + 64·a … + 64`` and all 128 columns.
 
 The radius map follows the conventions of extra-geom's ``AGIPD_1MGeometry.from_quad_positions(quad_pos,

@@ -3,7 +3,7 @@
 Axes are named by letters: ``p`` pulse (memory cell frame), ``m`` module (16), ``g`` the raw data's
 analog/digital axis (2), ``y`` slow scan (512), ``x`` fast scan (128). File order puts the pulse first
 and the pixels in (ss, fs) order; the online pipeline (and karabo-bridge's simulator by default) puts
-the pulse last and swaps ss/fs (agipd.md §3.2). Every layout the receiver accepts is one of these
+the pulse last and swaps ss/fs (karabo-bridge-py's simulator). Every layout the receiver accepts is one of these
 strings, so detection is a table lookup and conversion is one generic transpose.
 """
 

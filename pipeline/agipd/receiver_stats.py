@@ -1,4 +1,4 @@
-"""AGIPD receiver counters: the Eiger receiver's (tango.md §5) plus trains, modules and accepted quirks."""
+"""AGIPD receiver counters: the Eiger receiver's (odin-data/LImA names) plus trains, modules and accepted quirks."""
 
 from __future__ import annotations
 

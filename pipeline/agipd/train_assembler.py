@@ -1,4 +1,4 @@
-"""Bridge sources → one canonical AGIPD ``Train`` (agipd.md §3.3: every wire layout to one in-memory layout).
+"""Bridge sources → one canonical AGIPD ``Train`` (every wire layout to one in-memory layout).
 
 Accepted sources, in order of preference:
 
@@ -11,7 +11,7 @@ The product follows the dtype (uint16 raw, float32 corrected), because old corre
 raw source names. File-layout combined data is passed on as the received buffer (zero-copy); every
 other case costs exactly one copy into a new canonical array (the transpose for online input).
 
-karabo-bridge's simulator quirks (agipd.md §3.3) are accepted and noted, never rejected: raw data
+karabo-bridge's simulator quirks (see karabo-bridge-py's simulator) are accepted and noted, never rejected: raw data
 without the analog/digital axis becomes the analog plane with digital gain 0 (so a correction puts
 every pixel in the high-gain stage) and is noted ``raw_without_gain_axis``; an ``image.gain`` (or
 ``image.mask``) whose shape differs from the data's (the simulator sends one online-order module) is
@@ -280,8 +280,8 @@ class _Labels:
 
 
 def _labels(src: SourceData, frames: int, received_s: float) -> _Labels:
-    """What identifies the frames (agipd.md §1.2). The host time stands in for a missing timestamp, and
-    for one that is no Unix time (NaN, inf, negative, beyond 2**33 s), noted ``timestamp_replaced``."""
+    """What identifies the frames (European XFEL AGIPD documentation). The host time stands in for a missing
+    timestamp, and for one that is no Unix time (NaN, inf, negative, beyond 2**33 s), noted ``timestamp_replaced``."""
     timestamp = src.metadata.get("timestamp")
     usable = isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool) and 0 <= timestamp < 2**33
     replaced = timestamp is not None and not usable

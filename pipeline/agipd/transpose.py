@@ -1,7 +1,7 @@
 """The numba kernel that turns AGIPD's online pixel order (…, fs, ss, pulse) into file order (pulse, …, ss, fs).
 
-The online pipeline sends ``(module, fs, ss, pulse)`` (agipd.md §3.2), so the canonical train needs a
-full transposed copy of every online train; it is the receiver's most expensive step. NumPy's
+The online pipeline sends ``(module, fs, ss, pulse)`` (as karabo-bridge-py's simulator does), so the canonical
+train needs a full transposed copy of every online train; it is the receiver's most expensive step. NumPy's
 ``copyto(out, a.transpose(3, 0, 2, 1))`` walks one side with a 128 KiB or 4 MiB stride and took 0.9 s
 per 64-cell corrected train (256 MiB) on the 2-core development VM; this tiled loop (8 × 8 pixel tiles,
 16 rows of ss per tile, so both sides stay within a few pages per tile) took 0.13–0.25 s. It is

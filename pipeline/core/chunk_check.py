@@ -1,11 +1,11 @@
-"""Numba kernels that check an HDF5 32008/32004 chunk before it is written (eiger.md §5).
+"""Numba kernels that check an HDF5 32008/32004 chunk before it is written (bitshuffle and LZ4 HDF5 filters).
 
 A chunk whose chain runs past the end of its blob is truncated; written as-is it would make HDF5 fail on
 read ("filter returned failure") long after the frame was counted as saved. The walk is sequential (each
 block's offset depends on the previous length), so numpy cannot vectorise it. Measured on a 4M uint16
 frame (2162 × 2068, 1092 blocks of 8192 bytes, 1.65 MB compressed): a Python loop takes ~250 µs, this
 kernel ~8 µs with the blob in cache and ~20 µs on a freshly copied one, which keeps the receive loop
-within 95 % of a bare ZMQ loop (style.md §3: numba kernels live in their own module and take and return
+within 95 % of a bare ZMQ loop (numba kernels live in their own module and take and return
 arrays and scalars).
 
 Compilation is lazy: importing this module costs only the numba import (~0.3 s). The first call compiles
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-CHUNK_HEADER_BYTES = 12  # uint64 BE uncompressed bytes + uint32 BE block bytes (eiger.md §5.1)
+CHUNK_HEADER_BYTES = 12  # uint64 BE uncompressed bytes + uint32 BE block bytes (bitshuffle HDF5 filter, ID 32008)
 
 
 def readonly_bytes(blob: bytes | memoryview) -> np.ndarray:

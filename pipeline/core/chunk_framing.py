@@ -1,13 +1,15 @@
 """The 12-byte HDF5 chunk header and the conversions that make any Eiger stream blob a writable chunk.
 
 Every wire form is normalised into one HDF5 chunk so the writer hands it to ``write_direct_chunk`` as-is,
-never recompressing (eiger.md §6: 9.7 GB/s direct versus ~1 GB/s through the filter). Blobs that are
-already chunks pass through without a copy; only the header-less bslz4 quirk (§9.1) and V1 ``lz4<``
-(§3, §9.8) need a new buffer, because a header has to go in front.
+never recompressing (HDF5 direct chunk write, as the DECTRIS file writer stores chunks: 9.7 GB/s direct
+versus ~1 GB/s through the filter). Blobs that are already chunks pass through without a copy; only the
+header-less bslz4 quirk (a simulator's bare ``bitshuffle.compress_lz4`` output) and V1 ``lz4<`` (a raw
+LZ4 block, DECTRIS Stream V1 documentation) need a new buffer, because a header has to go in front.
 
-Layouts (eiger.md §5): filter 32008 (bslz4) and 32004 (lz4) both start with ``>QI`` = (uncompressed bytes,
-block bytes), then per block a uint32 BE length and the payload; bslz4 appends the ``n % 8`` trailing
-elements uncompressed, and a 32004 block whose length equals its size is stored uncompressed.
+Layouts (the bitshuffle and HDF5 LZ4 filters' formats): filter 32008 (bslz4) and 32004 (lz4) both start
+with ``>QI`` = (uncompressed bytes, block bytes), then per block a uint32 BE length and the payload; bslz4
+appends the ``n % 8`` trailing elements uncompressed, and a 32004 block whose length equals its size is
+stored uncompressed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from .chunk_check import BLOCK_CORRUPT, CHUNK_HEADER_BYTES, block_chain_end, pay
 from .errors import FrameRejected
 from .frame import Encoding
 
-DEFAULT_BLOCK_BYTES = 8192  # bshuf_default_block_size for element sizes up to 64 bytes; DECTRIS uses it too (§5.1)
+DEFAULT_BLOCK_BYTES = 8192  # bshuf_default_block_size for element sizes up to 64 bytes; DECTRIS uses it too
 _HEADER = struct.Struct(">QI")
 _BLOCK_LENGTH = struct.Struct(">I")
-_V1_LZ4_HEADER = struct.Struct(">QII")  # chunk header + the one block's length (eiger.md §6)
+_V1_LZ4_HEADER = struct.Struct(">QII")  # chunk header + the one block's length (HDF5 LZ4 filter, ID 32004)
 # Below this many bytes a header-less blob may hold only the raw tail (fewer than 8 elements), so its first
 # bytes say nothing about framing; see frame_bslz4.
 _MIN_BYTES_FOR_FRAMING_GUESS = 64
@@ -36,7 +38,7 @@ ChunkBlob = bytes | memoryview
 
 @dataclass(frozen=True, slots=True)
 class ChunkHeader:
-    """The 12-byte header of a 32008/32004 chunk; both sizes are in bytes (eiger.md §5)."""
+    """The 12-byte header of a 32008/32004 chunk; both sizes are in bytes (bitshuffle/LZ4 HDF5 filters)."""
 
     nbytes: int
     block_bytes: int
@@ -66,11 +68,11 @@ def parse_chunk_header(blob: ChunkBlob) -> ChunkHeader:
 def frame_bslz4(blob: ChunkBlob, nbytes: int) -> ChunkBlob:
     """Return a bslz4 blob as a 32008 chunk: unchanged (same object, no copy) when it already has the header.
 
-    Quirk §9.1: real detectors and V2 send the header, the ALBA simulator sends bare
+    Real detectors and V2 send the header, the ALBA simulator sends bare
     ``bitshuffle.compress_lz4`` output. A framed blob starts with ``nbytes`` as uint64 BE; a bare one starts
     with the first block's (non-zero) uint32 BE length, so its first 8 bytes read as ≥ 2**32. A blob whose
     first 4 bytes are zero therefore carries a header, and if that header gives another size the frame's
-    declared shape/type lie (§9.2): raise ``size_mismatch`` rather than prepend a second header.
+    declared shape/type lie (as a simulator's may): raise ``size_mismatch`` rather than prepend a second header.
     """
     if len(blob) >= 8:
         (head,) = struct.unpack_from(">Q", blob)
@@ -84,11 +86,11 @@ def frame_bslz4(blob: ChunkBlob, nbytes: int) -> ChunkBlob:
 
 
 def reframe_v1_lz4(blob: ChunkBlob, nbytes: int) -> tuple[Encoding, bytes]:
-    """Turn a V1 ``lz4<`` blob (one raw LZ4 block, §3) into a one-block 32004 chunk without recompressing.
+    """Turn a V1 ``lz4<`` blob (one raw LZ4 block) into a one-block 32004 chunk without recompressing.
 
-    ``>QII (nbytes, nbytes, len(blob)) + blob`` is a valid chunk (eiger.md §6). When the compressed block is
-    exactly ``nbytes`` long the 32004 filter would take it for an uncompressed block, so the frame is
-    decompressed and returned as ``Encoding.RAW`` pixels instead.
+    ``>QII (nbytes, nbytes, len(blob)) + blob`` is a valid chunk (HDF5 LZ4 filter, ID 32004). When the
+    compressed block is exactly ``nbytes`` long the 32004 filter would take it for an uncompressed block, so
+    the frame is decompressed and returned as ``Encoding.RAW`` pixels instead.
     """
     if len(blob) == nbytes:
         try:
@@ -185,7 +187,7 @@ def _chunk_layout(encoding: Encoding, blob: ChunkBlob, nbytes: int, itemsize: in
 
 def _bslz4_layout(header: ChunkHeader, itemsize: int) -> _ChunkLayout:
     """The blocks of a 32008 chunk as bitshuffle lays them out: full blocks, then one of the remaining
-    elements rounded down to a multiple of 8, then the last ``n % 8`` elements raw (eiger.md §5.1)."""
+    elements rounded down to a multiple of 8, then the last ``n % 8`` elements raw (bitshuffle filter 32008)."""
     if header.block_bytes <= 0 or header.block_bytes % (8 * itemsize):
         raise FrameRejected(
             "size_mismatch", f"bslz4 block size {header.block_bytes} is not a multiple of 8 x {itemsize} bytes"
@@ -197,7 +199,7 @@ def _bslz4_layout(header: ChunkHeader, itemsize: int) -> _ChunkLayout:
 
 
 def _lz4_layout(header: ChunkHeader) -> _ChunkLayout:
-    """The blocks of a 32004 chunk; the filter caps the block size at the chunk size (eiger.md §5.2)."""
+    """The blocks of a 32004 chunk; the filter caps the block size at the chunk size (HDF5 LZ4 filter, ID 32004)."""
     if header.nbytes == 0:
         return _ChunkLayout(0, 0, 0, 0)
     if header.block_bytes <= 0:
@@ -208,7 +210,7 @@ def _lz4_layout(header: ChunkHeader) -> _ChunkLayout:
 
 
 def _lz4_chunk_bytes(blob: ChunkBlob, header: ChunkHeader) -> bytes:
-    """Walk the 32004 blocks, decompressing each; a block stored at full size is raw (eiger.md §5.2)."""
+    """Walk the 32004 blocks, decompressing each; a block stored at full size is raw (HDF5 LZ4 filter, ID 32004)."""
     view = memoryview(blob)
     pieces, pos, left = [], CHUNK_HEADER_BYTES, header.nbytes
     block = min(header.block_bytes, header.nbytes)

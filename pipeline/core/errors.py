@@ -1,4 +1,4 @@
-"""Every detpipe domain exception, in one hierarchy (style.md §5).
+"""Every detpipe domain exception, in one hierarchy.
 
 Each subclasses the built-in it resembles, keeps the offending value, and says what to do next.
 Streaming code raises ``FrameRejected`` and the stage runner counts it; anything else ends the stage.

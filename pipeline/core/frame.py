@@ -1,4 +1,4 @@
-"""The one frame type that flows from decoder to writer (style.md §1, odin-data's ``Frame``)."""
+"""The one frame type that flows from decoder to writer (after odin-data's ``Frame``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class Encoding(enum.Enum):
     """How ``Frame.blob`` is encoded; each value maps to exactly one HDF5 chunk filter.
 
     Decoders normalise every wire form into one of these, so the writer can hand the blob to
-    ``write_direct_chunk`` unchanged (eiger.md §6).
+    ``write_direct_chunk`` unchanged (HDF5 direct chunk write, as the DECTRIS file writer stores chunks).
     """
 
     BSLZ4 = "bslz4"  # HDF5 filter 32008 chunk: 12-byte big-endian header + bitshuffled LZ4 blocks
@@ -33,7 +33,8 @@ class Frame:
     ``index`` is the 0-based position in the series (V1 ``frame``, V2 ``image_id``). ``blob`` holds the
     detector's bytes in HDF5-chunk form; it is never recompressed. ``shape`` is (height, width), i.e.
     (slow, fast). Times are seconds: ``received_s`` is host ``time.time()`` at receipt, the others are
-    the detector's own clock and may be ``None`` when the stream did not send them (eiger.md §9.5).
+    the detector's own clock and may be ``None`` when the stream did not send them
+    (real DCUs send detector-clock nanoseconds, not Unix time).
     ``triage`` is added by the hit finder (``dataclasses.replace``); the blob is never touched by it.
     """
 

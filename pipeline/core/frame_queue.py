@@ -1,4 +1,4 @@
-"""Bounded queue between stages; each instance states what happens when it is full (style.md §3)."""
+"""Bounded queue between stages; each instance states what happens when it is full."""
 
 from __future__ import annotations
 

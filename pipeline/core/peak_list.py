@@ -1,4 +1,4 @@
-"""What triage learns about one image: its peak list (CXI columns, nexus.md §6) and the hit decision."""
+"""What triage learns about one image: its peak list (Cheetah/CrystFEL CXI columns) and the hit decision."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 class PeakList:
     """The stored peaks of one image, at most ``max_num_peaks`` of them, in the order peakfinder8 found them.
 
-    Coordinates are pixel *indices* ((0, 0) = centre of the first pixel, Cheetah/OM convention, nexus.md §6):
+    Coordinates are pixel *indices* ((0, 0) = centre of the first pixel, Cheetah/OM convention):
     ``fs`` is the fast-scan (column) and ``ss`` the slow-scan (row) centre of mass. For AGIPD the image is
     the stacked (16·512, 128) frame, so ``ss = module·512 + ss_in_module``. ``intensity`` is the
     background-subtracted integrated signal, ``snr`` = intensity / local sigma, ``npix`` the pixel count,

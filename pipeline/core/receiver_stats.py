@@ -1,4 +1,4 @@
-"""Receiver counters (tango.md §5: odin-data's frames received/dropped/timed-out, LImA's progress)."""
+"""Receiver counters (odin-data's frames received/dropped/timed-out, LImA's progress)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class ReceiverStats(StageStats):
     Every frame message is accounted for exactly once: forwarded (``frames_received`` minus drops),
     ``frames_dropped`` by reason (the ingress queue was full), or ``rejected`` by reason (malformed,
     from another series…). ``frames_missing`` counts holes in the frame numbering (frames the detector
-    sent that never arrived, e.g. taken by a second PULL client, eiger.md §9.11). ``late_messages`` counts
+    sent that never arrived, e.g. taken by a second PULL client on the PUSH socket). ``late_messages`` counts
     leftovers of an earlier series, read and discarded: not an error. ``frames_rejected`` counts the rejected
     messages that were recognisably images of the armed series (a subset of ``rejected``): received plus
     rejected frames is how many of the series' frames arrived, never mixed with messages of other series,

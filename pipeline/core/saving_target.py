@@ -172,7 +172,7 @@ def _value_problems(p: SavingParams | _Candidate) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class SeriesFiles:
-    """The file set of one series (nexus.md §3.1): ``<stem>_master.h5`` and ``<stem>_data_<k:06d>.h5``,
+    """The file set of one series (DECTRIS file writer naming): ``<stem>_master.h5`` and ``<stem>_data_<k:06d>.h5``,
     k counted from 1."""
 
     directory: Path

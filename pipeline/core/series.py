@@ -1,7 +1,7 @@
 """Series boundaries: the header that opens a series and the sentinel that closes it.
 
 Both travel down the same queues as frames, so every stage sees start, frames and end in order and
-Stop drains naturally (odin-data's ``EndOfAcquisitionFrame``, style.md §1).
+Stop drains naturally (odin-data's ``EndOfAcquisitionFrame``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Item = Frame | Train | SeriesStart | EndOfSeries
 
 
 class Stage(Protocol):
-    """A pipeline stage (style.md §3).
+    """A pipeline stage.
 
     ``process`` returns the frame to forward, or ``None`` when the stage is a sink (the writer) or
     deliberately keeps the frame back; it raises ``FrameRejected`` for a bad frame, which is counted.

@@ -1,4 +1,4 @@
-"""Exact per-stage counters and timings, published by the devices under the names of tango.md §5."""
+"""Exact per-stage counters and timings, published by the devices under odin-data's and LImA's names."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class StageStats:
     """Counters of one stage for one acquisition; ``reset()`` on Prepare.
 
     ``time_mean_ms`` is a true running mean over every processed item (odin-data's "mean" is
-    ``(mean + d) / 2``, which forgets history; style.md §3). Written by the stage's own thread only.
+    ``(mean + d) / 2``, which forgets history). Written by the stage's own thread only.
     """
 
     processed: int = 0

@@ -1,5 +1,5 @@
 """One AGIPD train in detpipe's canonical layout: the unit the AGIPD receiver, correction and EXDF
-writer pass along (agipd.md §3.3: normalise every wire layout to one in-memory layout)."""
+writer pass along (normalise every wire layout to one in-memory layout)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 from .peak_list import FrameTriage
 
 AGIPD_MODULES = 16
-MODULE_SHAPE = (512, 128)  # (slow scan, fast scan) as stored in files (agipd.md §1.1)
+MODULE_SHAPE = (512, 128)  # (slow scan, fast scan) as stored in files (EuXFEL data format documentation)
 
 
 class Product(enum.Enum):
-    """What a facility streams (agipd.md §1.3)."""
+    """What a facility streams (European XFEL AGIPD documentation)."""
 
     RAW = "raw"  # uint16 (frames, 16, 2, 512, 128): [:, :, 0] analog ADU, [:, :, 1] digital gain ADU
     CORRECTED = "corrected"  # float32 (frames, 16, 512, 128) photons, with gain (u1) and mask (u4)
@@ -27,8 +27,9 @@ class Train:
 
     ``series_id`` is the run number; ``index`` the 0-based position of the train in the run (the stage
     runner logs by it). Frames are identified by ``train_id`` and per-frame ``cell_ids``/``pulse_ids``,
-    never by position (agipd.md §1.2). ``modules_present[m]`` is False for a module that did not arrive
-    for this train; its slice of ``data`` is then zero and must not be trusted (the writer flags it).
+    never by position (European XFEL AGIPD documentation). ``modules_present[m]`` is False for a module
+    that did not arrive for this train; its slice of ``data`` is then zero and must not be trusted (the
+    writer flags it).
     """
 
     series_id: int

@@ -1,7 +1,7 @@
-"""peakfinder8 and hit-rule parameters under their OnDA/OM names (triage.md §2, §3), validated in one place.
+"""peakfinder8 and hit-rule parameters under their OnDA/OM and Cheetah names, validated in one place.
 
 The same dataclass is filled from the HitFinder device's memorized attributes, from YAML and from the JSON
-stored in a file's NXprocess note, so all three share one validation path (style.md §7).
+stored in a file's NXprocess note, so all three share one validation path.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class TriageParams:
     per 1-px ring (OM's ``number_of_pixel_per_bin_in_radial_statistics``). The hit rule is inclusive on
     both sides, Cheetah style: ``min_peaks <= n_peaks <= max_peaks`` (OM's strict ``min = 8`` is our 9).
     ``min_lit_pixels > 0`` turns on the lit-pixel pre-veto: frames with fewer masked-in pixels above
-    ``lit_pixel_threshold`` are misses without running peakfinder8 (triage.md §4).
+    ``lit_pixel_threshold`` are misses without running peakfinder8 (docs/triage.md).
     """
 
     adc_threshold: float = 6.0

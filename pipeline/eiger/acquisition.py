@@ -1,6 +1,6 @@
 """Sequences one Eiger acquisition: configure → arm → trigger(s) → disarm, with the receiver in step.
 
-The order follows eiger.md §1.7. The writer is told the series id between ``arm`` and the first
+The order follows the DECTRIS SIMPLON API documentation. The writer is told the series id between ``arm`` and the first
 message being read, so it can refuse the target files before a single frame is taken. Hardware
 faults (REST errors, a silent stream) end the series in the writer with a reason, so the files stay
 valid, and then surface as exceptions the device turns into FAULT.
@@ -74,7 +74,7 @@ class EigerAcquisition:
 
     ``stream_timeout_s`` is how long the stream may stay silent while frames are still owed before the
     series is ended as timed out; ``end_timeout_s`` is how long to wait for the end message after disarm
-    (simulators send it late or never, eiger.md §9.9) before ending the series ourselves.
+    (simulators send it late or never) before ending the series ourselves.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ from ..core.errors import ConfigError
 
 
 class TriggerMode(enum.Enum):
-    """LImA ``acq_trigger_mode`` values (tango.md §3) that an Eiger can honour."""
+    """LImA ``acq_trigger_mode`` values (LImA documentation) that an Eiger can honour."""
 
     INTERNAL_TRIGGER = "INTERNAL_TRIGGER"  # ints: one trigger acquires every frame
     INTERNAL_TRIGGER_MULTI = "INTERNAL_TRIGGER_MULTI"  # ints, one frame per software trigger
@@ -35,7 +35,7 @@ class TriggerMode(enum.Enum):
 
 
 class StreamFormatChoice(enum.Enum):
-    """What to ask the DCU to stream; ``legacy`` (V1) is the only choice on API 1.6.0 (eiger.md §1.6)."""
+    """What to ask the DCU to stream; ``legacy`` (V1) is the only choice on API 1.6.0 (SIMPLON API docs)."""
 
     LEGACY = "legacy"
     CBOR = "cbor"
@@ -101,7 +101,7 @@ class AcquisitionParams:
 
     def detector_settings(self) -> dict[str, Any]:
         """SIMPLON config keys in the order they must be PUT: count_time before frame_time, because a
-        count_time PUT moves frame_time (eiger.md §1.2)."""
+        count_time PUT moves frame_time (DECTRIS SIMPLON API documentation)."""
         return {
             "trigger_mode": self.trigger_mode.simplon,
             "photon_energy": self.photon_energy_ev,

@@ -1,6 +1,6 @@
 """Eiger series headers (V1 config part, V2 ``start`` map) → ``DetectorConfig``.
 
-The two stream versions name the same settings differently (eiger.md §3 vs §4): ``photon_energy`` vs
+The two stream versions name the same settings differently (DECTRIS Stream V1 vs V2 documentation): ``photon_energy`` vs
 ``incident_energy``, ``x_pixels_in_detector`` vs ``image_size_x``, ``countrate_correction_count_cutoff``
 vs ``saturation_value``. Mapping both here keeps the NXmx writer blind to the stream version.
 Absent optional keys keep ``DetectorConfig``'s defaults; a present key of the wrong JSON/CBOR type is a
@@ -47,12 +47,12 @@ VALUE_RANGES: dict[str, tuple[float, float]] = {
     "saturation_value": (-MAX_ID, MAX_ID),
 }
 
-# Stream V2 firmware before 2023-09 sends no ``image_dtype`` (eiger.md §4). DetectorConfig needs a dtype, so
-# it gets this placeholder; every Frame carries the dtype of its own typed-array tag, and writers must size
-# datasets from the frames, never from this value.
+# Stream V2 firmware before 2023-09 sends no ``image_dtype`` (DECTRIS Stream V2 documentation). DetectorConfig
+# needs a dtype, so it gets this placeholder; every Frame carries the dtype of its own typed-array tag, and
+# writers must size datasets from the frames, never from this value.
 PLACEHOLDER_DTYPE: np.dtype = np.dtype("<u4")
 
-# V1 config key → DetectorConfig field (eiger.md §1.3, §3); shape and dtype are handled separately.
+# V1 config key → DetectorConfig field (DECTRIS SIMPLON API and Stream V1 docs); shape and dtype come separately.
 _V1_FLOATS = {
     "count_time": "count_time_s",
     "frame_time": "frame_time_s",
@@ -79,8 +79,8 @@ _V1_STRINGS = {
     "compression": "compression",
 }
 
-# V2 start key → DetectorConfig field (eiger.md §4). V2 has no trigger_mode or compression, and its distance is
-# the beam-axis (z) component of ``detector_translation`` (``detector_distance``).
+# V2 start key → DetectorConfig field (DECTRIS Stream V2 documentation). V2 has no trigger_mode or compression, and
+# its distance is the beam-axis (z) component of ``detector_translation`` (``detector_distance``).
 _V2_FLOATS = {
     "count_time": "count_time_s",
     "frame_time": "frame_time_s",
@@ -109,10 +109,10 @@ def pixel_dtype(name: object) -> np.dtype:
 
 
 def config_from_v1_header(header: Mapping[str, Any]) -> DetectorConfig:
-    """Map V1 header part 2 (the flat detector config, eiger.md §3) to a ``DetectorConfig``.
+    """Map V1 header part 2 (the flat detector config, DECTRIS Stream V1 documentation) to a ``DetectorConfig``.
 
     Shape is (``y_pixels_in_detector``, ``x_pixels_in_detector``) = (height, width) and the dtype is
-    ``uint<bit_depth_image>`` (§1.3: it follows count_time, so it is read from every header, §9.10).
+    ``uint<bit_depth_image>`` (it follows count_time, so it is read from every header).
     """
     shape = _shape(header, "x_pixels_in_detector", "y_pixels_in_detector", "bad_json")
     if "bit_depth_image" in header:

@@ -1,4 +1,4 @@
-"""Eiger module tiling: where the detector modules lie in an image, derived from its shape alone (eiger.md §2).
+"""Eiger module tiling: where the detector modules lie in an image, from its shape alone (DECTRIS EIGER2 specs).
 
 EIGER2 modules are 512 rows × 1028 columns tiled with 38-row and 12-column gaps (4M = 2162 × 2068);
 EIGER1 modules are 514 × 1030 with 37-row and 10-column gaps (4M = 2167 × 2070). Peaks never grow

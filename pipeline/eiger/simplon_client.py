@@ -1,6 +1,6 @@
-"""Client of the DECTRIS SIMPLON REST API (eiger.md §1), stdlib only.
+"""Client of the DECTRIS SIMPLON REST API (DECTRIS SIMPLON API documentation), stdlib only.
 
-The API version is discovered, never hard-coded: EIGER DCUs speak 1.6.0 and EIGER2 DCUs 1.8.0 (§1.1). A DCU
+The API version is discovered, never hard-coded: EIGER DCUs speak 1.6.0 and EIGER2 DCUs 1.8.0. A DCU
 without ``/detector/api/version/`` (404) is probed with each known version instead. Every PUT returns the
 keys that changed as a side effect (``count_time`` moves ``frame_time`` and ``bit_depth_image``);
 ``set_config`` re-reads them so callers always see the detector's real values. Some DCUs list keys there that

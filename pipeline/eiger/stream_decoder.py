@@ -1,10 +1,10 @@
 """Eiger ZMQ messages → engine items, for either stream format, with the series bookkeeping both share.
 
-The format is read from each message (eiger.md §3, §4): V2 is a single part starting with the
+The format is read from each message (DECTRIS Stream V1 and V2 documentation): V2 is a single part starting with the
 self-describe tag ``d9 d9 f7``, V1 starts with a JSON object. The V1/V2 modules are stateless; this class
-remembers the open series so that frames of another series (a second PULL client took the header,
-§9.11) and frames before any header are rejected by name. State changes only after a message decoded
-completely, so a malformed message never breaks the next good one.
+remembers the open series so that frames of another series (a second PULL client took the header) and
+frames before any header are rejected by name. State changes only after a message decoded completely,
+so a malformed message never breaks the next good one.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ForeignSeries(FrameRejected):
 
 
 class StreamFormat(enum.Enum):
-    """The two Eiger stream formats, valued as SIMPLON's ``stream/config/format`` (§1.6)."""
+    """The two Eiger stream formats, valued as SIMPLON's ``stream/config/format``."""
 
     V1 = "legacy"
     V2 = "cbor"
@@ -50,7 +50,7 @@ class EigerStreamDecoder:
     """Turns one ZMQ message (list of parts) into engine items; detects V1/V2 from the message itself.
 
     ``decode`` usually returns one item; a V2 image with several channels gives one Frame per channel.
-    A header opens a new series even when the previous one never ended (§9.9). Bad input raises
+    A header opens a new series even when the previous one never ended (its end message was lost). Bad input raises
     ``FrameRejected(reason, detail)``; the caller counts it and goes on with the next message. Reasons:
     bad_json, bad_cbor, missing_self_describe_tag, unknown_htype (V1), unknown_message_type (V2),
     wrong_part_count, size_mismatch, truncated_blob, unknown_encoding (also an unsupported pixel type),
@@ -139,7 +139,7 @@ class EigerStreamDecoder:
             if self._series_open and first.series_id == self.series_id:
                 raise FrameRejected("repeated_header", f"a second header of the open series {first.series_id}")
             if self._series_open:
-                # The end message was lost or never sent (§9.9). Closing that series is the receiver's job
+                # The end message was lost or never sent. Closing that series is the receiver's job
                 # (it already ends series on Stop, Abort and silence); the decoder just moves on.
                 log.info("series %d opened before series %s ended", first.series_id, self.series_id)
             self._open(first)

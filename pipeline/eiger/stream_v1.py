@@ -1,4 +1,4 @@
-"""Stream V1 (legacy JSON multipart, eiger.md §3): one ZMQ message → ``SeriesStart``, ``Frame`` or ``EndOfSeries``.
+"""Stream V1 (JSON multipart, DECTRIS docs): one ZMQ message → ``SeriesStart``, ``Frame`` or ``EndOfSeries``.
 
 Stateless: series bookkeeping (which series is open, frames of other series) is the decoder's job, so
 this module only turns the parts of one message into an engine item or a ``FrameRejected``.
@@ -9,9 +9,9 @@ Messages:
 - ``dseries_end-1.0``: 1 part.
 
 Image blobs leave as HDF5 chunks: ``bsN-lz4<`` unchanged when it carries the 12-byte header (real
-hardware; the same memoryview/bytes object, no copy), with a header prepended when it does not (§9.1);
-``lz4<`` re-framed as a one-block 32004 chunk (§6); ``<`` as raw pixels. The ``hash`` is never checked:
-on hardware it matched neither the compressed nor the decompressed bytes (§9.4).
+hardware; the same memoryview/bytes object, no copy), with a header prepended when it does not (bare simulator output);
+``lz4<`` re-framed as a one-block 32004 chunk; ``<`` as raw pixels. The ``hash`` is never checked:
+on hardware it matched neither the compressed nor the decompressed bytes.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ _JSON = json.JSONDecoder()
 def decode_v1(
     parts: Sequence[ChunkBlob], received_s: float, *, verify_chain: bool = True
 ) -> SeriesStart | Frame | EndOfSeries:
-    """Decode one V1 message; raises ``FrameRejected`` for anything that does not follow eiger.md §3.
+    """Decode one V1 message; raises ``FrameRejected`` for anything that does not follow DECTRIS's Stream V1 docs.
 
     ``verify_chain=False`` skips the bslz4 block-chain walk (see ``check_chunk``)."""
     if not parts:
@@ -69,7 +69,7 @@ def decode_v1(
 
 
 def _header(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float) -> SeriesStart:
-    """Global header (§3): the config JSON becomes a DetectorConfig; calibration parts are optional."""
+    """Global header: the config JSON becomes a DetectorConfig; calibration parts are optional."""
     series_id = _int(first, "series", "dheader-1.0")
     detail = first.get("header_detail")
     if not isinstance(detail, str) or detail not in HEADER_PARTS:
@@ -100,7 +100,7 @@ def _header(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float
 
 
 def _image(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float, verify_chain: bool) -> Frame:
-    """Image message (§3): dimage-1.0, dimage_d-1.0, blob, dconfig-1.0 [, appendix]."""
+    """Image message: dimage-1.0, dimage_d-1.0, blob, dconfig-1.0 [, appendix]."""
     if len(parts) not in (IMAGE_PARTS, IMAGE_PARTS + 1):
         raise FrameRejected("wrong_part_count", f"dimage-1.0 has {len(parts)} parts, expected 4 or 5")
     series_id = _int(first, "series", "dimage-1.0")
@@ -140,7 +140,7 @@ def _image(first: dict[str, Any], parts: Sequence[ChunkBlob], received_s: float,
 def _chunk(
     encoding: object, blob: ChunkBlob, nbytes: int, dtype: np.dtype, verify_chain: bool
 ) -> tuple[Encoding, ChunkBlob]:
-    """The frame's HDF5 chunk for a V1 ``encoding`` string (§3; ``<`` is the only byte order seen)."""
+    """The frame's HDF5 chunk for a V1 ``encoding`` string (``<`` is the only byte order seen)."""
     if encoding == "<":
         check_chunk(Encoding.RAW, blob, nbytes, dtype.itemsize)
         return Encoding.RAW, blob
@@ -159,7 +159,7 @@ def _chunk(
 
 
 def _frame_shape(shape: object) -> tuple[int, int]:
-    """V1 ``shape`` is ``[x, y]`` = [width, height]; frames are (height, width) (§3, §9.7)."""
+    """V1 ``shape`` is ``[x, y]`` = [width, height]; frames are (height, width)."""
     if isinstance(shape, list) and len(shape) == 2 and all(image_side(n) for n in shape):
         return shape[1], shape[0]
     raise FrameRejected("bad_shape", f"dimage_d-1.0 shape {shape!r} is not [width, height] of 1…16384 px")
@@ -169,7 +169,7 @@ def _calibration(meta_part: ChunkBlob, blob: ChunkBlob, htype: str) -> np.ndarra
     """A flatfield or pixel mask as a (height, width) array, or ``None`` when the detector sent none.
 
     Real ``all`` headers may carry ``"shape": []``, ``"type": "undefined"`` and an empty blob, and simulators
-    send placeholder byte strings whose size does not match the shape (§9.3): both mean "absent". A malformed
+    send placeholder byte strings whose size does not match the shape: both mean "absent". A malformed
     calibration never rejects the header, since losing the header would lose the whole series. The array is
     a copy: it lives for the whole series, longer than the receive buffer it arrived in.
     """
@@ -186,13 +186,13 @@ def _calibration(meta_part: ChunkBlob, blob: ChunkBlob, htype: str) -> np.ndarra
     if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) and n > 0 for n in shape)):
         return None
     if dtype is None or len(blob) != shape[0] * shape[1] * dtype.itemsize:
-        log.info("%s of shape %s carries %d bytes; treated as absent (eiger.md §9.3)", htype, shape, len(blob))
+        log.info("%s of shape %s carries %d bytes; treated as absent", htype, shape, len(blob))
         return None
     return np.frombuffer(blob, dtype=dtype).reshape(shape[1], shape[0]).copy()
 
 
 def _appendix(part: ChunkBlob) -> Any:
-    """``header_appendix`` is user JSON or a plain string (§1.6); keep bytes that are neither."""
+    """``header_appendix`` is user JSON or a plain string (as SIMPLON sets it); keep bytes that are neither."""
     raw = bytes(part)
     try:
         return json.loads(raw)
@@ -208,7 +208,7 @@ def _appendix(part: ChunkBlob) -> Any:
 def _json_object(part: ChunkBlob, what: str) -> dict[str, Any]:
     """Parse one JSON part that must be an object.
 
-    Parts are UTF-8 (§3). Decoding to str first and calling the decoder directly halves the cost of
+    Parts are UTF-8. Decoding to str first and calling the decoder directly halves the cost of
     ``json.loads(bytes)`` (2.1 vs 5.5 µs per image-message part), which skips its encoding detection.
     """
     try:
@@ -232,7 +232,7 @@ def _int(obj: dict[str, Any], key: str, htype: str) -> int:
 
 
 def _ns_to_s(value: object) -> float | None:
-    """dconfig times are nanoseconds of the detector clock, not Unix time (§9.5); one that is not a finite
+    """dconfig times are nanoseconds of the detector clock, not Unix time; one that is not a finite
     number below 2**63 ns is treated as absent, as a missing one is."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_ID:
         return value * _NS  # NaN fails the bound above

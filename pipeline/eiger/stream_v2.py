@@ -1,11 +1,11 @@
-"""Stream V2 (CBOR, eiger.md §4): one single-part message → ``SeriesStart``, ``Frame``s or ``EndOfSeries``.
+"""Stream V2 (CBOR, DECTRIS Stream V2 docs): one single-part message → ``SeriesStart``, ``Frame``s or ``EndOfSeries``.
 
 Stateless like the V1 module; the decoder does the series bookkeeping. Each message is a CBOR map
 wrapped in the self-describe tag 55799 (bytes ``d9 d9 f7``; DECTRIS's own parser rejects messages without
 it, and so does this one). Tags this module decodes itself: 40 (row-major MultiDimArray, dims
 ``[height, width]``), 64/69/70/85 (typed arrays) and 56500 (compression ``[algorithm, modifier, bytes]``).
 cbor2 decodes tag 0 (DateTime) and strips 55799. Image blobs pass through as HDF5 chunks: ``bslz4`` and
-``lz4`` are already 32008/32004 chunks with the 12-byte header (§4, §6), an uncompressed typed array is
+``lz4`` are already 32008/32004 chunks with the 12-byte header, an uncompressed typed array is
 raw pixels. cbor2 hands back each byte string as a new ``bytes`` object, so that is the frame's blob.
 
 The tag hook accepts both cbor2 signatures: ``hook(tag, immutable)`` in cbor2 ≥ 6 (checked on 6.2.1,
@@ -112,7 +112,7 @@ def _tag_hook(first: object, second: object) -> object:
 
 
 def _start(content: Mapping[str, Any], received_s: float) -> SeriesStart:
-    """``start`` (§4) → SeriesStart; calibration comes from the first channel's entry of each map."""
+    """``start`` → SeriesStart; calibration comes from the first channel's entry of each map."""
     series_id = _uint(content, "series_id")
     header = {key: _plain(value) for key, value in content.items() if key not in _CALIBRATION_KEYS}
     channels = content.get("channels")
@@ -122,7 +122,7 @@ def _start(content: Mapping[str, Any], received_s: float) -> SeriesStart:
     unique_id = content.get("series_unique_id")
     return SeriesStart(
         series_id,
-        # V2 treats header_detail none like basic (§1.6); only "all" sends calibration.
+        # V2 treats header_detail none like basic; only "all" sends calibration.
         "all" if any(key in content for key in _CALIBRATION_KEYS) else "basic",
         config=config_from_v2_start(header),
         pixel_mask=pixel_mask,
@@ -136,7 +136,7 @@ def _start(content: Mapping[str, Any], received_s: float) -> SeriesStart:
 def _image(
     content: Mapping[str, Any], received_s: float, image_dtype: np.dtype | None, verify_chain: bool
 ) -> list[Frame]:
-    """``image`` (§4) → one Frame per channel; all channels of one exposure share the message."""
+    """``image`` → one Frame per channel; all channels of one exposure share the message."""
     series_id = _uint(content, "series_id")
     index = _uint(content, "image_id")
     channels = content.get("data")
@@ -165,7 +165,7 @@ def _image(
 
 
 def _seconds(value: object) -> float | None:
-    """An image time (Rational seconds, §4); one that is not a finite number is treated as absent."""
+    """An image time (Rational seconds); one that is not a finite number is treated as absent."""
     seconds = as_float(value)
     return seconds if seconds is not None and math.isfinite(seconds) else None
 
@@ -182,7 +182,7 @@ def _channel_chunk(
     if isinstance(array.array, _TypedArray):
         payload, dtype = array.array.payload, array.array.dtype
     elif dtype is None and isinstance(payload, _Compressed) and payload.algorithm == "bslz4":
-        # bslz4 names its element size; unsigned is the only pixel kind Eigers send (§1.3).
+        # bslz4 names its element size; unsigned is the only pixel kind Eigers send.
         dtype = pixel_dtype(f"uint{8 * payload.modifier}") if payload.modifier in (1, 2, 4) else None
     if dtype is None:
         raise FrameRejected("unknown_encoding", f"channel {channel!r} has no typed-array tag and no image_dtype")
@@ -201,7 +201,7 @@ def _channel_chunk(
             raise FrameRejected(
                 "size_mismatch", f"bslz4 element size {payload.modifier!r} does not fit pixel type {dtype.name}"
             )
-        chunk = frame_bslz4(payload.blob, nbytes)  # V2 always sends the header (§4); this is a no-op then
+        chunk = frame_bslz4(payload.blob, nbytes)  # V2 always sends the header; this is a no-op then
         check_chunk(Encoding.BSLZ4, chunk, nbytes, dtype.itemsize, walk_chain=verify_chain)
         return shape, dtype, Encoding.BSLZ4, chunk
     if payload.algorithm == "lz4":
@@ -211,7 +211,7 @@ def _channel_chunk(
 
 
 def _dims(dims: object) -> tuple[int, int]:
-    """Image dims are ``[height, width]`` (§4, §9.7), both positive integers."""
+    """Image dims are ``[height, width]`` (V1 sends [width, height]), both positive integers."""
     if isinstance(dims, (list, tuple)) and len(dims) == 2 and all(image_side(n) for n in dims):
         return dims[0], dims[1]
     raise FrameRejected("bad_shape", f"MultiDimArray dims {dims!r} are not [height, width] of 1…16384 px")
@@ -260,7 +260,7 @@ def _plain(value: object) -> Any:
         except (FrameRejected, ValueError):
             return None
     if isinstance(value, (_TypedArray, _Compressed, cbor2.CBORTag)):
-        return None  # no bare typed arrays among the §4 start fields but the excluded lookup table
+        return None  # no bare typed arrays among the V2 start fields but the excluded lookup table
     return value
 
 

@@ -1,7 +1,7 @@
 """The run's ledger of trains: what each train holds and where its frames lie, in the run and per module.
 
-Every module file of a sequence lists every train of that sequence (agipd.md §4.2 INDEX), so a module that
-did not arrive for a train shows as ``count = 0`` there. This ledger is what the NeXus master's virtual
+Every module file of a sequence lists every train of that sequence (INDEX in the EuXFEL data format documentation), so a
+module that did not arrive for a train shows as ``count = 0`` there. This ledger is what the NeXus master's virtual
 dataset is built from: frame k of the run is the k-th frame overall, and a module's rows for a train are
 found by counting the frames of the earlier trains of the same sequence in which that module was present.
 """

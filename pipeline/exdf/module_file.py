@@ -1,4 +1,4 @@
-"""One EXDF sequence file of one AGIPD module (agipd.md §4): METADATA, INDEX and INSTRUMENT/<source>/image.
+"""One EXDF sequence file of one AGIPD module (EuXFEL data format docs): METADATA, INDEX and INSTRUMENT/<source>/image.
 
 Pixels go to disk as they arrive, one frame per chunk, encoded by ``module_chunks`` in the run's
 ``PixelCompression`` (uncompressed by default, as the EuXFEL DAQ writes raw data; pixel_compression.py) and
@@ -31,7 +31,7 @@ from .pixel_compression import PixelCompression
 
 log = logging.getLogger(__name__)
 
-DATA_FORMAT_VERSION = "1.2"  # INDEX/flag 1 = good (as 1.0), plus INDEX/origin (agipd.md §4.2)
+DATA_FORMAT_VERSION = "1.2"  # INDEX/flag 1 = good (as 1.0), plus INDEX/origin (EuXFEL data format documentation)
 ORIGIN_TIME_SERVER = -1  # INDEX/origin as EuXFEL's own test files write it: train id from the timing system
 FLAG_GOOD = 1
 PRODUCT_PREFIX = {Product.RAW: "RAW", Product.CORRECTED: "CORR"}
@@ -46,7 +46,7 @@ class PixelKey:
     shape: tuple[int, ...]
 
 
-# agipd.md §4.2: raw keeps the analog/digital axis; corrected drops it and adds gain stage and mask.
+# EuXFEL data format documentation: raw keeps the analog/digital axis; corrected drops it and adds gain stage and mask.
 PIXEL_KEYS: dict[Product, tuple[PixelKey, ...]] = {
     Product.RAW: (PixelKey("data", np.dtype("u2"), (2, *MODULE_SHAPE)),),
     Product.CORRECTED: (PixelKey("data", np.dtype("f4"), MODULE_SHAPE),

@@ -1,6 +1,6 @@
 """An archived AGIPD run read back as the items a stream receiver emits, so ``detpipe reduce`` runs the online
 stages over a run offline: ``SeriesStart``, then every ``Train`` in run order, then ``EndOfSeries``. The AGIPD
-counterpart of nxmx_frame_source.py, for the run directories ExdfWriter writes (agipd.md §4, exdf_writer.py).
+counterpart of nxmx_frame_source.py, for the run directories ExdfWriter writes (EuXFEL data format, exdf_writer.py).
 
 A ``Train`` carries pixels, not chunks, so trains are decompressed here. A rewrite through ``ExdfWriter`` in the
 run's compression still stores byte-identical chunks: ``PixelCompression.chunk`` is a pure function of the pixels. Give
@@ -44,7 +44,7 @@ from .nexus_master import VDS_FILL, master_file_name
 _MODULE_FILE = re.compile(r"(?P<prefix>RAW|CORR)-R(?P<run>\d{4})-AGIPD(?P<module>\d{2})-S(?P<sequence>\d{5})\.h5")
 _MASTER_FILE = re.compile(r"AGIPD-R(?P<run>\d{4})-master\.h5")
 _PRODUCT_OF_PREFIX = {"RAW": Product.RAW, "CORR": Product.CORRECTED}
-# METADATA/dataSources/dataSourceId of a module's pixels; older corrected files reuse the raw name (agipd.md §4.2).
+# METADATA/dataSources/dataSourceId of a module's pixels; older corrected files reuse the raw name (EuXFEL data format).
 _SOURCE_ID = re.compile(r"INSTRUMENT/(?P<source>[^/]+/(?:DET|CORR)/\d+CH\d+:\w+)/image")
 _MASTER_IDS = "/entry/data"  # trainId/cellId/pulseId per run frame (nexus_master.py)
 
@@ -65,7 +65,7 @@ class InconsistentTrain(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class _ModuleIndex:
-    """INDEX of one module file, trailing zero train ids (padding, agipd.md §4.2) cut off."""
+    """INDEX of one module file, trailing zero train ids (padding, EuXFEL data format docs) cut off."""
 
     source: str
     train_ids: np.ndarray  # uint64 (trains,)

@@ -5,7 +5,7 @@ The kept cells go through the same ``ExdfWriter`` as raw runs (module sequence f
 with its VDS and, for a triaged run, the kept cells' triage rows), so extra-data's ``AGIPD1M``, CrystFEL
 and h5py read RED runs as they read raw ones, with the original train, pulse and cell ids. Trains in which
 no cell is kept do not appear in the module files; the REDU00 file lists every train and every cell
-received, with ``hitFlag``/``missFlag``/``dataFlag`` (agipd.md §7.2, §8), so the selection is visible and
+received, with ``hitFlag``/``missFlag``/``dataFlag`` (EuXFEL practice, EXtra-redu), so the selection is visible and
 sampled misses can serve as an unbiased control.
 """
 

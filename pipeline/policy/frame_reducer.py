@@ -1,5 +1,5 @@
 """The pixel side of an Eiger RED frame: spatial selection, precision rounding, 2×2 binning or sparsification,
-then bitshuffle-LZ4, in triage.md §8's order.
+then bitshuffle-LZ4, in the order of reduction_params.
 
 When no step changes pixels (event selection only), a kept frame's chunk is copied as the detector
 compressed it, never decoded. Otherwise the chunk is decoded once and re-compressed once, with the same

@@ -1,4 +1,4 @@
-"""2 × 2 pixel binning (triage.md §8, method 4): 4× fewer pixels, at the cost of close or small spots.
+"""2 × 2 pixel binning (a lossy reduction): 4× fewer pixels, at the cost of close or small spots.
 
 Bernstein et al., J. Synchrotron Rad. 32 (2025), found 2× binning followed by a lossless coder the best
 ratio-for-quality trade-off; detpipe bins only in x and y (frames stay frames). A bin of a masked pixel

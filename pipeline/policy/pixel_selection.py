@@ -1,4 +1,4 @@
-"""ROI and module selection (triage.md §8, method 3): keep only the pixels that carry the experiment.
+"""ROI and module selection (a lossy reduction): keep only the pixels that carry the experiment.
 
 Dropping modules beyond useful resolution, or keeping only the signal-bearing ones (the SPI hit finder
 scores AGIPD modules 3, 4, 8 and 15), is geometry-dependent and lossless inside the kept region. The
@@ -8,7 +8,7 @@ already treats as bad, so geometry files and NXmx masks stay valid.
 
 A selection that names a module the detector lacks, or a rectangle outside the image, is a
 configuration error: silently keeping less than asked would lose data, and keeping everything would
-hide the mistake. Every problem is reported at once (style.md §5).
+hide the mistake. Every problem is reported at once.
 """
 
 from __future__ import annotations

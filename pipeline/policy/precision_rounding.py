@@ -1,8 +1,8 @@
-"""Precision rounding (triage.md §8, method 5): fewer significant bits, so the lossless back end compresses better.
+"""Precision rounding (a lossy reduction): fewer significant bits, so the lossless back end compresses better.
 
 Dropping low mantissa bits, or rounding to an absolute step of 2**k photons, turns noise bits into zeros
 that bitshuffle packs away: 5 mantissa bits or a 0.5-photon step give 2.8–6.8× on AGIPD float32 frames
-for 0.02–0.08 σ on integrated peaks (triage.md §8's table). The added variance of a step Δ is Δ²/12, so
+for 0.02–0.08 σ on integrated peaks (published comparisons). The added variance of a step Δ is Δ²/12, so
 any step ≤ √I adds at most 1/12 of the Poisson variance.
 
 float32 follows ``extra_redu.errb_round(inp, mnbits, abspw)`` (EXtra-redu 1.0.2 and 1.1.0,
@@ -208,7 +208,7 @@ class RoundingError:
     """The error precision rounding added, summed over the kept frames of a run.
 
     ``rms_sigma`` is the RMS error in units of each pixel's Poisson σ = sqrt(max(I, 1)) photons: the
-    number that says whether rounding is visible next to counting noise (triage.md §8: a step Δ ≤ √I
+    number that says whether rounding is visible next to counting noise (a step Δ ≤ √I
     gives at most sqrt(1/12) ≈ 0.29 σ). Masked and NaN pixels are never counted.
     """
 

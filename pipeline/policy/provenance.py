@@ -1,4 +1,4 @@
-"""The reduction step's record in every RED file: ``/entry/process_02`` (nexus.md §5.2).
+"""The reduction step's record in every RED file: ``/entry/process_02`` (NeXus NXprocess).
 
 It holds what is needed to trust and to redo the RED data: the program and version, the full data policy
 and triage configuration as a JSON NXnote (``detpipe reduce RAW --config-from RED_FILE`` reads it back),

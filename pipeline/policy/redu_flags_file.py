@@ -3,8 +3,8 @@
 The reduced module files hold only the kept cells; this file lists every frame (memory cell) of every train
 received, kept or not, with its keep reason and triage numbers, so an analysis knows what was dropped and can
 use the sampled misses as an unbiased control. The flags are the ones EXtra-redu's SPI hit finder writes
-(``hitFlag``, ``missFlag``, ``dataFlag``; agipd.md §7.3), under a ``<detector>/REDU/<PRODUCT>`` source in a
-``REDU00`` aggregator (agipd.md §7.2, §8).
+(``hitFlag``, ``missFlag``, ``dataFlag``; EXtra-redu), under a ``<detector>/REDU/<PRODUCT>`` source in a
+``REDU00`` aggregator (European XFEL reduced-data practice, EXtra-redu).
 
 Rows go to disk train by train into resizable, deflate-compressed datasets (34 bytes a frame before
 compression: a 1M-frame run is 34 MB raw and mostly 0/1 flags), so a long run never sits in memory; only the
@@ -36,7 +36,7 @@ _GROUP = "data"
 _CHUNK_FRAMES = 16384  # 16 KiB (u1) to 128 KiB (u8/i8) a chunk: fits h5py's 1 MiB per-dataset chunk cache
 _DEFLATE = {"compression": "gzip", "compression_opts": 1, "shuffle": True}  # deflate: readable without plugins
 
-# name, dtype, description: one row per frame (agipd.md §8 "per-frame flags ... and nPeaks").
+# name, dtype, description: one row per frame (per-frame flags and nPeaks).
 ROW_KEYS: tuple[tuple[str, str, str], ...] = (
     ("trainId", "u8", "train id of the frame"),
     ("pulseId", "u8", "pulse id of the frame, as the detector reported it"),
@@ -53,7 +53,7 @@ ROW_KEYS: tuple[tuple[str, str, str], ...] = (
 def redu_source(detector: str) -> str:
     """``<detector>/REDU/DETPIPE_HITFINDER:output``, as EuXFEL names ``…/REDU/SPI_HITFINDER:output``.
 
-    agipd.md §7.2 writes the name without a channel, but extra-data 1.25 needs one: ``FileAccess``
+    EuXFEL's reduced-data practice writes the name without a channel, but extra-data 1.25 needs one: ``FileAccess``
     splits an INSTRUMENT dataSourceId at the first ``:`` (``file_access.py``, ``_read_data_sources``), so
     ``…/REDU/DETPIPE_HITFINDER/data`` becomes the source ``…/DETPIPE_HITFINDER/data:`` and the key is
     not found. EuXFEL's own hit-finder files use ``:output`` for the same reason.
@@ -71,7 +71,7 @@ class ReduFlagsFile:
 
     Train ids must strictly increase (extra-data's validator requires it of ``INDEX/trainId``); a train
     that breaks that or has rows of unequal length is rejected with ``FrameRejected`` and nothing of it
-    is written. Owned by one thread (h5py serialises calls anyway, style.md §3).
+    is written. Owned by one thread (h5py serialises calls anyway).
     """
 
     def __init__(self, path: Path, *, detector: str, metadata: RunMetadata, sequence: int = 0,

@@ -2,7 +2,7 @@
 
 The same dataclass is filled from the DataPolicy device's memorized attributes, from a YAML/JSON policy
 file (``detpipe reduce --policy``) and from the JSON stored in a RED file's NXnote (``--config-from``), so
-all three share one validation path. Reductions run in triage.md §8's order: event selection, spatial
+all three share one validation path. Reductions run in this order: event selection, spatial
 selection, precision rounding or binning, sparsification, lossless compression.
 """
 
@@ -69,13 +69,13 @@ class ReductionParams:
 
     Event selection (``hits_only``) keeps hits plus a deterministic random sample of ``miss_fraction`` of
     the misses (seeded by ``miss_seed`` and the frame's identity, so offline reduction picks the same
-    misses). Frames that were not triaged are always kept (err towards inclusion, agipd.md §7.1). AGIPD
+    misses). Frames that were not triaged are always kept (err towards inclusion, EuXFEL's reduction policy). AGIPD
     cells with fewer than ``lit_cell_min_pixels`` lit pixels saw no pulse and are dropped when
     ``drop_unlit_cells``. ``modules`` (empty = all) and ``rois`` (empty = whole frame) select pixels; the
     rest read as masked. Rounding follows ``extra_redu.errb_round``: at most ``mantissa_bits`` significant
     bits and a multiple of ``rounding_step`` photons (a power of two; 0 = off), half to even.
     ``sparse`` keeps only pixels more than ``sparse_threshold_sigma`` σ (and ``sparse_noise`` photons)
-    above a radial background (pyFAI sparsify, triage.md §7.1). Retention: raw kept ``raw_retention_days``,
+    above a radial background (pyFAI sparsify-Bragg). Retention: raw kept ``raw_retention_days``,
     RED archived when ``red_archive``, public after ``embargo_date`` (ISO date; empty = none set).
     Under policy ``raw`` the reductions are kept as configured but not applied (nothing is reduced).
     """
@@ -224,7 +224,7 @@ def _problems(p: ReductionParams) -> list[str]:
     if p.binning not in (1, 2):
         problems.append(f"binning must be 1 (off) or 2 (2x2), got {p.binning}")
     if p.binning > 1 and p.sparse:
-        problems.append("binning and sparse exclude each other (triage.md §8: rounding/binning or sparsification)")
+        problems.append("binning and sparse exclude each other (choose rounding/binning or sparsification)")
     if not p.sparse_threshold_sigma > 0:
         problems.append(f"sparse_threshold_sigma must be > 0, got {p.sparse_threshold_sigma}")
     if p.sparse_noise < 0:

@@ -1,4 +1,4 @@
-"""What a RED run kept and what it lost (triage.md §9), published as DataPolicy attributes and in the manifest.
+"""What a RED run kept and what it lost, published as DataPolicy attributes and in the manifest.
 
 Byte counts during a run are chunk payloads as they pass; when the run is finalised ``bytes_raw`` and
 ``bytes_red`` are replaced by the sizes of the files on disk (HDF5 metadata included), so the manifest's

@@ -1,10 +1,10 @@
-"""pyFAI's sparse-frame NeXus file (nexus.md §7), written frame by frame, and read back one frame at a time.
+"""pyFAI's sparse-frame NeXus file (pyFAI sparsify-Bragg), written frame by frame, and read back one frame at a time.
 
 The layout is what ``sparsify-Bragg`` writes and fabio's ``densify-Bragg`` reads: ``/entry/sparse_frames``
 holds the CSR arrays (``frame_ptr``, ``index``, ``intensity``), the per-frame radial background
 (``background_avg``/``background_std`` (nframes, nbins), ``errors`` a hard link to the std, as pyFAI does),
 the bin centres ``radius``, the per-pixel radius ``mask`` (NaN = masked), ``dummy`` and a ``script``;
-``/entry/peaks`` holds CXI-named peak columns (nexus.md §6) padded to ``max_peaks``. pyFAI writes all
+``/entry/peaks`` holds CXI-named peak columns (the CXI peak-list layout) padded to ``max_peaks``. pyFAI writes all
 frames at once; here every dataset grows along axis 0 (``maxshape`` None) so a series streams in.
 
 Bulk datasets are Bitshuffle-LZ4 (filter 32008, hdf5plugin). Chunks hold ~256 KiB (64 Ki kept pixels,
@@ -35,7 +35,7 @@ from .sparse_frames import RadialBins, SparseFrame, densify_frame
 
 SPARSE_PATH = "/entry/sparse_frames"
 PEAKS_PATH = "/entry/peaks"
-# CXI dataset name -> PeakList attribute (nexus.md §7: the CXI names of §6; X = fast scan, Y = slow scan).
+# CXI dataset name -> PeakList attribute (pyFAI's layout uses the CXI names; X = fast scan, Y = slow scan).
 PEAK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("peakXPosRaw", "fs"), ("peakYPosRaw", "ss"), ("peakTotalIntensity", "intensity"), ("peakSNR", "snr"),
 )
@@ -218,7 +218,7 @@ def _row_dataset(group: h5py.Group, name: str, width: int) -> h5py.Dataset:
 
 
 def _densify_script(*, integer: bool) -> str:
-    """The recipe stored as ``script`` (nexus.md §7): rebuild frame k from this group ``g`` with numpy."""
+    """The recipe stored as ``script`` (pyFAI's sparse layout): rebuild frame k from this group ``g`` with numpy."""
     lines = [
         "# python: rebuild frame k from this NXdata group g (h5py, with hdf5plugin imported for Bitshuffle-LZ4)",
         "import numpy as np",

@@ -1,4 +1,4 @@
-"""Sparsification of a frame (triage.md §7.1): a radial background model plus the pixels standing out of it.
+"""Sparsification of a frame (pyFAI sparsify-Bragg): a radial background model plus the pixels standing out of it.
 
 pyFAI's ``sparsify-Bragg`` model on the CPU. Pixels are binned by radius (equal-width bins from 0 to the
 largest valid radius); each bin is sigma-clipped (as pyFAI's ``sigma_clip.cl``: up to ``cycles`` passes,
@@ -7,7 +7,7 @@ when a pass discards nothing) into ``background_avg``/``background_std``; a pixe
 ``I − bg(r) > max(noise, threshold_sigma·√(std(r)² + noise²))``, bg and std interpolated linearly between
 bin centres (``numpy.interp``, densify's rule). That is pyFAI's ``find_intense`` kernel (``sparsify.cl``):
 ``noise`` is added in quadrature *and* is a floor. The plain ``max(threshold_sigma·std, noise)`` of
-triage.md §7.1 keeps every pixel ≥ 3 counts of a Poisson(0.5) background (1.4 % of an Eiger 4M frame);
+pyFAI sparsify-Bragg keeps every pixel ≥ 3 counts of a Poisson(0.5) background (1.4 % of an Eiger 4M frame);
 the quadrature rule keeps 0.05 %, in line with pyFAI's measured 0.061 %.
 
 Empty bins (every pixel masked) take values interpolated between populated neighbours, so densify never
@@ -41,7 +41,7 @@ class RadialBins:
     start[b + 1]]``, ascending. ``position`` int32 (H·W,): each valid pixel's slot in that table (−1 masked),
     to fill the bin-major buffer reading the frame in raster order (2× faster than gathering, as
     peakfinder8.scatter_ring_values). ``pixel_radius`` float32 (H, W): radius, NaN where masked — pyFAI's
-    ``mask`` dataset (nexus.md §7)."""
+    ``mask`` dataset (pyFAI's sparse layout)."""
 
     bin_index: NDArray[np.int32]
     radius: NDArray[np.float32]
@@ -143,7 +143,7 @@ def sparsify(
 def densify(
     sparse: SparseFrame, bins: RadialBins, shape: tuple[int, int], dtype: DTypeLike, *, dummy: float
 ) -> np.ndarray:
-    """The frame rebuilt as fabio's ``densify-Bragg`` does (nexus.md §7): background interpolated at each
+    """The frame rebuilt as fabio's ``densify-Bragg`` does: background interpolated at each
     pixel's radius, kept intensities pasted at their index, rounded for integer dtypes, masked = ``dummy``."""
     if tuple(shape) != bins.shape:
         raise ValueError(f"shape {tuple(shape)} differs from the radial bins' {bins.shape}")

@@ -1,4 +1,4 @@
-"""The AGIPD writer stage: trains in, a EuXFEL run directory (EXDF, agipd.md §4) plus a NeXus VDS master out.
+"""The AGIPD writer stage: trains in, a EuXFEL run directory (EXDF, EuXFEL data format) plus a NeXus VDS master out.
 
 Layout of run ``R`` under ``params.directory``::
 
@@ -85,7 +85,7 @@ class ExdfWriter:
     """Writes each series (one run) as EXDF module sequence files plus a NeXus master (implements ``Stage``).
 
     ``prepare`` runs in the control thread and raises every refusal there; the other methods run in the
-    writer's own thread (h5py serialises calls under one lock anyway, style.md §3). The run number of a
+    writer's own thread (h5py serialises calls under one lock anyway). The run number of a
     series is, in order: the run prepared by ``prepare`` (whatever the series id), the ``run_number`` given
     here (used by the first series only), the series id. ``proposal`` goes to METADATA/proposalNumber.
     ``params.prefix`` and ``frames_per_file`` (Eiger settings) are unused: EXDF fixes the names, and

@@ -1,6 +1,6 @@
 """The writer stage: frames in, an NXmx master plus ``frames_per_file``-sized data files out.
 
-Frame i goes to data file k = i // fpf + 1, row i % fpf (nexus.md §3.3). Each data file is created when
+Frame i goes to data file k = i // fpf + 1, row i % fpf (the DECTRIS file writer layout). Each data file is created when
 its first frame arrives, at its final size when the series length is known, and closed as soon as its
 last row is written, so a crash loses at most the one open file. Frames are expected in index order
 (one ordered stream, one writer thread): gaps are lost frames, and a frame for a file already closed is
@@ -62,7 +62,7 @@ class NxmxWriter:
     """Writes each series to ``<prefix>_master.h5`` + ``<prefix>_data_<k:06d>.h5`` (implements ``Stage``).
 
     ``prepare`` runs in the control thread before a series and raises any refusal there; every other
-    method runs in the writer's own thread (h5py serialises all calls under one lock anyway, style.md §3).
+    method runs in the writer's own thread (h5py serialises all calls under one lock anyway).
     Blobs are written with ``write_direct_chunk`` and never recompressed.
     """
 

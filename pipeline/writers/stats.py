@@ -1,4 +1,4 @@
-"""The writer's counters, published under the tango.md §5 writer names (``frames_written``, …)."""
+"""The writer's counters, published under odin-data's and LImA's writer names (``frames_written``, …)."""
 
 from __future__ import annotations
 

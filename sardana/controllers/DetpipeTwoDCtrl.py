@@ -1,5 +1,6 @@
 """Sardana 2D controller for a detpipe EigerDetector: the frames stay in detpipe's NXmx files and the scan
-records ``h5file://`` references to them (tango.md §11.3; §12 "references, not pixels, on the scan bus").
+records ``h5file://`` references to them (Sardana documentation, Referable 2D controllers: references, not
+pixels, on the scan bus).
 
 Loaded by the Pool from ``PoolPath``; it needs only pytango, h5py and hdf5plugin, not detpipe itself, so a
 Sardana host may run it against a detpipe server on another machine. Wiring and limits: docs/sardana.md.
@@ -27,7 +28,7 @@ POLL_S = 0.05
 # EIGER2 16M images are 4148 x 4362 pixels, beyond Sardana's default 4096 x 4096 Value attribute.
 MAX_IMAGE_SIZE = (8192, 8192)
 
-# Sardana synchronisation -> EigerDetector.acq_trigger_mode (tango.md §11.3, after sardana-limaccd).
+# Sardana synchronisation -> EigerDetector.acq_trigger_mode (Sardana documentation, after sardana-limaccd).
 TRIGGER_MODES = {
     AcqSynch.SoftwareStart: "INTERNAL_TRIGGER",
     AcqSynch.SoftwareTrigger: "INTERNAL_TRIGGER_MULTI",
@@ -120,7 +121,7 @@ class DetpipeTwoDController(TwoDController, Referable):
         if axis != 1:
             raise ValueError(f"{type(self).__name__} has one axis (1), the detector {self.DeviceName}")
 
-    # --- acquisition (call order: tango.md §11.3) ---
+    # --- acquisition (call order: Sardana documentation) ---
     @property
     def _hardware(self) -> bool:
         return self._synchronization in HARDWARE

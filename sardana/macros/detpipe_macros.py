@@ -1,7 +1,7 @@
 """Sardana macros for detpipe: SFX series on an EIGER, AGIPD runs, the data policy and a status summary.
 
 Loaded by the MacroServer from ``MacroPath`` (docs/sardana.md). The macros talk to detpipe with plain
-``tango.DeviceProxy`` (a taurus device's ``state`` is a property, tango.md §11.2) and wait by polling in
+``tango.DeviceProxy`` (a taurus device's ``state`` is a property) and wait by polling in
 0.1 s steps with ``checkPoint()``: a blocking Tango call cannot be interrupted, so Stop and Abort reach a
 macro at its next step. Sardana stops only the Pool elements a macro reserved, so ``on_stop``/``on_abort``
 stop the detector themselves.

@@ -49,7 +49,7 @@ def run(detector: tango.DeviceProxy, trains: int, run_number: int = 1, timeout_s
 
 
 def readable_copy(run_dir: Path, tmp_path: Path) -> Path:
-    """extra_data writes a cache file into a writable run directory; read a copy (agipd.md §5)."""
+    """extra_data writes a cache file into a writable run directory; read a copy (extra-data documentation)."""
     copy = tmp_path / "copy" / run_dir.name
     shutil.copytree(run_dir, copy)
     return copy

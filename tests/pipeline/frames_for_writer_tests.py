@@ -1,4 +1,4 @@
-"""Frames as the decoders hand them to the writer, built from the chunk formats of eiger.md §5–6.
+"""Frames as the decoders hand them to the writer, built from the 32008/32004 HDF5 filter chunk formats.
 
 The blobs are made here from the spec, not by the code under test: bslz4 is ``bitshuffle.compress_lz4``
 with the 12-byte header prepended, lz4 is HDF5-32004 framing with 8192-byte blocks, raw is the pixels.
@@ -39,7 +39,7 @@ def lz4_blob(image: np.ndarray) -> bytes:
     for start in range(0, len(raw), BLOCK_BYTES):
         block = raw[start : start + BLOCK_BYTES]
         packed = lz4.block.compress(block, store_size=False)
-        if len(packed) >= len(block):  # a block whose length equals the block size is stored as-is (§5.2)
+        if len(packed) >= len(block):  # a block whose length equals the block size is stored as-is (HDF5 LZ4 filter)
             packed = block
         parts.append(struct.pack(">I", len(packed)) + packed)
     return b"".join(parts)

@@ -1,4 +1,4 @@
-"""Karabo bridge messages built by hand from agipd.md §2–§3, independent of karabo_bridge and of detpipe's decoder.
+"""Karabo bridge messages built by hand from the bridge protocol, independent of karabo_bridge and of detpipe's decoder.
 
 A test states the canonical truth (file order, pipeline/core/train.py) and this module lays it out on the
 wire: protocol 2.2 (header/payload pairs, raw array buffers) or 1.0 (one msgpack map, arrays encoded as
@@ -68,7 +68,7 @@ def make_truth(*, raw: bool, frames: int = 2, train_id: int = FIRST_TRAIN_ID, mi
 
 
 def online(array: np.ndarray) -> np.ndarray:
-    """File order (pulse, …lead, ss, fs) → online order (…lead, fs, ss, pulse), C-contiguous (agipd.md §3.2)."""
+    """File order (pulse, …lead, ss, fs) → online order (…lead, fs, ss, pulse), C-contiguous."""
     n = array.ndim
     return np.ascontiguousarray(array.transpose(*range(1, n - 2), n - 1, n - 2, 0))
 
@@ -85,7 +85,7 @@ def _labels(truth: TrainTruth) -> dict[str, Any]:
 
 def combined_sources(truth: TrainTruth, layout: str = "file", *, raw_without_gain_axis: bool = False) -> Sources:
     """The APPEND_CORRECTED / APPEND_RAW source; ``raw_without_gain_axis`` sends only the analog plane, as
-    karabo-bridge's simulator does (agipd.md §3.3)."""
+    karabo-bridge's simulator does."""
     source = COMBINED_RAW if truth.raw else COMBINED_CORRECTED
     lay = online if layout == "online" else (lambda a: a)
     data = truth.data[:, :, 0] if raw_without_gain_axis else truth.data
@@ -118,7 +118,7 @@ def pack(value: Any) -> bytes:
 
 
 def v2_2(sources: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[bytes]:
-    """Protocol 2.2 (§2.3): per source, in sorted order, a msgpack header/payload pair, then one
+    """Protocol 2.2: per source, in sorted order, a msgpack header/payload pair, then one
     header/buffer pair per array."""
     parts: list[bytes] = []
     for source in sorted(sources):
@@ -143,7 +143,7 @@ def msgpack_numpy_array(array: np.ndarray) -> dict[bytes, Any]:
 
 
 def v1_0(sources: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[bytes]:
-    """Protocol 1.0 (§2.2): one part, ``{source: {key: value, …, 'metadata': {…}}}``."""
+    """Protocol 1.0: one part, ``{source: {key: value, …, 'metadata': {…}}}``."""
     message = {}
     for source, (meta, keys) in sources.items():
         encoded = {k: msgpack_numpy_array(v) if isinstance(v, np.ndarray) else v for k, v in keys.items()}

@@ -1,7 +1,7 @@
-"""Eiger stream messages built by hand from eiger.md §3–§5, independent of detpipe's simulators and decoders.
+"""Eiger stream messages built by hand from DECTRIS's stream docs, independent of detpipe's simulators and decoders.
 
 Compressed blobs are real: ``bitshuffle.compress_lz4`` with the 12-byte header prepended (what the
-detector's filter writes, §6), ``lz4.block`` for V1 ``lz4<``, and HDF5-32004 framing built block by block.
+detector's filter writes), ``lz4.block`` for V1 ``lz4<``, and HDF5-32004 framing built block by block.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ V1_BSLZ4 = {1: "bs8-lz4<", 2: "bs16-lz4<", 4: "bs32-lz4<"}
 
 
 def pixels(shape: tuple[int, int], dtype: str = "uint16", seed: int = 0) -> np.ndarray:
-    """Low-count Poisson background with a few bright and masked pixels (§9.6), like a diffraction frame."""
+    """Low-count Poisson background with a few bright and masked pixels (2**bits − 1), like a diffraction frame."""
     rng = np.random.default_rng(seed)
     frame = rng.poisson(1.5, shape).astype(dtype)
     flat = frame.reshape(-1)
@@ -31,17 +31,17 @@ def pixels(shape: tuple[int, int], dtype: str = "uint16", seed: int = 0) -> np.n
 
 
 def bslz4_blocks(frame: np.ndarray) -> bytes:
-    """Header-less bitshuffle-LZ4 output, what the ALBA simulator sends (§9.1)."""
+    """Header-less bitshuffle-LZ4 output, what the ALBA simulator sends."""
     return bitshuffle.compress_lz4(frame, block_size=BLOCK_BYTES // frame.itemsize).tobytes()
 
 
 def bslz4_chunk(frame: np.ndarray) -> bytes:
-    """An HDF5 filter-32008 chunk: ``>QI`` (nbytes, 8192) + blocks, as real detectors send it (§5.1)."""
+    """An HDF5 filter-32008 chunk: ``>QI`` (nbytes, 8192) + blocks, as real detectors send it."""
     return struct.pack(">QI", frame.nbytes, BLOCK_BYTES) + bslz4_blocks(frame)
 
 
 def lz4_chunk(frame: np.ndarray, block_bytes: int = BLOCK_BYTES) -> bytes:
-    """An HDF5 filter-32004 chunk (§5.2), as V2 ``lz4`` sends it; incompressible blocks are stored raw."""
+    """An HDF5 filter-32004 chunk, as V2 ``lz4`` sends it; incompressible blocks are stored raw."""
     raw = frame.tobytes()
     out = [struct.pack(">QI", len(raw), block_bytes)]
     for start in range(0, len(raw), block_bytes):
@@ -53,12 +53,12 @@ def lz4_chunk(frame: np.ndarray, block_bytes: int = BLOCK_BYTES) -> bytes:
 
 
 def lz4_raw_block(frame: np.ndarray) -> bytes:
-    """V1 ``lz4<``: one raw LZ4 block of the whole frame, no size prefix, no framing (§3)."""
+    """V1 ``lz4<``: one raw LZ4 block of the whole frame, no size prefix, no framing."""
     return lz4.block.compress(frame.tobytes(), store_size=False)
 
 
 def lz4_block_as_long_as_its_frame() -> tuple[bytes, bytes]:
-    """(raw LZ4 block, the 26 bytes it decodes to) with ``len(block) == 26``: the §6 edge case.
+    """(raw LZ4 block, the 26 bytes it decodes to) with ``len(block) == 26``: the 32004 framing's edge case.
 
     10 literals + a 4-byte match of the first 4 bytes + 12 final literals cost 1 + 10 + 2 + 1 + 12 = 26
     bytes in LZ4's sequence format, exactly the raw size.
@@ -70,11 +70,11 @@ def lz4_block_as_long_as_its_frame() -> tuple[bytes, bytes]:
     return block, raw
 
 
-# --- Stream V1 (§3) -------------------------------------------------------------------------------------
+# --- Stream V1 (DECTRIS Stream V1 documentation) ----------------------------------------------------------------------
 
 
 def v1_config(shape: tuple[int, int], dtype: str = "uint16", **overrides: Any) -> dict[str, Any]:
-    """Part 2 of a V1 header with the keys of a real EIGER2 header (§3); ``shape`` is (height, width)."""
+    """Part 2 of a V1 header with the keys of a real EIGER2 header; ``shape`` is (height, width)."""
     config = {
         "auto_summation": True,
         "beam_center_x": 512.5,
@@ -115,7 +115,7 @@ def _json(obj: Any) -> bytes:
 
 
 def v1_calibration(htype: str, array: np.ndarray | None) -> list[bytes]:
-    """A dflatfield/dpixelmask pair; ``None`` gives the real detector's empty form (§9.3)."""
+    """A dflatfield/dpixelmask pair; ``None`` gives the real detector's empty form."""
     if array is None:
         return [_json({"htype": htype, "shape": [], "type": "undefined"}), b""]
     meta = {"htype": htype, "shape": [array.shape[1], array.shape[0]], "type": array.dtype.name}
@@ -195,7 +195,7 @@ def v1_end(series: int) -> list[bytes]:
     return [_json({"htype": "dseries_end-1.0", "series": series})]
 
 
-# --- Stream V2 (§4) -------------------------------------------------------------------------------------
+# --- Stream V2 (DECTRIS Stream V2 documentation) ----------------------------------------------------------------------
 
 
 def v2_message(content: dict[str, Any]) -> bytes:
@@ -224,7 +224,7 @@ def v2_start(
     calibration: dict[str, dict[str, np.ndarray]] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """A ``start`` map with the §4 fields; ``calibration`` maps flatfield/pixel_mask to channel → array."""
+    """A ``start`` map with the V2 fields; ``calibration`` maps flatfield/pixel_mask to channel → array."""
     start: dict[str, Any] = {
         "type": "start",
         "series_id": series,

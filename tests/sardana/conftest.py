@@ -1,8 +1,8 @@
 """One Sardana bench for this package: an embedded Tango database, simulated EIGER and AGIPD, the detpipe server
 registered from detpipe-sardana.yaml, and a Sardana server (Pool + MacroServer + Door) whose MacroPath and
-PoolPath are detpipe's sardana/macros and sardana/controllers. Sardana takes 8-16 s to start (tango.md
-§11.1), so every test here shares one; every process is stopped by PID after the package's last test, before any
-later test forks a device server from this process (tango.md §8)."""
+PoolPath are detpipe's sardana/macros and sardana/controllers. Sardana takes 8-16 s to start,
+so every test here shares one; every process is stopped by PID after the package's last test, before any
+later test forks a device server from this process."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Runs macros on a Sardana Door as a client does, without Sardana's TangoMacroExecutor and its fixed 3 s
-sleep after every macro (tango.md §11.4)."""
+sleep after every macro."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Test-side helpers for the AGIPD simulator: layouts restated from agipd.md, and a bridge client.
+"""Test-side helpers for the AGIPD simulator: layouts restated from karabo-bridge-py's docs, and a bridge client.
 
-The transposes are written out from the spec (§3.2: online (module, fs, ss, pulse) → file (pulse,
+The transposes are written out by hand (online (module, fs, ss, pulse) → file (pulse,
 module, ss, fs) is ``np.transpose(a, (3, 0, 2, 1))``), not taken from the simulator, so a test that
 compares through them checks the simulator's layout code rather than repeating it.
 """

@@ -1,6 +1,6 @@
 """Test-side clients for the EIGER simulator: a SIMPLON REST client and a PULL receiver.
 
-Written from eiger.md, independent of detpipe's own control and receiver code.
+Written from the DECTRIS SIMPLON API and stream documentation, independent of detpipe's own control and receiver code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Test-side decoders of EIGER stream blobs, written from eiger.md §3–§5 with bitshuffle/lz4 directly.
+"""Test-side decoders of EIGER stream blobs, written from DECTRIS's stream docs with bitshuffle/lz4 directly.
 
 Deliberately not detpipe.pipeline code: the simulator must be checked against the spec, not against
 the receiver it will test.

@@ -29,7 +29,7 @@ def test_file_and_online_layouts_are_transposes_of_each_other(product: str) -> N
     online = received_train(product=product, layout="online")[source]
     if product == "raw":  # (pulse, module, 2, ss, fs) → (module, 2, fs, ss, pulse)
         np.testing.assert_array_equal(online["image.data"], np.transpose(in_file["image.data"], (1, 2, 4, 3, 0)))
-    else:  # (pulse, module, ss, fs) → (module, fs, ss, pulse), agipd.md §3.2
+    else:  # (pulse, module, ss, fs) → (module, fs, ss, pulse), the online order
         for key in ("image.data", "image.gain", "image.mask"):
             np.testing.assert_array_equal(online[key], np.transpose(in_file[key], (1, 3, 2, 0)), err_msg=key)
     for key in ("image.cellId", "image.pulseId", "image.trainId"):

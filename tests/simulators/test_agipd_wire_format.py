@@ -1,4 +1,4 @@
-"""The bytes on the wire, decoded by hand from agipd.md §2 (no karabo_bridge): part structure and order."""
+"""The bytes on the wire, decoded by hand from the bridge protocol (no karabo_bridge): part structure and order."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import pytest
 from detpipe.simulators import DetectorGeometry, DetectorModel
 from detpipe.simulators.detector_models import MASK_DEAD, MASK_GAP
 
-# (model, height, width) from eiger.md §2
+# (model, height, width) from the DECTRIS EIGER2 specifications
 EIGER2_SIZES = [
     ("500K", 512, 1028),
     ("1M", 1062, 1028),

@@ -1,4 +1,4 @@
-"""Whole Stream V1 series received on a PULL socket and decoded from the spec (eiger.md §3)."""
+"""Whole Stream V1 series received on a PULL socket and decoded from the DECTRIS Stream V1 documentation."""
 
 from __future__ import annotations
 

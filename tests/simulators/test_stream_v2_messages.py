@@ -1,4 +1,4 @@
-"""Whole Stream V2 (CBOR) series received on a PULL socket and decoded from the spec (eiger.md §4)."""
+"""Whole Stream V2 (CBOR) series received on a PULL socket and decoded from the DECTRIS Stream V2 documentation."""
 
 from __future__ import annotations
 

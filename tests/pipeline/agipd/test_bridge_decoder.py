@@ -1,4 +1,4 @@
-"""The Karabo bridge decoder on hand-built messages (agipd.md §2): both protocols, zero copy, every rejection."""
+"""The Karabo bridge decoder on hand-built messages (bridge protocol): both protocols, zero copy, every rejection."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from tests.pipeline.karabo_messages import (
 )
 from tests.waiting import wait_until
 
-SIM_FIRST_TRAIN_ID = 10_000_000_000  # karabo-bridge's simulator (agipd.md §3.1)
+SIM_FIRST_TRAIN_ID = 10_000_000_000  # karabo-bridge's simulator
 
 
 def drain(outbox: FrameQueue, n: int, timeout_s: float = 20.0) -> list[Any]:
@@ -84,7 +84,7 @@ def test_simulator_trains_arrive_over_req_in_canonical_layout(monkeypatch, data_
         assert isinstance(train, Train) and train.index == index
         assert train.product is (Product.RAW if raw else Product.CORRECTED)
         wire = sent[train.train_id]
-        file_order = wire if data_like == "file" else np.transpose(wire, (3, 0, 2, 1))  # §3.2's conversion
+        file_order = wire if data_like == "file" else np.transpose(wire, (3, 0, 2, 1))  # online → file order
         np.testing.assert_array_equal(train.data[:, :, 0] if raw else train.data, file_order)
         if raw:
             assert not train.data[:, :, 1].any()  # the simulator has no digital gain: high gain everywhere
@@ -122,7 +122,7 @@ def test_pull_socket_receives_from_a_pushing_simulator(monkeypatch) -> None:
 
 @pytest.mark.parametrize("protocol", ["2.2", "1.0"])
 def test_real_raw_per_module_trains_through_karabo_bridges_server(protocol: str) -> None:
-    """Real raw modules carry the analog/digital axis (agipd.md §1.3), served by karabo-bridge's ServerInThread."""
+    """Real raw modules carry the analog/digital axis (EuXFEL data format), served by karabo-bridge's ServerInThread."""
     truths = [make_truth(raw=True, frames=2, train_id=FIRST_TRAIN_ID + i, missing={9}, seed=i) for i in range(2)]
     with ServerInThread("tcp://127.0.0.1:*", protocol_version=protocol) as server:
         for truth in truths:

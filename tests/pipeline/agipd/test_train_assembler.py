@@ -1,4 +1,4 @@
-"""Every AGIPD wire layout becomes the same canonical Train (agipd.md §3.2–3.3), and bad sources are named."""
+"""Every AGIPD wire layout becomes the same canonical Train (SPB's and karabo-bridge's), and bad sources are named."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_modules_absent_from_modules_present_read_as_zero_and_are_reported() -> 
 
 
 def test_simulator_raw_without_gain_axis_becomes_analog_with_digital_zero() -> None:
-    """karabo-bridge's simulator sends raw (module, fs, ss, pulse) uint16 with no analog/digital axis (§3.3)."""
+    """karabo-bridge's simulator sends raw (module, fs, ss, pulse) uint16 with no analog/digital axis."""
     truth = make_truth(raw=True, frames=2)
     for layout in ("file", "online"):
         assembled = assemble(combined_sources(truth, layout, raw_without_gain_axis=True))

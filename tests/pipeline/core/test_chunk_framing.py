@@ -1,4 +1,4 @@
-"""Chunk header, framing quirks and the block-chain check (eiger.md §5, §6, §9.1, §9.8)."""
+"""Chunk header, framing quirks and the block-chain check (bitshuffle and LZ4 HDF5 filters)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_headerless_bslz4_blob_gets_the_header_the_hdf5_filter_writes():
 
 
 def test_framed_bslz4_blob_of_another_size_is_a_size_mismatch():
-    """§9.2: a simulator that labels 32-bit data uint16 sends a header twice the declared size."""
+    """A simulator that labels 32-bit data uint16 sends a header twice the declared size."""
     image = pixels(SHAPE, "uint32")
     with pytest.raises(FrameRejected) as err:
         frame_bslz4(bslz4_chunk(image), image.nbytes // 2)
@@ -77,7 +77,7 @@ def test_v1_lz4_block_becomes_a_one_block_32004_chunk():
 
 
 def test_v1_lz4_block_as_long_as_its_frame_is_stored_as_raw_pixels():
-    """§6 edge case: the 32004 filter would read a block of exactly nbytes as uncompressed."""
+    """Edge case: the 32004 filter would read a block of exactly nbytes as uncompressed."""
     block, raw = lz4_block_as_long_as_its_frame()
     encoding, chunk = reframe_v1_lz4(block, len(raw))
     assert encoding is Encoding.RAW
@@ -101,13 +101,13 @@ def test_lz4_chunk_with_an_incompressible_block_stored_raw_decodes():
     image = np.random.default_rng(5).integers(0, 2**16, SHAPE, dtype=np.uint16)
     chunk = lz4_chunk(image)
     (first_length,) = struct.unpack_from(">I", chunk, 12)
-    assert first_length == 8192  # stored uncompressed (§5.2)
+    assert first_length == 8192  # stored uncompressed
     check_chunk(Encoding.LZ4, chunk, image.nbytes, 2)
     np.testing.assert_array_equal(decode_chunk_pixels(Encoding.LZ4, chunk, SHAPE, image.dtype), image)
 
 
 def test_bslz4_chunk_with_a_non_default_block_size_decodes_with_the_header_block_size():
-    """§5.1: the filter takes the block size from the chunk header, so any block size decodes."""
+    """The bitshuffle filter takes the block size from the chunk header, so any block size decodes."""
     image = pixels(SHAPE)
     chunk = build_chunk_header(image.nbytes, 1024) + bitshuffle.compress_lz4(image, 512).tobytes()
     check_chunk(Encoding.BSLZ4, chunk, image.nbytes, 2)
@@ -169,7 +169,7 @@ def test_raw_frame_of_the_wrong_length_is_a_size_mismatch():
     ids=["bslz4", "lz4"],
 )
 def test_reframed_chunks_are_read_back_by_the_hdf5_filters(tmp_path, encoding, filter_options):
-    """Header-less bslz4 (§9.1) and V1 lz4< (§6) become chunks the real HDF5 filters decode."""
+    """Header-less bslz4 and V1 lz4< become chunks the real HDF5 filters decode."""
     image = pixels(SHAPE)
     if encoding is Encoding.BSLZ4:
         chunk = frame_bslz4(bslz4_blocks(image), image.nbytes)

@@ -1,4 +1,4 @@
-"""Saving parameters, file names and the checks that confine writes to DataRoots (nexus.md §3.1)."""
+"""Saving parameters, file names and the checks that confine writes to DataRoots (DECTRIS file writer naming)."""
 
 from __future__ import annotations
 

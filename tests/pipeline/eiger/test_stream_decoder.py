@@ -1,4 +1,4 @@
-"""The decoder across both formats: detection, series bookkeeping (§9.11), fault tolerance, HDF5-readiness."""
+"""The decoder across both formats: detection, series bookkeeping (2 PULL clients), fault tolerance, HDF5-readiness."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_v2_frames_without_typed_array_tag_take_the_start_image_dtype():
 
 
 def test_a_header_opens_the_next_series_even_when_the_end_was_lost(stream_format):
-    """§9.9: the end message may be missing; the next header still starts a series."""
+    """The end message may be missing; the next header still starts a series."""
     decoder = EigerStreamDecoder()
     decoder.decode(HEADERS[stream_format], 1.0)
     (start,) = decoder.decode(header(stream_format, SERIES + 1), 2.0)
@@ -149,7 +149,7 @@ def test_a_header_opens_the_next_series_even_when_the_end_was_lost(stream_format
 
 
 def test_frame_from_another_series_is_rejected_and_the_next_message_decodes(stream_format, decoder_mid_series):
-    """§9.11: another PULL client took that series' header; its frames must not join this series."""
+    """Another PULL client took that series' header; its frames must not join this series."""
     assert reason_of(decoder_mid_series, FRAMES[stream_format](0, series=SERIES - 1)) == "other_series"
     assert reason_of(decoder_mid_series, ENDS[stream_format](SERIES - 1)) == "other_series"
     (frame,) = decoder_mid_series.decode(FRAMES[stream_format](1), 3.0)
@@ -282,7 +282,7 @@ BSLZ4_FILTER, LZ4_FILTER = hdf5plugin.Bitshuffle(nelems=0, cname="lz4"), hdf5plu
 def test_chunk_from_the_decoder_is_written_directly_and_read_back_by_hdf5(
     tmp_path, header_message, message, encoding, filter_options
 ):
-    """eiger.md §6: ``write_direct_chunk`` of the frame's blob, read back through the real HDF5 filter."""
+    """``write_direct_chunk`` of the frame's blob, read back through the real HDF5 filter."""
     decoder = EigerStreamDecoder()
     decoder.decode(header_message, 1.0)
     frames = [decoder.decode(message, 2.0)[0] for _ in range(2)]

@@ -1,4 +1,4 @@
-"""Stream V1 messages (eiger.md §3) and their quirks (§9.1, §9.3, §9.4, §9.7), from hand-built messages."""
+"""Stream V1 messages (DECTRIS Stream V1 documentation) and real DCUs' quirks, from hand-built messages."""
 
 from __future__ import annotations
 
@@ -78,13 +78,13 @@ def test_header_detail_all_carries_flatfield_and_pixel_mask_as_height_by_width_a
 
 
 def test_empty_calibration_parts_mean_no_calibration():
-    """§9.3, real detector: ``"shape": []``, ``"type": "undefined"`` and empty blobs."""
+    """Real detector: ``"shape": []``, ``"type": "undefined"`` and empty blobs."""
     start = decode_v1(v1_header(7, "all", v1_config(SHAPE)), 5.0)
     assert start.flatfield is None and start.pixel_mask is None and start.config.shape == SHAPE
 
 
 def test_placeholder_calibration_blobs_mean_no_calibration():
-    """§9.3, simulator: ``[100, 100]`` shapes with placeholder byte strings."""
+    """Simulator: ``[100, 100]`` shapes with placeholder byte strings."""
     parts = [
         json.dumps({"htype": "dflatfield-1.0", "shape": [100, 100], "type": "float32"}).encode(),
         b"flatfield-data-blob-here",
@@ -129,7 +129,7 @@ def test_framed_bslz4_blob_passes_through_byte_for_byte_without_copy(dtype):
 
 
 def test_headerless_bslz4_blob_gets_a_header_and_decodes():
-    """§9.1: the ALBA simulator sends bare bitshuffle.compress_lz4 output."""
+    """The ALBA simulator sends bare bitshuffle.compress_lz4 output."""
     image = pixels(SHAPE)
     frame = decode_v1(v1_image(7, 3, image, "bslz4-headerless"), 5.0)
     assert frame.encoding is Encoding.BSLZ4
@@ -160,7 +160,7 @@ def test_uncompressed_frame_passes_through_as_raw():
 
 
 def test_image_fields_map_to_the_frame():
-    """§3: ``frame`` is 0-based; shape [x, y] is (y, x); dconfig times are nanoseconds (§9.5)."""
+    """``frame`` is 0-based; shape [x, y] is (y, x); dconfig times are nanoseconds."""
     frame = decode_v1(v1_image(7, 3, pixels(SHAPE), "bslz4"), 5.0)
     assert (frame.series_id, frame.index, frame.shape, frame.received_s) == (7, 3, (64, 96), 5.0)
     assert frame.start_time_s == pytest.approx(2_896_000.0)
@@ -175,7 +175,7 @@ def test_image_with_an_appendix_decodes():
 
 
 def test_image_hash_is_never_checked():
-    """§9.4: the hash matches neither the compressed nor the decompressed bytes on hardware."""
+    """The hash matches neither the compressed nor the decompressed bytes on hardware."""
     message = v1_image(7, 3, pixels(SHAPE), "bslz4")
     message[0] = json.dumps({"htype": "dimage-1.0", "series": 7, "frame": 3, "hash": "not-a-hash"}).encode()
     assert decode_v1(message, 5.0).index == 3
@@ -235,7 +235,7 @@ def test_blob_longer_than_its_declared_size_is_a_size_mismatch():
 
 
 def test_bslz4_header_size_other_than_shape_times_itemsize_is_a_size_mismatch():
-    """§9.2: header fields that lie (shape says 64 × 96 uint16, the chunk holds a smaller frame)."""
+    """Header fields that lie (shape says 64 × 96 uint16, the chunk holds a smaller frame)."""
     image = pixels(SHAPE)
     assert rejection(v1_image(7, 3, image, blob=bslz4_chunk(image[:32]))) == "size_mismatch"
 

@@ -1,4 +1,4 @@
-"""Stream V2 messages (eiger.md §4): CBOR start/image/end built by hand, with real compressed blobs."""
+"""Stream V2 messages (DECTRIS Stream V2 docs): CBOR start/image/end built by hand, with real compressed blobs."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_a_detector_translation_that_is_no_position_gives_no_distance(translatio
 
 
 def test_start_without_image_dtype_gets_the_placeholder_dtype():
-    """Firmware before 2023-09 sends no image_dtype (§4); frames carry their own dtype."""
+    """Firmware before 2023-09 sends no image_dtype; frames carry their own dtype."""
     start = decode_v2(v2_message(v2_start(9, SHAPE, image_dtype=False)), 5.0)
     assert start.config.dtype == PLACEHOLDER_DTYPE and "image_dtype" not in start.config.header
 

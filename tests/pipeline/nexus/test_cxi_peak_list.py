@@ -1,4 +1,4 @@
-"""The CXI peak list (nexus.md §6) holds one padded row per frame, as CrystFEL's ``--peaks=cxi`` reads it.
+"""The CXI peak list (the CXI peak-list layout) holds one padded row per frame, as CrystFEL's ``--peaks=cxi`` reads it.
 
 Triage results are built by hand with known values; every check reads the rows back from the file.
 """

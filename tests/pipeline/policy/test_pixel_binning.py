@@ -1,4 +1,4 @@
-"""2 × 2 binning (triage.md §8, method 4): block sums, masked markers, saturation and pixel-mask OR."""
+"""2 × 2 binning (a lossy reduction): block sums, masked markers, saturation and pixel-mask OR."""
 
 from __future__ import annotations
 

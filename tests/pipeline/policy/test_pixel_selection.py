@@ -1,4 +1,4 @@
-"""ROI and module selection (triage.md §8, method 3): kept masks, dropped pixels, configuration errors."""
+"""ROI and module selection (a lossy reduction): kept masks, dropped pixels, configuration errors."""
 
 from __future__ import annotations
 

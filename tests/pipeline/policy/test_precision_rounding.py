@@ -1,4 +1,4 @@
-"""Precision rounding (triage.md §8, method 5): errb_round semantics for float32, significant bits for integers.
+"""Precision rounding (a lossy reduction): errb_round semantics for float32, significant bits for integers.
 
 The float32 reference below is written from the definition (kept LSB = 2**max(abspw, exponent − mnbits),
 half to even) in float64 arithmetic, independently of the kernel's bit manipulation. The hand-checked

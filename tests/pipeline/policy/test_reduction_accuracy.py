@@ -1,4 +1,4 @@
-"""What lossy reduction costs the science, against the AGIPD simulator's ground truth (triage.md §8).
+"""What lossy reduction costs the science, against the AGIPD simulator's ground truth.
 
 Peak error follows the spec's measurement: the change of a 5 × 5 box sum minus a ring background around each
 true peak, divided by the peak's Poisson σ = sqrt(I). Corrected AGIPD frames are float photons with

@@ -1,4 +1,4 @@
-"""Sparsification (triage.md §7.1) and the pyFAI sparse-frame file (nexus.md §7), against SfxFrames' truth.
+"""Sparsification (pyFAI sparsify-Bragg) and the pyFAI sparse-frame file (pyFAI's layout), against SfxFrames' truth.
 
 Six EIGER2 4M uint16 frames (seed 2024, half of them hits with 15–60 peaks) are sparsified once per module
 at pyFAI's defaults (3 σ, noise 1, 5 cycles, 800 bins). A true peak's intensity is summed over a disc of

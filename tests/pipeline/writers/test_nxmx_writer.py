@@ -59,7 +59,7 @@ def test_every_pixel_reads_back_from_data_files_and_master_vds(tmp_path: Path, e
     with h5py.File(tmp_path / "run" / "series_1_data_000001.h5") as handle:
         plist = handle["/entry/data/data"].id.get_create_plist()
         filters = [plist.get_filter(k)[::2] for k in range(plist.get_nfilters())]
-    # 32008 stores the bitshuffle version and the element size (2 bytes) before the user options (eiger.md §5.1)
+    # 32008 stores the bitshuffle version and the element size (2 bytes) before the user options (bitshuffle's filter)
     expected_filters = {Encoding.BSLZ4: [(32008, (2, *hdf5plugin.Bitshuffle(nelems=0, cname="lz4").filter_options))],
                         Encoding.LZ4: [(32004, hdf5plugin.LZ4().filter_options)], Encoding.RAW: []}[encoding]
     skip_version = 2 if encoding is Encoding.BSLZ4 else 0

@@ -1,5 +1,5 @@
-"""Triage results travel with the frames into the series' master: a CXI peak list CrystFEL reads (nexus.md §6)
-and an NXprocess whose stored parameters feed back into detpipe (nexus.md §5.2).
+"""Triage results travel with the frames into the series' master: a CXI peak list CrystFEL reads (CXI peak-list
+layout of Cheetah and CrystFEL) and an NXprocess whose stored parameters feed back into detpipe (docs/triage_output.md).
 
 Ground truth is triage results built by hand with known values; rows are compared with them frame by frame,
 for the Eiger image stack and for the AGIPD run's VDS frame order.
