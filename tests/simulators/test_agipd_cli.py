@@ -14,7 +14,7 @@ import numpy as np
 
 from detpipe.simulators import AgipdSimulator
 from tests.simulators.agipd_bridge_helpers import COMBINED_CORRECTED, bridge_client
-from tests.simulators.test_eiger_cli import read_line
+from tests.simulators.test_eiger_cli import read_line, simulator_process
 
 READY = re.compile(r"^AGIPD simulator ready endpoint=(tcp://127\.0\.0\.1:\d+)$")
 MODULE = "detpipe.simulators.agipd_cli"
@@ -27,8 +27,7 @@ def test_cli_prints_one_ready_line_serves_trains_and_exits_cleanly_on_sigterm(tm
         "online", "--cells", "2", "--unpaced", "--first-train-id", "500", "--trains", "2", "--seed", "4",
         "--hit-fraction", "1", "--write-constants", str(constants),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with simulator_process(command) as process:
         line = read_line(process.stdout, timeout_s=30).strip()  # type: ignore[arg-type]
         match = READY.match(line)
         assert match, (line, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
@@ -44,12 +43,6 @@ def test_cli_prints_one_ready_line_serves_trains_and_exits_cleanly_on_sigterm(tm
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert process.stdout.read() == ""  # type: ignore[union-attr]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()  # type: ignore[union-attr]
-        process.stderr.close()  # type: ignore[union-attr]
 
 
 def test_cli_exits_2_with_a_reason_when_its_port_is_taken() -> None:
@@ -65,8 +58,7 @@ def test_cli_exits_2_with_a_reason_when_its_port_is_taken() -> None:
 def test_cli_reply_delay_makes_a_slow_bridge_and_refuses_a_negative_one() -> None:
     """``--reply-delay`` is the slow-bridge deviation: each REP reply comes no sooner than that after its request."""
     command = [sys.executable, "-m", MODULE, "--port", "0", "--cells", "1", "--unpaced", "--reply-delay", "0.6"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with simulator_process(command) as process:
         match = READY.match(read_line(process.stdout, timeout_s=30).strip())  # type: ignore[arg-type]
         assert match
         with bridge_client(match.group(1), "REP") as client:
@@ -76,12 +68,6 @@ def test_cli_reply_delay_makes_a_slow_bridge_and_refuses_a_negative_one() -> Non
                 assert time.monotonic() - asked >= 0.6
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()  # type: ignore[union-attr]
-        process.stderr.close()  # type: ignore[union-attr]
     refused = subprocess.run([sys.executable, "-m", MODULE, "--port", "0", "--reply-delay", "-1"],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "reply_delay_s must be >= 0, got -1.0" in refused.stderr

@@ -8,7 +8,8 @@ import selectors
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +26,20 @@ def read_line(stream: IO[str], timeout_s: float) -> str:
         return stream.readline() if selector.select(timeout_s) else ""
 
 
+@contextmanager
+def simulator_process(command: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """A simulator CLI as a child with piped output; killed if the test leaves it running, its pipes closed."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+
+
 READY = re.compile(r"^EIGER simulator ready rest=(http://127\.0\.0\.1:\d+) stream=(tcp://127\.0\.0\.1:\d+)$")
 
 
@@ -35,8 +50,7 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path:
         "--stream-port", "0", "--seed", "3", "--hit-fraction", "0.5", "--truth", str(truth), "--truth-frames", "5",
         "--api-version", "1.6.0", "--unpaced", "--distinct-frames", "2",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with simulator_process(command) as process:
         line = read_line(process.stdout, timeout_s=30).strip()  # type: ignore[arg-type]
         match = READY.match(line)
         assert match, (line, process.stderr.read() if process.poll() is not None else "")  # type: ignore[union-attr]
@@ -48,12 +62,6 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert process.stdout.read() == ""  # type: ignore[union-attr]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()  # type: ignore[union-attr]
-        process.stderr.close()  # type: ignore[union-attr]
 
 
 def test_cli_exits_2_with_a_reason_when_its_port_is_taken(make_sim: Callable[..., EigerSimulator]) -> None:
