@@ -24,6 +24,8 @@ class Progress:
         self._started = self._last_line = 0.0
         self._done = self._total = 0
         self._note = ""
+        self._finished = False
+        self._first_done = 0
 
     def __call__(self, done: int, total: int, note: str = "") -> None:
         """``note`` (e.g. "312 MB written") follows the counts."""
@@ -37,18 +39,20 @@ class Progress:
             self._bar.update(done - self._bar.n)
             return
         now = time.monotonic()
-        if not self._started:
-            self._started = now
-        if now - self._last_line >= LINE_INTERVAL_S or (done == total and self._last_line != -1):
-            self._last_line = -1 if done == total else now
-            self._print_line(now)
+        first = not self._started
+        if first:
+            self._started, self._first_done = now, done
+        if self._finished or not (first or done >= total or now - self._last_line >= LINE_INTERVAL_S):
+            return
+        self._finished, self._last_line = done >= total, now
+        self._print_line(now, first)
 
-    def _print_line(self, now: float) -> None:
-        if self._done <= 1 < self._total:
+    def _print_line(self, now: float, first: bool) -> None:
+        if first and self._done < self._total:
             print(f"{self.description}: {self._total} {self.unit}s to go", file=self.stream, flush=True)
             return
         elapsed = now - self._started
-        rate = self._done / elapsed if elapsed > 0 else 0.0
+        rate = (self._done - self._first_done) / elapsed if elapsed > 0 else 0.0
         eta = f", about {(self._total - self._done) / rate:.0f} s left" if rate and self._done < self._total else ""
         share = f" ({100 * self._done / self._total:.0f} %)" if self._total else ""
         note = f", {self._note}" if self._note else ""
