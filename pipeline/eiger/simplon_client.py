@@ -80,8 +80,8 @@ class SimplonClient:
                 if err.http_status != 404:
                     raise
                 continue
-            except DetectorFailed:
-                pass
+            except DetectorFailed as err:  # a server error on status/state still proves the version is served
+                log.info("SIMPLON API %s answered status/state with an error (%s): it exists", version, err)
             log.warning("%s has no /detector/api/version/ (HTTP 404); probed SIMPLON API %s (status/state answered)",
                         self.base_url, version)
             self.version_probed = True

@@ -91,6 +91,12 @@ def test_a_dcu_without_the_version_endpoint_is_probed_for_its_version(sim, clien
     assert client.detector_status() == "na"
 
 
+def test_a_probed_version_whose_status_answers_a_server_error_is_still_found(sim, client) -> None:
+    """Any answer but 404 proves the DCU serves that version, a 500 from a busy status/state too."""
+    sim.rest_deviations(version_endpoint=False, failing_requests={"state": "status task busy"})
+    assert client.api_version == sim.api_version and client.version_probed
+
+
 def test_the_simulator_cli_can_leave_out_the_version_endpoint() -> None:
     args = eiger_cli._parser().parse_args(["--model", "500K", "--rest-port", "0", "--stream-port", "0",
                                            "--api-version", "1.6.0", "--no-version-endpoint"])
