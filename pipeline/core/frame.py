@@ -58,3 +58,10 @@ class Frame:
     @property
     def nbytes_encoded(self) -> int:
         return len(self.blob)
+
+
+def masked_pixel_value(dtype: np.dtype) -> int | None:
+    """The value an EIGER writes into gap and masked pixels of an integer frame (2**bits - 1, with
+    pixel_mask_applied); None for float data, which has no such marker."""
+    dtype = np.dtype(dtype)
+    return int(np.iinfo(dtype).max) if dtype.kind in "ui" else None

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .chunk_framing import decode_chunk_pixels
-from .frame import Frame
+from .frame import Frame, masked_pixel_value
 from .series import SeriesStart
 from .train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 
@@ -51,7 +51,8 @@ def frame_picture(frame: Frame, start: SeriesStart | None) -> tuple[np.ndarray, 
     pixel_mask_applied) and every pixel flagged by the NXmx ``pixel_mask`` of the frame's series header
     (``start``, when it is that series' and its shape fits) become 0."""
     pixels = np.array(decode_chunk_pixels(frame.encoding, frame.blob, frame.shape, frame.dtype))  # owned copy
-    masked = pixels == np.iinfo(pixels.dtype).max if pixels.dtype.kind == "u" else np.zeros(pixels.shape, bool)
+    marker = masked_pixel_value(pixels.dtype)
+    masked = pixels == marker if marker is not None else np.zeros(pixels.shape, bool)
     pixel_mask = start.pixel_mask if start is not None and start.series_id == frame.series_id else None
     if pixel_mask is not None and pixel_mask.shape == pixels.shape:
         masked |= pixel_mask != 0

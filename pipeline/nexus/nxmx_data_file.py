@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.chunk_framing import check_chunk
 from ..core.errors import FrameRejected
-from ..core.frame import Encoding, Frame
+from ..core.frame import Encoding, Frame, masked_pixel_value
 from ..core.saving_target import FLUSH_PERIOD_S, create_h5
 
 DATASET_PATH = "/entry/data/data"
@@ -54,7 +54,8 @@ class FrameLayout:
     @property
     def fill_value(self) -> int | float:
         """The Eiger masked-pixel value 2**bits - 1 (DECTRIS convention), so a lost frame reads as fully masked."""
-        return np.iinfo(self.dtype).max if self.dtype.kind in "ui" else float("nan")
+        marker = masked_pixel_value(self.dtype)
+        return float("nan") if marker is None else marker
 
     @property
     def frame_nbytes(self) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..core.chunk_framing import bslz4_chunk, decode_chunk_pixels
-from ..core.frame import Encoding, Frame
+from ..core.frame import Encoding, Frame, masked_pixel_value
 from ..core.series import DetectorConfig, SeriesStart
 from ..eiger.panels import eiger_panels
 from .pixel_binning import bin2x2, bin_pixel_mask
@@ -27,10 +27,6 @@ from .reduction_stats import ReductionStats
 from .sparse_frames import RadialBins, SparseFrame, sparsify
 
 NOT_KEPT_MASK_BIT = np.uint32(1 << 8)  # NXmx pixel_mask bit 8: user-defined mask
-
-
-def _masked_value(dtype: np.dtype) -> int | None:
-    return int(np.iinfo(dtype).max) if dtype.kind in "ui" else None
 
 
 def _radius_map(config: DetectorConfig) -> NDArray[np.float32]:
@@ -52,7 +48,7 @@ class EigerFrameReducer:
         self.params = params
         self.config = start.config
         self.stats = stats
-        self.masked_value = _masked_value(self.config.dtype)
+        self.masked_value = masked_pixel_value(self.config.dtype)
         shape = self.config.shape
         self.valid: NDArray[np.bool_] = (np.ones(shape, dtype=bool) if start.pixel_mask is None
                                          else np.asarray(start.pixel_mask) == 0)

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..agipd.geometry import MODULE_SS, agipd_pixel_positions
+from ..core.frame import masked_pixel_value
 from .run_files import RunKind
 
 PIXEL_MASK_PATH = "/entry/instrument/detector/pixel_mask"
@@ -27,7 +28,7 @@ class DisplayLayout:
 
     kind: RunKind
     mask: NDArray[np.bool_]
-    invalid_value: float | None = None  # EIGER: the value a masked pixel holds, 2**bits - 1
+    invalid_value: int | None = None  # EIGER: the value a masked pixel holds, 2**bits - 1
     columns: NDArray[np.intp] | None = None  # AGIPD: picture column and row of each (module, ss, fs) pixel
     rows: NDArray[np.intp] | None = None
 
@@ -68,8 +69,7 @@ def display_layout(handle: h5py.File, kind: RunKind) -> DisplayLayout:
         mask = np.zeros(stack.shape[1:], bool)
         if PIXEL_MASK_PATH in handle:
             mask = handle[PIXEL_MASK_PATH][()] != 0
-        invalid = float(np.iinfo(stack.dtype).max) if stack.dtype.kind in "ui" else None
-        return DisplayLayout(kind, mask, invalid_value=invalid)
+        return DisplayLayout(kind, mask, invalid_value=masked_pixel_value(stack.dtype))
     x, y = agipd_pixel_positions()
     # Viewed along the beam x grows to the left and y upwards; pixel centres sit on half pixels, and floor
     # (not rint, which rounds halves to even) keeps neighbours apart.
