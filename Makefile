@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz soak install clean
+.PHONY: demo test bench fuzz soak reference install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ fuzz: $(STAMP)
 
 soak: $(STAMP)
 	DETPIPE_SOAK_SERIES=50 $(BIN)/python -m pytest -s tests/integration/test_soak.py
+
+# The README's device reference tables, rewritten from the device classes (a test fails when they drift).
+reference: $(STAMP)
+	$(BIN)/python -m detpipe.devices.reference_tables README.md
 
 clean:
 	rm -rf $(VENV) detpipe-demo .pytest_cache

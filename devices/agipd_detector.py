@@ -49,7 +49,9 @@ class AgipdDetector(DetectorDevice):
 
     BridgeEndpoint = device_property(dtype=str, mandatory=True, doc="Mandatory. Karabo bridge endpoint, e.g. tcp://host:4545")
     BridgeSocket = device_property(
-        dtype=str, default_value="REQ", doc="REQ (asks b'next' per train; bridge in REP mode) or PULL (bridge PUSH)"
+        dtype=str, default_value="REQ",
+        doc="REQ: asks b'next' per train (bridge in REP mode); flow-controlled, never drops, a slow bridge is waited "
+            "for. PULL: bridge in PUSH mode; a train arriving while the writer is full is dropped and counted",
     )
     ConstantsFile = device_property(
         dtype=str, default_value="",
@@ -205,27 +207,31 @@ class AgipdDetector(DetectorDevice):
         return picture.pixels if picture is not None else np.zeros((1, 1), np.float32)
 
     # --- counters ---
-    @attribute(dtype=int, unit="train", format="%d", description="Trains received in this run")
+    @attribute(label="Trains received", dtype=int, unit="train", format="%d", description="Trains received in this run")
     async def trains_received(self) -> int:
         return self._receiver.stats.trains_received
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Frames (memory cells) received in this run")
+    @attribute(label="Frames received",
+               dtype=int, unit="frame", format="%d", description="Frames (memory cells) received in this run")
     async def frames_received(self) -> int:
         return self._receiver.stats.frames_received
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Frames dropped because the next queue was full")
+    @attribute(label="Frames dropped",
+               dtype=int, unit="frame", format="%d", description="Frames dropped because the next queue was full")
     async def frames_dropped(self) -> int:
         return self._receiver.stats.frames_dropped_total
 
-    @attribute(dtype=int, unit="message", format="%d", description="Bridge messages rejected; see rejection_reasons")
+    @attribute(label="Frames rejected",
+               dtype=int, unit="message", format="%d", description="Bridge messages rejected; see rejection_reasons")
     async def frames_rejected(self) -> int:
         return self._receiver.stats.rejected_total
 
-    @attribute(dtype=str, description="Rejected bridge messages by reason, as JSON")
+    @attribute(label="Rejections, by reason", dtype=str, description="Rejected bridge messages by reason, as JSON")
     async def rejection_reasons(self) -> str:
         return json.dumps(dict(self._receiver.stats.rejected))
 
-    @attribute(dtype=int, unit="train", format="%d", description="Gaps in the train ids: trains never received")
+    @attribute(label="Trains missing",
+               dtype=int, unit="train", format="%d", description="Gaps in the train ids: trains never received")
     async def trains_missing(self) -> int:
         return self._receiver.stats.trains_missing
 
@@ -235,25 +241,29 @@ class AgipdDetector(DetectorDevice):
     async def trains_unanswered(self) -> int:
         return self._receiver.stats.requests_unanswered
 
-    @attribute(dtype=(int,), max_dim_x=AGIPD_MODULES, unit="train", format="%d",
+    @attribute(label="Modules missing", dtype=(int,), max_dim_x=AGIPD_MODULES, unit="train", format="%d",
                description="Per module 0..15: trains in which that module was missing")
     async def modules_missing(self) -> list[int]:
         missing = self._receiver.stats.modules_missing
         return [missing.get(m, 0) for m in range(AGIPD_MODULES)]
 
-    @attribute(dtype=int, format="%d", description="Train id of the last train received; -1 before the first")
+    @attribute(label="Last train id",
+               dtype=int, format="%d", description="Train id of the last train received; -1 before the first")
     async def last_train_id(self) -> int:
         return self._receiver.stats.last_train_id
 
-    @attribute(dtype=float, unit="MB/s", format="%.1f", description="Received data rate over the last second")
+    @attribute(label="Receive rate",
+               dtype=float, unit="MB/s", format="%.1f", description="Received data rate over the last second")
     async def receive_rate(self) -> float:
         return self._receiver.stats.rates()[1]
 
-    @attribute(dtype=float, unit="ms", format="%.2f", description="Mean time to decode and assemble one train")
+    @attribute(label="Decode time (mean)",
+               dtype=float, unit="ms", format="%.2f", description="Mean time to decode and assemble one train")
     async def decode_time_mean(self) -> float:
         return self._receiver.stats.time_mean_ms
 
-    @attribute(dtype=float, unit="ms", format="%.2f", description="Mean time to correct one train; 0 without constants")
+    @attribute(label="Correction time (mean)",
+               dtype=float, unit="ms", format="%.2f", description="Mean time to correct one train; 0 without constants")
     async def correction_time_mean(self) -> float:
         return self._correction.stage.stats.time_mean_ms if self._correction else 0.0
 

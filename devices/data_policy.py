@@ -38,13 +38,13 @@ log = logging.getLogger(__name__)
 POLICY_LABELS = [p.value for p in Policy]
 
 
-def _metric(name: str, dtype: type, unit: str, fmt: str, description: str) -> attribute:
+def _metric(name: str, label: str, dtype: type, unit: str, fmt: str, description: str) -> attribute:
     """A read-only attribute showing ``ReductionStats.metrics()[name]`` of the current or last run."""
 
     async def read(device: Any) -> Any:
         return dtype(device.metric(name))
 
-    return attribute(name=name, dtype=dtype, fget=read, unit=unit, format=fmt, label=name,
+    return attribute(name=name, dtype=dtype, fget=read, unit=unit, format=fmt, label=label,
                      description=f"{description} (current or last run; the manifest holds the final value)")
 
 
@@ -55,8 +55,8 @@ def _json_list(name: str, text: str, example: str) -> Any:
         raise ValueError(f"{name} must be JSON like {example}: {err}") from err
 
 
-def _reduction(name: str, dtype: type, description: str, **limits: float) -> attribute:
-    return parameter_attribute(name, dtype, description, units=UNITS, **limits)
+def _reduction(name: str, label: str, dtype: type, description: str, **limits: float) -> attribute:
+    return parameter_attribute(name, label, dtype, description, units=UNITS, **limits)
 
 
 class DataPolicy(DetpipeDevice):
@@ -227,7 +227,7 @@ class DataPolicy(DetpipeDevice):
         self.requested_params = ReductionParams.from_mapping({**self.requested_params.to_mapping(), name: value})
 
     @attribute(dtype="DevEnum", enum_labels=POLICY_LABELS, access=AttrWriteType.READ_WRITE, memorized=True,
-               hw_memorized=True, label="policy",
+               hw_memorized=True, label="Data policy",
                description="raw: everything, lossless; red: reduced data only; raw+red: raw to raw/ (short "
                            "retention) and RED to red/ (archive). Refused while a series runs")
     async def policy(self) -> int:
@@ -237,29 +237,41 @@ class DataPolicy(DetpipeDevice):
     async def policy(self, value: int) -> None:
         self.set_parameter("policy", POLICY_LABELS[value])
 
-    hits_only = _reduction("hits_only", bool, "Keep hits plus a random sample of misses (flagged) instead of all frames")
-    miss_fraction = _reduction("miss_fraction", float, "Fraction of misses kept as an unbiased control sample",
+    hits_only = _reduction("hits_only", "Hits only",
+                           bool, "Keep hits plus a random sample of misses (flagged) instead of all frames")
+    miss_fraction = _reduction("miss_fraction", "Misses kept (fraction)",
+                               float, "Fraction of misses kept as an unbiased control sample",
                                min_value=0, max_value=1)
-    miss_seed = _reduction("miss_seed", int, "Seed of the miss sample (the same frames are picked offline)",
+    miss_seed = _reduction("miss_seed", "Miss sample seed",
+                           int, "Seed of the miss sample (the same frames are picked offline)",
                            min_value=0)
-    drop_unlit_cells = _reduction("drop_unlit_cells", bool, "AGIPD: drop memory cells that saw no pulse")
-    lit_cell_min_pixels = _reduction("lit_cell_min_pixels", int, "A cell with fewer lit pixels saw no pulse",
+    drop_unlit_cells = _reduction("drop_unlit_cells", "Drop unlit cells",
+                                  bool, "AGIPD: drop memory cells that saw no pulse")
+    lit_cell_min_pixels = _reduction("lit_cell_min_pixels", "Lit cell min. pixels",
+                                     int, "A cell with fewer lit pixels saw no pulse",
                                      min_value=0)
-    mantissa_bits = _reduction("mantissa_bits", int, f"Significant bits kept per pixel; {MAX_MANTISSA_BITS} = lossless",
+    mantissa_bits = _reduction("mantissa_bits", "Mantissa bits",
+                               int, f"Significant bits kept per pixel; {MAX_MANTISSA_BITS} = lossless",
                                min_value=1, max_value=MAX_MANTISSA_BITS)
-    rounding_step = _reduction("rounding_step", float, "Round pixels to this step, a power of two; 0 = off",
+    rounding_step = _reduction("rounding_step", "Rounding step",
+                               float, "Round pixels to this step, a power of two; 0 = off",
                                min_value=0)
-    binning = _reduction("binning", int, "1 = off, 2 = sum 2x2 pixels", min_value=1, max_value=2)
-    sparse = _reduction("sparse", bool, "Keep only pixels above the radial background (pyFAI sparse frames)")
-    sparse_threshold_sigma = _reduction("sparse_threshold_sigma", float, "Sparse: keep pixels this many sigma above "
+    binning = _reduction("binning", "Binning", int, "1 = off, 2 = sum 2x2 pixels", min_value=1, max_value=2)
+    sparse = _reduction("sparse", "Sparse frames",
+                        bool, "Keep only pixels above the radial background (pyFAI sparse frames)")
+    sparse_threshold_sigma = _reduction("sparse_threshold_sigma", "Sparse threshold",
+                                        float, "Sparse: keep pixels this many sigma above "
                                         "the background", min_value=0)
-    sparse_noise = _reduction("sparse_noise", float, "Sparse: and at least this far above the background",
+    sparse_noise = _reduction("sparse_noise", "Sparse noise floor",
+                              float, "Sparse: and at least this far above the background",
                               min_value=0)
-    raw_retention_days = _reduction("raw_retention_days", int, "Days raw data is kept before deletion", min_value=0)
-    red_archive = _reduction("red_archive", bool, "RED data goes to the long-term archive")
-    embargo_date = _reduction("embargo_date", str, "ISO date after which the data may be public; empty = none")
+    raw_retention_days = _reduction("raw_retention_days", "Raw retention",
+                                    int, "Days raw data is kept before deletion", min_value=0)
+    red_archive = _reduction("red_archive", "Archive RED data", bool, "RED data goes to the long-term archive")
+    embargo_date = _reduction("embargo_date", "Embargo date",
+                              str, "ISO date after which the data may be public; empty = none")
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+    @attribute(label="Modules kept", dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                description='Modules kept, JSON list of module numbers (Eiger modules row by row); "[]" = all '
                            "(applies from the next series)")
     async def modules(self) -> str:
@@ -269,7 +281,7 @@ class DataPolicy(DetpipeDevice):
     async def modules(self, value: str) -> None:
         self.set_parameter("modules", _json_list("modules", value, "[0, 3]"))
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
+    @attribute(label="ROIs kept", dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                description='ROIs kept, JSON [[x, y, width, height], ...] in pixels (x fast, y slow); "[]" = whole '
                            "frame (applies from the next series)")
     async def rois(self) -> str:
@@ -279,14 +291,16 @@ class DataPolicy(DetpipeDevice):
     async def rois(self, value: str) -> None:
         self.set_parameter("rois", _json_list("rois", value, "[[0, 0, 100, 50]]"))
 
-    @attribute(dtype=str, description="The complete policy of the next series as JSON (the NXnote document)")
+    @attribute(label="Policy (JSON)",
+               dtype=str, description="The complete policy of the next series as JSON (the NXnote document)")
     async def policy_config(self) -> str:
         return json.dumps(self.requested_params.to_mapping())
 
     @command(dtype_in=str, doc_in="JSON (or YAML) mapping of data policy parameters; unknown keys are refused")
     async def LoadPolicy(self, text: str) -> None:
-        """Set several parameters at once, validated together; nothing changes if any is wrong. The text is
-        parsed off the event loop, with its size and YAML aliases bounded (``policy_mapping``)."""
+        """Set several parameters at once, validated together; nothing changes if any is wrong.
+
+        The text is parsed off the event loop, with its size and YAML aliases bounded (``policy_mapping``)."""
         document = await asyncio.to_thread(policy_mapping, text, "LoadPolicy's argument")
         new = ReductionParams.from_mapping({**self.requested_params.to_mapping(), **document})
         if new.policy is not self.requested_params.policy and self.running:
@@ -297,24 +311,26 @@ class DataPolicy(DetpipeDevice):
     def metric(self, name: str) -> int | float:
         return 0 if self._stage is None else self._stage.stats.metrics()[name]
 
-    frames_in = _metric("frames_in", int, "frame", "%d", "Frames received")
-    frames_kept = _metric("frames_kept", int, "frame", "%d", "Frames kept (hits, sampled misses, untriaged)")
-    hits_kept = _metric("hits_kept", int, "frame", "%d", "Hits kept")
-    misses_kept = _metric("misses_kept", int, "frame", "%d", "Misses kept as the random control sample")
-    untriaged_kept = _metric("untriaged_kept", int, "frame", "%d", "Frames kept because they were not triaged")
-    frames_dropped_by_policy = _metric("frames_dropped_by_policy", int, "frame", "%d",
+    frames_in = _metric("frames_in", "Frames in", int, "frame", "%d", "Frames received")
+    frames_kept = _metric("frames_kept", "Frames kept",
+                          int, "frame", "%d", "Frames kept (hits, sampled misses, untriaged)")
+    hits_kept = _metric("hits_kept", "Hits kept", int, "frame", "%d", "Hits kept")
+    misses_kept = _metric("misses_kept", "Misses kept", int, "frame", "%d", "Misses kept as the random control sample")
+    untriaged_kept = _metric("untriaged_kept", "Untriaged kept",
+                             int, "frame", "%d", "Frames kept because they were not triaged")
+    frames_dropped_by_policy = _metric("frames_dropped_by_policy", "Frames dropped by policy", int, "frame", "%d",
                                        "Frames deliberately not kept in RED (misses outside the sample, unlit cells)")
-    bytes_in = _metric("bytes_in", float, "B", "%.0f", "Bytes received (the detector's encoded frames)")
-    bytes_raw = _metric("bytes_raw", float, "B", "%.0f", "Bytes of raw data written")
-    bytes_red = _metric("bytes_red", float, "B", "%.0f", "Bytes of RED data written")
-    reduction_ratio = _metric("reduction_ratio", float, "", "%.2f", "bytes_in / bytes_red")
-    compression_ratio = _metric("compression_ratio", float, "", "%.2f",
+    bytes_in = _metric("bytes_in", "Bytes in", float, "B", "%.0f", "Bytes received (the detector's encoded frames)")
+    bytes_raw = _metric("bytes_raw", "Raw bytes written", float, "B", "%.0f", "Bytes of raw data written")
+    bytes_red = _metric("bytes_red", "RED bytes written", float, "B", "%.0f", "Bytes of RED data written")
+    reduction_ratio = _metric("reduction_ratio", "Reduction ratio", float, "", "%.2f", "bytes_in / bytes_red")
+    compression_ratio = _metric("compression_ratio", "Compression ratio", float, "", "%.2f",
                                 "Dense bytes of the kept frames / bytes_red")
-    rms_error_photons = _metric("rms_error_photons", float, "photon", "%.4f",
+    rms_error_photons = _metric("rms_error_photons", "Rounding error (RMS)", float, "photon", "%.4f",
                                 "RMS pixel change made by rounding")
-    rms_error_sigma = _metric("rms_error_sigma", float, "", "%.4f",
+    rms_error_sigma = _metric("rms_error_sigma", "Rounding error / sigma", float, "", "%.4f",
                               "RMS pixel change made by rounding, in units of the pixel's Poisson sigma")
-    pixels_dropped_fraction = _metric("pixels_dropped_fraction", float, "", "%.4f",
+    pixels_dropped_fraction = _metric("pixels_dropped_fraction", "Pixels dropped (fraction)", float, "", "%.4f",
                                       "Fraction of valid pixels of kept frames dropped by ROI/modules or sparse")
 
     @command

@@ -415,7 +415,7 @@ class DetectorDevice(LiveViewDevice):
         self.end_series(EndReason.ABORT)
         await self.series_settled(ABORT_WAIT_S)
 
-    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
+    @attribute(label="Queue fill", dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
                description="Fill of the writer's ingress queue; ALARM above 75 %")
     async def queue_fill(self) -> float:
         return self._writer_queue_fill()

@@ -31,6 +31,8 @@ from .detpipe_device import CLOSE_WAIT_S, in_background, settle
 from .live_view_device import LIVE_MAX_HEIGHT, LIVE_MAX_WIDTH
 
 DCU_READ_WAIT_S = 1.0
+TRIGGER_MODES = [mode.value for mode in TriggerMode]
+"""acq_trigger_mode's labels, in LImA's spelling."""
 
 
 class EigerDetector(DetectorDevice):
@@ -48,7 +50,9 @@ class EigerDetector(DetectorDevice):
         dtype=str, mandatory=True, doc="Mandatory. SIMPLON base URL of the DCU, e.g. http://dcu:80"
     )
     StreamEndpoint = device_property(
-        dtype=str, mandatory=True, doc="Mandatory. ZMQ endpoint the DCU's stream PUSH socket binds, e.g. tcp://dcu:9999"
+        dtype=str, mandatory=True,
+        doc="Mandatory. ZMQ endpoint the DCU's stream PUSH socket binds: tcp://dcu:9999 (Stream V1) or "
+            "tcp://dcu:31001 (Stream V2)",
     )
     StreamFormat = device_property(
         dtype=str, default_value="legacy",
@@ -62,7 +66,8 @@ class EigerDetector(DetectorDevice):
     StreamTimeout = device_property(
         dtype=float, default_value=5.0, doc="Seconds of stream silence, with frames still owed, before FAULT"
     )
-    HttpTimeout = device_property(dtype=float, default_value=10.0, doc="Seconds allowed for an ordinary REST request")
+    HttpTimeout = device_property(dtype=float, default_value=10.0,
+                                  doc="Seconds allowed for an ordinary REST request (arm and trigger get 300 s)")
 
     async def init_device(self) -> None:
         await super().init_device()
@@ -195,14 +200,17 @@ class EigerDetector(DetectorDevice):
     async def latency_time(self, value: float) -> None:
         self._request(latency_time_s=value)
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, label="Trigger mode",
-               description="One of " + ", ".join(m.value for m in TriggerMode))
-    async def acq_trigger_mode(self) -> str:
-        return self._acq.requested.trigger_mode.value
+    @attribute(dtype="DevEnum", enum_labels=TRIGGER_MODES, access=AttrWriteType.READ_WRITE, memorized=True,
+               hw_memorized=True, label="Trigger mode",
+               description="INTERNAL_TRIGGER: one Start acquires the series; *_MULTI: one frame per trigger "
+                           "(software Start, or hardware); EXTERNAL_TRIGGER: a hardware trigger starts the series; "
+                           "EXTERNAL_GATE: the gate length is the exposure (LImA acq_trigger_mode)")
+    async def acq_trigger_mode(self) -> int:
+        return TRIGGER_MODES.index(self._acq.requested.trigger_mode.value)
 
     @acq_trigger_mode.write
-    async def acq_trigger_mode(self, value: str) -> None:
-        self._request(trigger_mode=value.upper())
+    async def acq_trigger_mode(self, value: int) -> None:
+        self._request(trigger_mode=TRIGGER_MODES[value])
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="eV",
                format="%.1f", min_value=1000.0, max_value=100000.0, label="Photon energy",
@@ -214,17 +222,20 @@ class EigerDetector(DetectorDevice):
     async def photon_energy(self, value: float) -> None:
         self._request(photon_energy_ev=value)
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               label="Compression", description="Detector compression: " + " or ".join(COMPRESSIONS))
-    async def compression_type(self) -> str:
-        return self._acq.requested.compression
+    @attribute(dtype="DevEnum", enum_labels=COMPRESSIONS, access=AttrWriteType.READ_WRITE, memorized=True,
+               hw_memorized=True, label="Compression",
+               description="Compression of the frames the detector streams (SIMPLON compression): bslz4 "
+                           "(bitshuffle-LZ4, written as it arrives) or lz4")
+    async def compression_type(self) -> int:
+        return COMPRESSIONS.index(self._acq.requested.compression)
 
     @compression_type.write
-    async def compression_type(self, value: str) -> None:
-        self._request(compression=value.lower())
+    async def compression_type(self, value: int) -> None:
+        self._request(compression=COMPRESSIONS[value])
 
     # --- counters and identity ---
-    @attribute(dtype=int, unit="frame", format="%d", description="Index of the last frame received; -1 before the first")
+    @attribute(label="Last image acquired",
+               dtype=int, unit="frame", format="%d", description="Index of the last frame received; -1 before the first")
     async def last_image_acquired(self) -> int:
         return self._receiver.stats.last_image_acquired
 
@@ -236,75 +247,85 @@ class EigerDetector(DetectorDevice):
         picture = self.live_picture()
         return picture.pixels.astype(np.uint32) if picture is not None else np.zeros((1, 1), np.uint32)
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Frames received in this series")
+    @attribute(label="Frames received",
+               dtype=int, unit="frame", format="%d", description="Frames received in this series")
     async def frames_received(self) -> int:
         return self._receiver.stats.frames_received
 
-    @attribute(dtype=int, unit="frame", format="%d",
+    @attribute(label="Frames dropped", dtype=int, unit="frame", format="%d",
                description="Frames received but dropped because the writer queue was full")
     async def frames_dropped(self) -> int:
         return self._receiver.stats.frames_dropped_total
 
-    @attribute(dtype=int, unit="message", format="%d",
+    @attribute(label="Frames rejected", dtype=int, unit="message", format="%d",
                description="Stream messages rejected (malformed, other series...); see rejection_reasons")
     async def frames_rejected(self) -> int:
         return self._receiver.stats.rejected_total
 
-    @attribute(dtype=str, description="Rejected stream messages by reason, as JSON")
+    @attribute(label="Rejections, by reason", dtype=str, description="Rejected stream messages by reason, as JSON")
     async def rejection_reasons(self) -> str:
         return json.dumps(dict(self._receiver.stats.rejected))
 
-    @attribute(dtype=int, unit="message", format="%d",
+    @attribute(label="Late messages", dtype=int, unit="message", format="%d",
                description="Messages of an earlier series read and discarded in this series (leftovers of a series "
                            "aborted, refused or re-initialised away; a second end message at disarm); not an error")
     async def late_messages(self) -> int:
         return self._receiver.stats.late_messages
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Holes in the frame numbering: sent but never received")
+    @attribute(label="Frames missing",
+               dtype=int, unit="frame", format="%d", description="Holes in the frame numbering: sent but never received")
     async def frames_missing(self) -> int:
         return self._receiver.stats.frames_missing
 
-    @attribute(dtype=float, unit="MB/s", format="%.1f", description="Compressed stream rate over the last second")
+    @attribute(label="Receive rate",
+               dtype=float, unit="MB/s", format="%.1f", description="Compressed stream rate over the last second")
     async def receive_rate(self) -> float:
         return self._receiver.stats.rates()[1]
 
-    @attribute(dtype=float, unit="frame/s", format="%.1f", description="Frames received per second over the last second")
+    @attribute(label="Receive frame rate",
+               dtype=float, unit="frame/s", format="%.1f", description="Frames received per second over the last second")
     async def receive_frame_rate(self) -> float:
         return self._receiver.stats.rates()[0]
 
-    @attribute(dtype=float, unit="ms", format="%.3f", description="Time to decode the last stream message")
+    @attribute(label="Decode time (last)",
+               dtype=float, unit="ms", format="%.3f", description="Time to decode the last stream message")
     async def decode_time_last(self) -> float:
         return self._receiver.stats.time_last_ms
 
-    @attribute(dtype=float, unit="ms", format="%.3f", description="Mean time to decode one stream message")
+    @attribute(label="Decode time (mean)",
+               dtype=float, unit="ms", format="%.3f", description="Mean time to decode one stream message")
     async def decode_time_mean(self) -> float:
         return self._receiver.stats.time_mean_ms
 
-    @attribute(dtype=float, unit="ms", format="%.3f", description="Longest time to decode one stream message")
+    @attribute(label="Decode time (max)",
+               dtype=float, unit="ms", format="%.3f", description="Longest time to decode one stream message")
     async def decode_time_max(self) -> float:
         return self._receiver.stats.time_max_ms
 
-    @attribute(dtype=int, format="%d", description="Series (sequence) id returned by the last arm; -1 before")
+    @attribute(label="Series id",
+               dtype=int, format="%d", description="Series (sequence) id returned by the last arm; -1 before")
     async def series_id(self) -> int:
         return -1 if self._acq.series_id is None else self._acq.series_id
 
-    @attribute(dtype=str, description="Stream format detected from the messages: legacy (V1), cbor (V2) or unknown")
+    @attribute(label="Stream format",
+               dtype=str, description="Stream format detected from the messages: legacy (V1), cbor (V2) or unknown")
     async def stream_format(self) -> str:
         fmt = self._receiver.decoder.stream_format
         return fmt.value if fmt is not None else "unknown"
 
-    @attribute(dtype=str, description="SIMPLON API version of the DCU, from its version endpoint or, where it has "
+    @attribute(label="SIMPLON API version",
+               dtype=str, description="SIMPLON API version of the DCU, from its version endpoint or, where it has "
                                       "none, probed (Status says so); empty until connected")
     async def api_version(self) -> str:
         return "" if self.connecting or self._fault else await asyncio.to_thread(lambda: self._acq.client.api_version)
 
-    @attribute(dtype=(str,), max_dim_x=256,
+    @attribute(label="Unreadable keys", dtype=(str,), max_dim_x=256,
                description="Keys the last Prepare's PUTs listed as changed but the DCU could not serve on GET "
                            "(404 or 5xx): their values are unknown; the configuration went on")
     async def unreadable_keys(self) -> list[str]:
         return sorted(self._acq.unreadable_keys)
 
-    @attribute(dtype=str,
+    @attribute(label="Detector state", dtype=str,
                description="Detector status/state as the DCU reports it (na, idle, ready, acquire, error); "
                            "'unreachable' when the DCU does not answer within 1 s, 'answered HTTP <status>' when "
                            "it answers with a server error")

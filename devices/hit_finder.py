@@ -191,29 +191,43 @@ class HitFinder(DetpipeDevice):
         self.push_data_ready_event(name, counter)
 
     # --- parameters (OnDA/OM names, memorized) ---
-    adc_threshold = parameter_attribute("adc_threshold", float, "Floor of every ring's peak threshold, detector units", units=UNITS)
-    minimum_snr = parameter_attribute("minimum_snr", float, "Sigma-clipping factor, ring threshold factor and peak SNR cut",
-                                   min_value=0, units=UNITS)
-    min_pixel_count = parameter_attribute("min_pixel_count", int, "Fewest pixels a peak may have (inclusive)", min_value=1, units=UNITS)
-    max_pixel_count = parameter_attribute("max_pixel_count", int, "Most pixels a peak may have (inclusive)", min_value=1, units=UNITS)
-    local_bg_radius = parameter_attribute("local_bg_radius", int, "Local background disc radius is twice this",
-                                       min_value=1, units=UNITS)
-    min_res = parameter_attribute("min_res", float, "Pixels closer to the beam than this radius are ignored; 0 = none",
-                               min_value=0, units=UNITS)
-    max_res = parameter_attribute("max_res", float, "Pixels beyond this radius from the beam are ignored; 0 = none",
-                               min_value=0, units=UNITS)
-    max_num_peaks = parameter_attribute("max_num_peaks", int, "Peaks stored per frame (CXI row width)", min_value=1, units=UNITS)
-    fast_mode = parameter_attribute("fast_mode", bool, "Ring statistics from at most pixels_per_ring sampled pixels", units=UNITS)
-    pixels_per_ring = parameter_attribute("pixels_per_ring", int, "Pixels sampled per 1-px ring in fast mode",
-                                       min_value=1, units=UNITS)
-    min_peaks = parameter_attribute("min_peaks", int, "A hit has at least this many peaks (inclusive)", min_value=0, units=UNITS)
-    max_peaks = parameter_attribute("max_peaks", int, "A hit has at most this many peaks (inclusive)", min_value=0, units=UNITS)
-    lit_pixel_threshold = parameter_attribute("lit_pixel_threshold", float, "A pixel above this value is lit", units=UNITS)
-    min_lit_pixels = parameter_attribute("min_lit_pixels", int,
-                                      "Pre-veto: fewer lit pixels make a miss without peak finding; 0 = off",
+    adc_threshold = parameter_attribute("adc_threshold", "ADC threshold",
+                                        float, "Floor of every ring's peak threshold, detector units", units=UNITS)
+    minimum_snr = parameter_attribute("minimum_snr", "Minimum SNR",
+                                      float, "Sigma-clipping factor, ring threshold factor and peak SNR cut",
                                       min_value=0, units=UNITS)
+    min_pixel_count = parameter_attribute("min_pixel_count", "Min. pixels per peak",
+                                          int, "Fewest pixels a peak may have (inclusive)", min_value=1, units=UNITS)
+    max_pixel_count = parameter_attribute("max_pixel_count", "Max. pixels per peak",
+                                          int, "Most pixels a peak may have (inclusive)", min_value=1, units=UNITS)
+    local_bg_radius = parameter_attribute("local_bg_radius", "Local background radius",
+                                          int, "Local background disc radius is twice this",
+                                          min_value=1, units=UNITS)
+    min_res = parameter_attribute("min_res", "Min. resolution radius",
+                                  float, "Pixels closer to the beam than this radius are ignored; 0 = none",
+                                  min_value=0, units=UNITS)
+    max_res = parameter_attribute("max_res", "Max. resolution radius",
+                                  float, "Pixels beyond this radius from the beam are ignored; 0 = none",
+                                  min_value=0, units=UNITS)
+    max_num_peaks = parameter_attribute("max_num_peaks", "Peaks stored per frame",
+                                        int, "Peaks stored per frame (CXI row width)", min_value=1, units=UNITS)
+    fast_mode = parameter_attribute("fast_mode", "Fast mode",
+                                    bool, "Ring statistics from at most pixels_per_ring sampled pixels", units=UNITS)
+    pixels_per_ring = parameter_attribute("pixels_per_ring", "Pixels per ring (fast)",
+                                          int, "Pixels sampled per 1-px ring in fast mode",
+                                          min_value=1, units=UNITS)
+    min_peaks = parameter_attribute("min_peaks", "Min. peaks for a hit",
+                                    int, "A hit has at least this many peaks (inclusive)", min_value=0, units=UNITS)
+    max_peaks = parameter_attribute("max_peaks", "Max. peaks for a hit",
+                                    int, "A hit has at most this many peaks (inclusive)", min_value=0, units=UNITS)
+    lit_pixel_threshold = parameter_attribute("lit_pixel_threshold", "Lit pixel threshold",
+                                              float, "A pixel above this value is lit", units=UNITS)
+    min_lit_pixels = parameter_attribute("min_lit_pixels", "Min. lit pixels (pre-veto)", int,
+                                         "Pre-veto: fewer lit pixels make a miss without peak finding; 0 = off",
+                                         min_value=0, units=UNITS)
 
-    @attribute(dtype=bool, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, format="%s",
+    @attribute(label="Triage enabled",
+               dtype=bool, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, format="%s",
                description="Triage frames of the next series; when False detectors bypass the hit finder")
     async def enabled(self) -> bool:
         return self._enabled
@@ -233,7 +247,8 @@ class HitFinder(DetpipeDevice):
     async def geometry_ready(self) -> bool:
         return self.triage_ready
 
-    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="frame",
+    @attribute(label="Hit rate window",
+               dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="frame",
                format="%d", min_value=1, description="Frames in the running hit-rate window (OM uses 200)")
     async def hit_rate_window(self) -> int:
         return self._dispatcher.stats.hit_rate_window
@@ -242,7 +257,8 @@ class HitFinder(DetpipeDevice):
     async def hit_rate_window(self, value: int) -> None:
         self._dispatcher.stats.hit_rate_window = value
 
-    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="Hz",
+    @attribute(label="Hit image event rate",
+               dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="Hz",
                format="%.1f", min_value=0.1, description="Most data-ready events per second for last_hit_image")
     async def image_events_max_rate(self) -> float:
         return self._image_rate_hz
@@ -252,87 +268,96 @@ class HitFinder(DetpipeDevice):
         self._image_rate_hz = value
         self._image_throttle = EventThrottle(self._push_image_ready, value)
 
-    @attribute(dtype=str, description="Parameters of the series being (or last) triaged, as JSON (TriageParams)")
+    @attribute(label="Active parameters (JSON)",
+               dtype=str, description="Parameters of the series being (or last) triaged, as JSON (TriageParams)")
     async def active_config(self) -> str:
         active = self._dispatcher.active
         return json.dumps(active.params.to_mapping() if active else {})
 
     # --- results ---
-    @attribute(dtype=int, unit="frame", format="%d", description="Images triaged in this series")
+    @attribute(label="Frames triaged",
+               dtype=int, unit="frame", format="%d", description="Images triaged in this series")
     async def frames_triaged(self) -> int:
         return self._dispatcher.stats.frames_triaged
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Images with min_peaks <= n_peaks <= max_peaks")
+    @attribute(label="Hits",
+               dtype=int, unit="frame", format="%d", description="Images with min_peaks <= n_peaks <= max_peaks")
     async def hits(self) -> int:
         return self._dispatcher.stats.hits
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Images triaged and not hits")
+    @attribute(label="Misses", dtype=int, unit="frame", format="%d", description="Images triaged and not hits")
     async def misses(self) -> int:
         return self._dispatcher.stats.misses
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Misses decided by the lit-pixel pre-veto alone")
+    @attribute(label="Vetoed by lit pixels",
+               dtype=int, unit="frame", format="%d", description="Misses decided by the lit-pixel pre-veto alone")
     async def vetoed(self) -> int:
         return self._dispatcher.stats.vetoed
 
-    @attribute(dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
+    @attribute(label="Hit rate", dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
                description="Hits among the last hit_rate_window triaged images")
     async def hit_rate(self) -> float:
         return self._dispatcher.stats.hit_rate
 
-    @attribute(dtype=int, unit="peak", format="%d", description="Peaks found in the last triaged image; -1 before")
+    @attribute(label="Peaks in last frame",
+               dtype=int, unit="peak", format="%d", description="Peaks found in the last triaged image; -1 before")
     async def last_n_peaks(self) -> int:
         return self._dispatcher.stats.last_n_peaks
 
-    @attribute(dtype=(int,), max_dim_x=HISTOGRAM_BINS, unit="frame", format="%d",
+    @attribute(label="Peaks histogram", dtype=(int,), max_dim_x=HISTOGRAM_BINS, unit="frame", format="%d",
                description=f"Images per number of peaks: bin k counts images with k peaks, the last bin "
                            f"{HISTOGRAM_BINS - 1} or more")
     async def peaks_histogram(self) -> list[int]:
         return self._dispatcher.stats.histogram.tolist()
 
-    @attribute(dtype=int, unit="frame", format="%d",
+    @attribute(label="Frames not triaged", dtype=int, unit="frame", format="%d",
                description="Images that went to the writer untriaged, all reasons (see not_triaged_reasons)")
     async def frames_not_triaged(self) -> int:
         return self._dispatcher.stats.not_triaged_total
 
-    @attribute(dtype=str, description="Untriaged images by reason (backlog, uncorrected, triage_error...), as JSON")
+    @attribute(label="Not triaged, by reason",
+               dtype=str, description="Untriaged images by reason (backlog, uncorrected, triage_error...), as JSON")
     async def not_triaged_reasons(self) -> str:
         return json.dumps(dict(self._dispatcher.stats.frames_not_triaged))
 
-    @attribute(dtype=int, unit="frame", format="%d",
+    @attribute(label="Triage backlog", dtype=int, unit="frame", format="%d",
                description="Images waiting for triage: queued, or in a worker")
     async def backlog(self) -> int:
         return self._dispatcher.backlog
 
-    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
+    @attribute(label="Queue fill", dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
                description="Fill of the hit finder's queue; frames skip triage beyond BypassFill")
     async def queue_fill(self) -> float:
         return self._dispatcher.inbox.fill_percent
 
-    @attribute(dtype=float, unit="ms", format="%.2f",
+    @attribute(label="Triage latency (mean)", dtype=float, unit="ms", format="%.2f",
                description="Mean time from handing an image to a worker to having its result")
     async def triage_latency(self) -> float:
         return self._dispatcher.stats.latency_mean_ms
 
-    @attribute(dtype=float, unit="ms", format="%.2f", description="Longest such time in this series")
+    @attribute(label="Triage latency (max)",
+               dtype=float, unit="ms", format="%.2f", description="Longest such time in this series")
     async def triage_latency_max(self) -> float:
         return self._dispatcher.stats.latency_max_ms
 
-    @attribute(dtype=float, unit="ms", format="%.2f",
+    @attribute(label="Triage time per frame", dtype=float, unit="ms", format="%.2f",
                description="Mean worker time per image (decoding and peakfinder8; one core)")
     async def triage_time(self) -> float:
         return self._dispatcher.stats.time_mean_ms
 
-    @attribute(dtype=int, unit="process", format="%d", description="Triage worker processes running")
+    @attribute(label="Workers alive",
+               dtype=int, unit="process", format="%d", description="Triage worker processes running")
     async def workers_alive(self) -> int:
         return self._dispatcher.pool.workers_alive
 
-    @attribute(dtype=int, unit="frame", format="%d",
+    @attribute(label="Last hit number", dtype=int, unit="frame", format="%d",
                description="Hits seen since the series start; numbers last_hit_image")
     async def last_hit_number(self) -> int:
         hit = self._dispatcher.last_hit
         return hit.number if hit else 0
 
-    @attribute(dtype=((np.float32,),), max_dim_x=MAX_IMAGE_WIDTH, max_dim_y=MAX_IMAGE_HEIGHT, unit="ADU",
+    @attribute(label="Last hit image",
+               dtype=((np.float32,),), max_dim_x=MAX_IMAGE_WIDTH, max_dim_y=MAX_IMAGE_HEIGHT, unit="ADU",
                data_ready_event_implemented=True,
                description="The last hit (Eiger frame, or AGIPD cell as 16 stacked modules); gap and masked pixels "
                            "0 (Eiger) or NaN (AGIPD bad pixels, missing modules), so autoscaling viewers see the "

@@ -25,6 +25,7 @@ from detpipe.pipeline.writers.selector import FileFormat, WriterSelector
 from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle
 
 QUEUE_ALARM_PERCENT = 75.0
+OVERWRITE_POLICIES = [policy.value for policy in OverwritePolicy]
 
 
 class NexusWriter(DetpipeDevice):
@@ -42,7 +43,8 @@ class NexusWriter(DetpipeDevice):
     )
     BufferFrames = device_property(
         dtype=int, default_value=256,
-        doc="Frames the ingress queue holds before further frames are dropped (and counted); ~2-3 MB each for a 4M",
+        doc="Frames (EIGER) or trains (AGIPD) the ingress queue holds before further ones are dropped (and "
+            "counted); ~2-3 MB per 4M frame, ~270 MB per 64-cell train",
     )
     TrainsPerSequence = device_property(
         dtype=int, default_value=256, doc="AGIPD runs: trains per sequence file (EuXFEL S00000, S00001, ...)"
@@ -219,77 +221,88 @@ class NexusWriter(DetpipeDevice):
         self._check_idle("saving_frame_per_file")
         self._configure(frames_per_file=value)
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
-               label="Overwrite policy",
-               description="abort (default): refuse a series whose files exist; overwrite: replace them")
-    async def saving_overwrite_policy(self) -> str:
-        return self._writer.params.overwrite_policy.value
+    @attribute(dtype="DevEnum", enum_labels=OVERWRITE_POLICIES, access=AttrWriteType.READ_WRITE, memorized=True,
+               hw_memorized=True, label="Overwrite policy",
+               description="Abort (default): refuse a series whose files exist; Overwrite: replace them "
+                           "(LImA saving_overwrite_policy)")
+    async def saving_overwrite_policy(self) -> int:
+        return OVERWRITE_POLICIES.index(self._writer.params.overwrite_policy.value)
 
     @saving_overwrite_policy.write
-    async def saving_overwrite_policy(self, value: str) -> None:
+    async def saving_overwrite_policy(self, value: int) -> None:
         self._check_idle("saving_overwrite_policy")
-        self._configure(overwrite_policy=OverwritePolicy(value.lower()))
+        self._configure(overwrite_policy=OverwritePolicy(OVERWRITE_POLICIES[value]))
 
     # --- counters ---
-    @attribute(dtype=int, unit="frame", format="%d", description="Index of the last frame written; -1 before the first")
+    @attribute(label="Last image saved",
+               dtype=int, unit="frame", format="%d", description="Index of the last frame written; -1 before the first")
     async def last_image_saved(self) -> int:
         return self._writer.stats.last_image_saved
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Frames on disk in this series; reset by Prepare")
+    @attribute(label="Frames written",
+               dtype=int, unit="frame", format="%d", description="Frames on disk in this series; reset by Prepare")
     async def frames_written(self) -> int:
         return self._writer.stats.frames_written
 
-    @attribute(dtype=int, unit="frame", format="%d", description="Frames the series announced")
+    @attribute(label="Frames expected", dtype=int, unit="frame", format="%d", description="Frames the series announced")
     async def frames_expected(self) -> int:
         return self._writer.stats.frames_expected
 
-    @attribute(dtype=int, unit="frame", format="%d",
+    @attribute(label="Frames rejected", dtype=int, unit="frame", format="%d",
                description="Frames refused by the writer (wrong shape, beyond the series...), all reasons")
     async def frames_rejected(self) -> int:
         return self._writer.stats.rejected_total
 
-    @attribute(dtype=float, unit="B", format="%.0f", description="Compressed bytes written to data files in this series")
+    @attribute(label="Bytes written",
+               dtype=float, unit="B", format="%.0f", description="Compressed bytes written to data files in this series")
     async def bytes_written(self) -> float:
         return float(self._writer.stats.bytes_written)
 
-    @attribute(dtype=float, unit="MB/s", format="%.1f", description="Write rate on disk over the last second")
+    @attribute(label="Write rate",
+               dtype=float, unit="MB/s", format="%.1f", description="Write rate on disk over the last second")
     async def write_rate(self) -> float:
         return self._writer.stats.rates()[1]
 
-    @attribute(dtype=float, unit="frame/s", format="%.1f", description="Frames written per second over the last second")
+    @attribute(label="Write frame rate",
+               dtype=float, unit="frame/s", format="%.1f", description="Frames written per second over the last second")
     async def write_frame_rate(self) -> float:
         return self._writer.stats.rates()[0]
 
-    @attribute(dtype=float, unit="", format="%.2f", description="Uncompressed bytes / bytes on disk for this series")
+    @attribute(label="Compression ratio",
+               dtype=float, unit="", format="%.2f", description="Uncompressed bytes / bytes on disk for this series")
     async def compression_ratio(self) -> float:
         return self._writer.stats.compression_ratio
 
-    @attribute(dtype=str, description="Data file being written now; empty when none is open")
+    @attribute(label="Current file", dtype=str, description="Data file being written now; empty when none is open")
     async def current_file(self) -> str:
         return self._writer.stats.current_file
 
-    @attribute(dtype=str, description="Format of the current or last series: nxmx (Eiger) or exdf (AGIPD run)")
+    @attribute(label="Saving format",
+               dtype=str, description="Format of the current or last series: nxmx (Eiger) or exdf (AGIPD run)")
     async def saving_format(self) -> str:
         return self._writer.format.value
 
-    @attribute(dtype=str, description="Master file of the current or last series")
+    @attribute(label="Master file", dtype=str, description="Master file of the current or last series")
     async def master_file(self) -> str:
         return str(self._writer.master_path or "")
 
-    @attribute(dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
+    @attribute(label="Queue fill", dtype=float, unit="%", format="%.1f", max_alarm=QUEUE_ALARM_PERCENT,
                description="Fill of the ingress queue; ALARM above 75 %")
     async def queue_fill(self) -> float:
         return self.inbox.fill_percent
 
-    @attribute(dtype=float, unit="ms", format="%.2f", description="Time to write the last frame")
+    @attribute(label="Write time (last)",
+               dtype=float, unit="ms", format="%.2f", description="Time to write the last frame")
     async def write_time_last(self) -> float:
         return self._writer.stats.time_last_ms
 
-    @attribute(dtype=float, unit="ms", format="%.2f", description="Mean time to write one frame in this series")
+    @attribute(label="Write time (mean)",
+               dtype=float, unit="ms", format="%.2f", description="Mean time to write one frame in this series")
     async def write_time_mean(self) -> float:
         return self._writer.stats.time_mean_ms
 
-    @attribute(dtype=float, unit="ms", format="%.2f", description="Longest time to write one frame in this series")
+    @attribute(label="Write time (max)",
+               dtype=float, unit="ms", format="%.2f", description="Longest time to write one frame in this series")
     async def write_time_max(self) -> float:
         return self._writer.stats.time_max_ms
 

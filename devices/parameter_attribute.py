@@ -16,7 +16,7 @@ from tango.server import attribute
 _UNIT_LABELS = {"adu": "ADU"}
 
 
-def parameter_attribute(name: str, dtype: type, description: str, *, units: Mapping[str, str],
+def parameter_attribute(name: str, label: str, dtype: type, description: str, *, units: Mapping[str, str],
                         min_value: float | None = None, max_value: float | None = None) -> attribute:
     """A READ_WRITE, memorized attribute for ``requested_params.<name>``; writes apply from the next series."""
 
@@ -31,6 +31,6 @@ def parameter_attribute(name: str, dtype: type, description: str, *, units: Mapp
     return attribute(
         name=name, dtype=dtype, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
         fget=read, fset=write, unit=_UNIT_LABELS.get(unit, unit),
-        format="%d" if dtype is int else ("%s" if dtype in (bool, str) else "%.3g"), label=name,
+        format="%d" if dtype is int else ("%s" if dtype in (bool, str) else "%.3g"), label=label,
         description=f"{description} (applies from the next series)", **limits,
     )

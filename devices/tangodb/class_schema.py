@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import TYPE_CHECKING
 
+from tango import CmdArgType
 from tango.server import attribute, class_property, device_property
 
 from ..server import DEVICE_CLASSES
@@ -39,6 +40,8 @@ class ClassSchema:
     attributes: frozenset[str]
     memorized: frozenset[str]
     class_properties: frozenset[str]
+    enum_labels: Mapping[str, tuple[str, ...]]
+    """Memorized DevEnum attribute -> its labels, in index order."""
 
     @classmethod
     def of(cls, device_class: type) -> ClassSchema:
@@ -65,6 +68,8 @@ class ClassSchema:
             attributes=frozenset(attrs) | frozenset(BUILTIN_ATTRIBUTES),
             memorized=frozenset(name for name, attr in attrs.items() if attr.memorized),
             class_properties=frozenset(class_props),
+            enum_labels={name: tuple(attr.att_prop.enum_labels.split(",")) for name, attr in attrs.items()
+                         if attr.memorized and attr.attr_type is CmdArgType.DevEnum},
         )
 
 
@@ -83,18 +88,18 @@ def schema_problems(config: DatabaseConfig, schemas: Mapping[str, ClassSchema] |
             problems += _device_problems(entry, schema)
         elif _is_detpipe_server(entry.server):
             problems.append(f"unknown class {entry.device_class!r} (device {entry.name}) in server {entry.server}: "
-                            f"{_hint(entry.device_class, schemas, 'detpipe classes')}")
+                            f"{suggestion(entry.device_class, schemas, 'detpipe classes')}")
     for class_name, props in config.classes.items():
         if (schema := schemas.get(class_name)) is not None:
             problems += [f"unknown class property {name!r} of {class_name}: "
-                         f"{_hint(name, schema.class_properties, 'class properties')}"
+                         f"{suggestion(name, schema.class_properties, 'class properties')}"
                          for name in props if name not in schema.class_properties]
     return problems
 
 
 def _device_problems(entry: DeviceEntry, schema: ClassSchema) -> list[str]:
     where = f"of {schema.name} (device {entry.name})"
-    problems = [f"unknown property {name!r} {where}: {_hint(name, schema.properties, 'properties')}"
+    problems = [f"unknown property {name!r} {where}: {suggestion(name, schema.properties, 'properties')}"
                 for name in entry.properties if name not in schema.properties]
     for name in sorted(schema.mandatory):
         if name not in entry.properties:
@@ -105,14 +110,14 @@ def _device_problems(entry: DeviceEntry, schema: ClassSchema) -> list[str]:
         if attr not in schema.attributes:
             # every attribute is a candidate (unit, format… may be set on any); the list shows the memorized ones
             problems.append(f"unknown attribute {attr!r} {where}: "
-                            f"{_hint(attr, schema.attributes, 'memorized attributes', listed=schema.memorized)}")
+                            f"{suggestion(attr, schema.attributes, 'memorized attributes', listed=schema.memorized)}")
         elif MEMORIZED_VALUE in props and attr not in schema.memorized:
             problems.append(f"attribute {attr!r} {where} is not memorized, so its {MEMORIZED_VALUE} would never be "
                             f"read; memorized attributes: {', '.join(sorted(schema.memorized))}")
     return problems
 
 
-def _hint(name: str, valid: Collection[str], what: str, *, listed: Collection[str] | None = None) -> str:
+def suggestion(name: str, valid: Collection[str], what: str, *, listed: Collection[str] | None = None) -> str:
     """"did you mean 'X'?" for the closest valid name (spelling or case), else the names in ``listed``
     (default: all of ``valid``), so that the line always says what to write instead."""
     by_folded = {candidate.casefold(): candidate for candidate in valid}

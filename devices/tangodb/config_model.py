@@ -32,6 +32,7 @@ import yaml
 from detpipe.pipeline.core.errors import ConfigError
 
 from .class_schema import schema_problems
+from .enum_values import enum_value_problems, with_stored_enum_values
 
 PropertyValues = Mapping[str, list[str] | None]
 """Property name -> the strings Tango stores; None = delete the property."""
@@ -107,8 +108,9 @@ class DatabaseConfig:
 
 
 def load_database_config(path: Path, variables: Mapping[str, str]) -> DatabaseConfig:
-    """Read a YAML or JSON config file, fill its ``${NAME}`` placeholders and validate it: its shape, and the
-    class, property and attribute names it gives detpipe's classes (``class_schema``); every problem at once."""
+    """Read a YAML or JSON config file, fill its ``${NAME}`` placeholders and validate it: its shape, the
+    class, property and attribute names it gives detpipe's classes (``class_schema``) and their memorized
+    DevEnum values; every problem at once. Those values come back as the indices Tango stores (``enum_values``)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -120,10 +122,10 @@ def load_database_config(path: Path, variables: Mapping[str, str]) -> DatabaseCo
     if missing:
         raise ConfigError([f"{path}: placeholder ${{{name}}} has no value" for name in sorted(missing)])
     config, problems = DatabaseConfig.parsed(filled, source=str(path))
-    problems += schema_problems(config)
+    problems += schema_problems(config) + enum_value_problems(config)
     if problems:
         raise ConfigError(problems)
-    return config
+    return with_stored_enum_values(config)
 
 
 def _fill(node: Any, variables: Mapping[str, str], missing: set[str]) -> Any:

@@ -1,8 +1,9 @@
 """``detpipe export``: what the database holds for detpipe servers, as dsconfig JSON that ``register`` reads back.
 
 Everything stored is exported (not only what a config file named): every device property, every attribute
-property including the memorized ``__value`` the servers wrote, and the properties of the classes these
-devices use. The servers' admin devices (``dserver/...``) are Tango's own and left out, as dsconfig does.
+property including the memorized ``__value`` the servers wrote (a DevEnum's as its label, as a config file
+gives it), and the properties of the classes these devices use. The servers' admin devices (``dserver/...``)
+are Tango's own and left out, as dsconfig does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import tango
 
 from .config_model import DatabaseConfig, DeviceEntry, PropertyValues
+from .enum_values import with_enum_labels
 from .property_scopes import AttributeProperties, OwnedProperties, PropertyScope
 
 DETPIPE_SERVERS = "detpipe/*"
@@ -24,7 +26,7 @@ def export_servers(db: tango.Database, patterns: Sequence[str] = (DETPIPE_SERVER
     devices = [device for server in servers for device in _server_devices(db, server)]
     device_classes = sorted({device.device_class for device in devices})
     classes = {name: props for name in device_classes if (props := _stored(db, OwnedProperties(name, of_class=True)))}
-    return DatabaseConfig(tuple(devices), classes)
+    return with_enum_labels(DatabaseConfig(tuple(devices), classes))
 
 
 def dsconfig_json(config: DatabaseConfig) -> str:

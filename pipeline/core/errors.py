@@ -66,7 +66,7 @@ class UnsafeTarget(PermissionError):
 class TargetFileExists(FileExistsError):
     def __init__(self, path: Path) -> None:
         super().__init__(
-            f"{path} already exists and saving_overwrite_policy is abort; change saving_prefix or move the file"
+            f"{path} already exists and saving_overwrite_policy is Abort; change saving_prefix or move the file"
         )
         self.path = path
 

@@ -29,10 +29,10 @@ SERIES_ID_PLACEHOLDER = "$id"
 
 
 class OverwritePolicy(enum.Enum):
-    """LImA ``saving_overwrite_policy``; ABORT (the default) never replaces a file."""
+    """LImA ``saving_overwrite_policy``, in LImA's spelling; ABORT (the default) never replaces a file."""
 
-    ABORT = "abort"
-    OVERWRITE = "overwrite"
+    ABORT = "Abort"
+    OVERWRITE = "Overwrite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +119,10 @@ def _to_str(value: object) -> str:
 def _to_policy(value: object) -> OverwritePolicy:
     if isinstance(value, OverwritePolicy):
         return value
-    choices = [p.value for p in OverwritePolicy]
-    if isinstance(value, str) and value.lower() in choices:
-        return OverwritePolicy(value.lower())
-    raise ValueError(f"expected one of {choices}, got {value!r}")
+    by_folded = {p.value.casefold(): p for p in OverwritePolicy}
+    if isinstance(value, str) and value.casefold() in by_folded:
+        return by_folded[value.casefold()]
+    raise ValueError(f"expected one of {[p.value for p in OverwritePolicy]}, got {value!r}")
 
 
 def _to_roots(value: object) -> tuple[Path, ...]:

@@ -201,8 +201,9 @@ class DetpipeTwoDController(TwoDController, Referable):
         mode = TRIGGER_MODES.get(self._synchronization)
         if mode is None:
             raise ValueError(f"synchronisation {self._synchronization!r} has no EigerDetector trigger mode")
+        trigger_modes = list(self._detector.get_attribute_config("acq_trigger_mode").enum_labels)  # a DevEnum
         self._detector.write_attributes([
-            ("acq_trigger_mode", mode), ("acq_nb_frames", int(nb_frames)),
+            ("acq_trigger_mode", trigger_modes.index(mode)), ("acq_nb_frames", int(nb_frames)),
             ("acq_expo_time", float(expo_time_s)), ("latency_time", float(latency_s)),
         ])
         self._detector.Prepare()

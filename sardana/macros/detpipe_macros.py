@@ -172,7 +172,8 @@ class sfx_acquire(StopsDetector, Macro):
             writer.saving_directory = data_dir
         if finder is not None:
             finder.enabled = True
-        detector.write_attributes([("acq_trigger_mode", "INTERNAL_TRIGGER"), ("acq_nb_frames", nframes),
+        internal_trigger = enum_label_index(detector, "acq_trigger_mode", "INTERNAL_TRIGGER")
+        detector.write_attributes([("acq_trigger_mode", internal_trigger), ("acq_nb_frames", nframes),
                                    ("acq_expo_time", expo)])
         self.acquire(detector, lambda: f"{detector.frames_received}/{nframes} frames received")
         acquired, written, master = detector.frames_received, writer.frames_written, writer.master_file

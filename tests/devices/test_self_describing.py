@@ -1,5 +1,6 @@
-"""Every detpipe device class explains itself in Jive: property descriptions and defaults, attribute units,
-formats, descriptions and limits, read from a running server the way Jive reads them."""
+"""Every detpipe device class explains itself in Jive and Taurus: property descriptions and defaults, attribute
+labels, units, formats, descriptions and limits, choices as DevEnum drop-downs, read from a running server the way
+Jive reads them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tango.utils import is_float_type, is_int_type
 from detpipe.devices.agipd_detector import AgipdDetector
 from detpipe.devices.cli.embedded_database import free_tcp_port
 from detpipe.devices.data_policy import DataPolicy
-from detpipe.devices.eiger_detector import EigerDetector
+from detpipe.devices.eiger_detector import TRIGGER_MODES, EigerDetector
 from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
 from detpipe.devices.server import DEVICE_CLASSES
@@ -40,6 +41,16 @@ DIMENSIONLESS = {
 UNBOUNDED = {"adc_threshold", "lit_pixel_threshold"}
 # Settings with a natural ceiling, which must set max_value as well.
 BOUNDED = {"photon_energy", "run_number", "miss_fraction", "mantissa_bits", "binning"}
+# Every setting with a fixed set of values is a DevEnum (Taurus shows a drop-down), labels in the spelling of
+# LImA (trigger mode, overwrite policy), SIMPLON (compression) and the RED policy files.
+ENUMERATED = {
+    EigerDetector: {"acq_trigger_mode": TRIGGER_MODES, "compression_type": ["bslz4", "lz4"]},
+    NexusWriter: {"saving_overwrite_policy": ["Abort", "Overwrite"]},
+    DataPolicy: {"policy": ["raw", "red", "raw+red"]},
+}
+# Writable strings, and why they are free text rather than a choice.
+FREE_TEXT_SETTINGS = {"saving_directory": "a path", "saving_prefix": "a file name pattern",
+                      "modules": "a JSON list", "rois": "a JSON list", "embargo_date": "an ISO date or empty"}
 
 
 def start_properties(data_root: Path) -> dict[type[Device], dict[str, object]]:
@@ -123,3 +134,37 @@ def test_numeric_settings_have_limits(server: MultiDeviceTestContext, device_cla
     no_max = [c.name for c in settings if c.max_value == NOT_SET and c.name in BOUNDED]
     assert not no_min, f"set min_value= (or list them in UNBOUNDED): {no_min}"
     assert not no_max, f"set max_value=: {no_max}"
+
+
+@parametrize_classes
+def test_every_attribute_has_a_label(server: MultiDeviceTestContext, device_class: type[Device]) -> None:
+    """Tango's default label is the attribute's name; Jive and Taurus forms show the label."""
+    unlabelled = [config.name for config in attribute_configs(server, device_class)
+                  if config.label.strip() in ("", config.name)]
+    assert not unlabelled, f"set label=: {unlabelled}"
+
+
+@parametrize_classes
+def test_settings_with_a_fixed_set_of_values_are_devenums(
+        server: MultiDeviceTestContext, device_class: type[Device]) -> None:
+    configs = attribute_configs(server, device_class)
+    enums = {config.name: list(config.enum_labels) for config in configs
+             if config.data_type == tango.CmdArgType.DevEnum}
+    assert enums == ENUMERATED.get(device_class, {})
+    text = {config.name for config in configs
+            if config.data_type == tango.CmdArgType.DevString and config.writable != tango.AttrWriteType.READ}
+    assert text <= set(FREE_TEXT_SETTINGS), f"a choice should be a DevEnum, or list it in FREE_TEXT_SETTINGS: {text}"
+
+
+def test_a_devenum_is_written_by_label_or_index_and_anything_else_is_refused_unchanged(
+        server: MultiDeviceTestContext) -> None:
+    writer = server.get_device(device_name(NexusWriter))
+    writer.saving_overwrite_policy = "Overwrite"  # by label: pytango's attribute syntax, Taurus' drop-down
+    assert writer.saving_overwrite_policy.name == "Overwrite"
+    writer.write_attribute("saving_overwrite_policy", 0)  # by index: write_attribute(s), Sardana, C++ clients
+    assert writer.saving_overwrite_policy.name == "Abort"
+    with pytest.raises(AttributeError, match="Abort.*Overwrite"):
+        writer.saving_overwrite_policy = "Append"  # LImA has it; detpipe never appends to a finished file
+    with pytest.raises(tango.DevFailed):
+        writer.write_attribute("saving_overwrite_policy", 2)
+    assert writer.saving_overwrite_policy.name == "Abort"

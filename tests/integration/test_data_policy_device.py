@@ -58,7 +58,7 @@ def test_raw_plus_red_keeps_every_true_hit_and_offline_reduce_reproduces_the_red
     frames = 60
     with policy_server(eiger_sim, data_root) as (detector, policy, writer):
         configure(detector, writer, data_root, frames, frames_per_file=25)
-        policy.policy = 2  # raw+red
+        policy.policy = "raw+red"
         policy.LoadPolicy('{"hits_only": true, "miss_fraction": 0.05, "miss_seed": 3}')
         assert acquire(detector) == "Ready", detector.Status()
         truth_hits = [i for i in range(frames) if eiger_sim.frames.truth(i).is_hit]
@@ -105,18 +105,18 @@ def test_bad_policy_values_are_refused_with_the_reason_and_change_nothing(eiger_
         assert policy.policy_config == before
 
         configure(detector, writer, data_root, 5)
-        policy.policy = 1  # red
+        policy.policy = "red"
         policy.modules = "[99]"
         with pytest.raises(tango.DevFailed, match="module 99"):
             detector.Prepare()
         policy.modules = "[]"
         prepare(detector)
         with pytest.raises(tango.DevFailed, match="cannot change the policy"):
-            policy.policy = 0
+            policy.policy = "raw"
         detector.Start()
         wait_until(lambda: detector.acq_status, lambda s: s != "Running", 60, "acq_status")
         assert policy.frames_in == 5 and not (data_root / "raw").exists()
-        policy.policy = 0  # allowed again once the series is finalised
+        policy.policy = "raw"  # allowed again once the series is finalised
 
 
 def test_agipd_raw_plus_red_keeps_the_true_hits_of_lit_cells_in_a_red_run_directory(data_root: Path,
@@ -125,7 +125,7 @@ def test_agipd_raw_plus_red_keeps_the_true_hits_of_lit_cells_in_a_red_run_direct
     with AgipdSimulator(cells=cells, product="corrected", paced=False, seed=11, hit_fraction=0.2) as sim:
         with policy_server(sim, data_root) as (detector, policy, writer):
             writer.saving_directory = str(data_root)
-            policy.policy = 2  # raw+red
+            policy.policy = "raw+red"
             policy.LoadPolicy('{"hits_only": true, "miss_fraction": 0.1, "drop_unlit_cells": true, '
                               '"modules": [0, 1, 2, 3], "rounding_step": 0.5, "binning": 2}')
             detector.run_number = 3

@@ -30,7 +30,8 @@ DETPIPE = [sys.executable, "-m", "detpipe.devices.cli"]
 DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitfinder/1"
 EIGER_VARIABLES = {"EIGER_REST_PORT": "8000", "EIGER_STREAM_PORT": "9999", "DATA_ROOT": "/data/demo"}
 AGIPD_VARIABLES = {"AGIPD_BRIDGE_PORT": "4545", "DATA_ROOT": "/data/spb"}
-# A writer-only server (starts in about a second) with one memorized value; placeholders in names as well as values.
+# A writer-only server (starts in about a second) with memorized values, one of them a DevEnum given by its label;
+# placeholders in names as well as values.
 WRITER_CONFIG = """
 servers:
   detpipe/${INSTANCE}:
@@ -40,6 +41,7 @@ servers:
           DataRoots: ["${DATA_ROOT}"]
         attribute_properties:
           saving_frame_per_file: {__value: ["50"]}
+          saving_overwrite_policy: {__value: [Overwrite]}
 """
 # A server detpipe does not run, with a class property for the export: its names pass through unchecked.
 POOL_CONFIG = """
@@ -52,8 +54,8 @@ classes:
   Pool:
     properties: {Maintainer: ["detpipe tests"]}
 """
-# The issue's file: a misspelt class, property and memorized attribute, so the writer's mandatory DataRoots is
-# missing too; around them a valid device and a Pool server, which must not be written either.
+# The issue's file: a misspelt class, property, memorized attribute and DevEnum label, so the writer's mandatory
+# DataRoots is missing too; around them a valid device and a Pool server, which must not be written either.
 TYPOS_CONFIG = """
 servers:
   detpipe/typos:
@@ -65,6 +67,7 @@ servers:
         properties: {DataRoot: [/data], BuferFrames: 8}
         attribute_properties:
           saving_directry: {__value: [/data/x]}
+          saving_overwrite_policy: {__value: [overwite]}
     HitFinder:
       test/typos/hitfinder:
         properties: {Workers: 0}
@@ -166,6 +169,8 @@ def test_register_writes_devices_properties_and_memorized_values_from_the_yaml(
     assert db.get_device_property(DETECTOR, ["DetectorUrl", "StreamTimeout"]) == {
         "DetectorUrl": ["http://127.0.0.1:8000"], "StreamTimeout": ["10.0"]}
     assert db.get_device_attribute_property(DETECTOR, ["acq_expo_time"]) == {"acq_expo_time": {"__value": ["0.01"]}}
+    # the file's DevEnum label, stored as Tango keeps a memorized DevEnum: its index
+    assert db.get_device_attribute_property(DETECTOR, ["compression_type"]) == {"compression_type": {"__value": ["0"]}}
 
 
 def test_a_second_register_of_the_same_file_changes_nothing_and_writes_nothing(
@@ -217,7 +222,9 @@ def test_a_file_with_misspelt_names_exits_2_listing_each_with_its_correction_and
         "detpipe register: mandatory property 'DataRoots' of NexusWriter (device test/typos/writer) is missing",
         "detpipe register: unknown attribute 'saving_directry' of NexusWriter (device test/typos/writer): "
         "did you mean 'saving_directory'?",
-        f"detpipe register: 5 problems in {config}; nothing written",
+        "detpipe register: test/typos/writer attribute saving_overwrite_policy: __value 'overwite' is none of its "
+        "values: did you mean 'Overwrite'?",
+        f"detpipe register: 6 problems in {config}; nothing written",
     ]
     db = database.client()
     assert list(db.get_server_list("*typos*").value_string) == []
@@ -249,6 +256,7 @@ def test_export_round_trips_through_a_fresh_database(
     assert exported.returncode == 0, exported.stderr
     demo = json.loads(first.read_text())["servers"]["detpipe/demo"]
     assert demo["EigerDetector"][DETECTOR]["attribute_properties"]["acq_expo_time"] == {"__value": ["0.01"]}
+    assert demo["EigerDetector"][DETECTOR]["attribute_properties"]["compression_type"] == {"__value": ["bslz4"]}
     assert demo["AgipdDetector"]["spb/agipd1m/1"]["properties"]["BridgeEndpoint"] == ["tcp://127.0.0.1:4545"]
     assert json.loads(first.read_text())["classes"]["Pool"]["properties"] == {"Maintainer": ["detpipe tests"]}
     with EmbeddedTangoDatabase(tmp_path / "fresh.db") as fresh:
@@ -279,12 +287,16 @@ def test_a_memorized_attribute_comes_back_after_a_server_restart(database: Embed
     name = register_writer(database, "restart", root_a)
     with detpipe_server(database, "restart"):
         writer = tango.DeviceProxy(name)
-        assert writer.saving_frame_per_file == 50  # the value registered from the file
+        assert writer.saving_frame_per_file == 50  # the values registered from the file
+        assert writer.saving_overwrite_policy.name == "Overwrite"
         writer.saving_frame_per_file = 17
-    stored = database.client().get_device_attribute_property("test/restart/writer", ["saving_frame_per_file"])
-    assert stored["saving_frame_per_file"] == {"__value": ["17"]}
+        writer.saving_overwrite_policy = "Abort"  # a DevEnum written by its label, as Taurus' drop-down does
+    stored = database.client().get_device_attribute_property(
+        "test/restart/writer", ["saving_frame_per_file", "saving_overwrite_policy"])
+    assert stored == {"saving_frame_per_file": {"__value": ["17"]}, "saving_overwrite_policy": {"__value": ["0"]}}
     with detpipe_server(database, "restart"):
-        assert tango.DeviceProxy(name).saving_frame_per_file == 17
+        writer = tango.DeviceProxy(name)
+        assert (writer.saving_frame_per_file, writer.saving_overwrite_policy.name) == (17, "Abort")
 
 
 # Blank values as each source writes them: YAML "" and " ", a blank list entry; Jive's " " (the C++ database
