@@ -130,7 +130,7 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
     detector.acq_expo_time = EXPO_TIME_S
     detector.compression_type = "bslz4"
     progress = Progress("[demo] series", "frame", sys.stdout)
-    elapsed = prepare_and_run(detector, lambda: progress(detector.frames_received, frames,
+    elapsed = prepare_and_run(detector, lambda: progress(writer.frames_written, frames,
                                                           f"{writer.bytes_written / 1e6:.0f} MB written"))
     progress.close()
     _say(f"hit finder: {hit_finder.Status()}")  # how long its workers took to start (compiling peakfinder8)
@@ -157,7 +157,7 @@ def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
           f"{trains * cells * AGIPD_RAW_FRAME_BYTES / 1e9:.1f} GB of raw pixels to write (uncompressed, as the "
           "European XFEL DAQ writes raw data)", flush=True)
     progress = Progress("[demo] run 1", "train", sys.stdout)
-    elapsed = prepare_and_run(detector, lambda: progress(detector.trains_received, trains,
+    elapsed = prepare_and_run(detector, lambda: progress(writer.frames_written // cells, trains,
                                                           f"{writer.bytes_written / 1e6:.0f} MB written"))
     progress.close()
     received, written = detector.frames_received, writer.frames_written
@@ -173,7 +173,8 @@ def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
 
 def prepare_and_run(detector: tango.DeviceProxy, on_progress: Callable[[], None]) -> float:
     """Prepare, Start, wait until everything is saved; returns the seconds from Start to saved. Every command
-    returns at once (Tango's default 3 s client timeout is enough); the demo waits on State and acq_status."""
+    returns at once (Tango's default 3 s client timeout is enough); the demo waits on State and acq_status.
+    ``on_progress`` reports what is written, once more when all of it is, so the last line has the final sizes."""
     wait_while_state(detector, {tango.DevState.INIT}, CONNECT_TIMEOUT_S, _say)
     prepare(detector, on_status=_say)
     _say(detector.Status())
@@ -184,6 +185,7 @@ def prepare_and_run(detector: tango.DeviceProxy, on_progress: Callable[[], None]
     elapsed = time.monotonic() - t0
     if status != "Ready":
         raise AcquisitionFailed(detector, "acquisition", detector.State(), detector.Status())
+    on_progress()
     _say(detector.Status())
     return elapsed
 

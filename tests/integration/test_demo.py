@@ -55,6 +55,10 @@ def run_demo_watching_sockets(*args: str, timeout_s: float = 240.0,
     return subprocess.CompletedProcess(demo.args, demo.returncode, out, err), sockets
 
 
+def last_progress_line(stdout: str, prefix: str) -> str:
+    return [line for line in stdout.splitlines() if line.startswith(prefix)][-1]
+
+
 def demo_summary(stdout: str) -> dict[str, str]:
     """The summary the demo prints last: label → value (the value is the line's last word)."""
     return dict(line.strip().rsplit(None, 1) for line in stdout.split("[demo] summary")[1].splitlines()
@@ -71,6 +75,10 @@ def test_demo_acquires_through_a_registered_server_and_loses_nothing(tmp_path: P
     summary = demo_summary(run.stdout)
     assert summary["frames acquired"] == summary["frames written"] == str(FRAMES)
     assert summary["frames lost"] == "0"
+    # the last progress line counts what is written, with the final size
+    final = last_progress_line(run.stdout, "[demo] series: ")
+    assert final.startswith(f"[demo] series: {FRAMES}/{FRAMES} frames (100 %)"), run.stdout
+    assert final.endswith(f", {float(summary['MB written']):.0f} MB written"), run.stdout
     assert (tmp_path / "tango_database.db").exists()
     masters = list((tmp_path / "data").glob("*_master.h5"))
     assert len(masters) == 1
@@ -123,6 +131,9 @@ def test_agipd_demo_writes_a_run_extra_data_opens(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     summary = demo_summary(run.stdout)
     assert (summary["trains"], summary["frames"], summary["frames lost"]) == ("3", "24", "0")
+    final = last_progress_line(run.stdout, "[demo] run 1: ")
+    assert final.startswith("[demo] run 1: 3/3 trains (100 %)") and final.endswith(
+        f", {float(summary['MB written']):.0f} MB written"), run.stdout
     run_dir = Path(summary["run directory"])
     assert "[demo] run 1: 3 trains × 8 cells = 24 frames, 0.1 GB of raw pixels to write" in run.stdout
     assert json.loads((Path(summary["report"]).parent / "report.json").read_text())["frames"] == 24
