@@ -52,9 +52,16 @@ def reference_block(device_class: type[Device]) -> str:
 
 
 def rewrite(text: str) -> str:
-    """``text`` with every reference block replaced by the classes' current one."""
+    """``text`` with every reference block replaced by the classes' current one; ``ValueError`` for a block
+    naming a class ``detpipe server`` does not run."""
     classes = {cls.__name__: cls for cls in DEVICE_CLASSES}
-    return _BLOCK.sub(lambda match: reference_block(classes[match.group(1)]), text)
+
+    def block(match: re.Match[str]) -> str:
+        if match.group(1) not in classes:
+            raise ValueError(f"reference block of {match.group(1)!r}: not a detpipe device class "
+                             f"({', '.join(classes)})")
+        return reference_block(classes[match.group(1)])
+    return _BLOCK.sub(block, text)
 
 
 def _members(device_class: type[Device], kind: type) -> Iterator[tuple[str, object]]:
@@ -120,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detpipe.devices.reference_tables", description=__doc__)
     parser.add_argument("markdown", type=Path, help="file whose reference blocks are rewritten (README.md)")
     args = parser.parse_args(argv)
-    text = args.markdown.read_text(encoding="utf-8")
-    updated = rewrite(text)
+    try:
+        text = args.markdown.read_text(encoding="utf-8")
+        if not _BLOCK.search(text):
+            raise ValueError(f"no reference block ('{BEGIN.format(name='<Class>')}' ... '{END}')")
+        updated = rewrite(text)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        parser.error(f"{args.markdown}: {err}")
     if updated != text:
         args.markdown.write_text(updated, encoding="utf-8")
         print(f"{args.markdown}: device reference rewritten from the classes", file=sys.stderr)

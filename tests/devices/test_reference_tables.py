@@ -50,3 +50,22 @@ def test_make_reference_rewrites_a_stale_block_and_leaves_the_rest(tmp_path: Pat
     assert run.returncode == 0, run.stderr
     assert stale.read_text() == f"# Intro\n\n{reference_block(NexusWriter)}\n\nOutro\n"
     assert "| `saving_overwrite_policy` | enum: Abort, Overwrite | rw, memorized |" in stale.read_text()
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (None, "No such file"),
+    ("# a README without markers\n", "no reference block"),
+    ("<!-- reference: EigerDetecter -->\n<!-- end reference -->\n", "'EigerDetecter': not a detpipe device class"),
+], ids=["missing file", "no block", "unknown class"])
+def test_a_mistake_is_one_error_line_exit_2_and_the_file_unchanged(
+        tmp_path: Path, content: str | None, says: str) -> None:
+    target = tmp_path / "README.md"
+    if content is not None:
+        target.write_text(content)
+    run = subprocess.run([sys.executable, "-m", "detpipe.devices.reference_tables", str(target)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.splitlines()[-1].startswith("python -m detpipe.devices.reference_tables: error: ")
+    assert says in run.stderr.splitlines()[-1]
+    assert "Traceback" not in run.stderr
+    assert (target.read_text() if content is not None else None) == content
