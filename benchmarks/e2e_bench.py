@@ -83,7 +83,9 @@ def _run_chain(n_frames: int, *, triage: bool, live_rates_hz: Sequence[float] = 
             {"class": EigerDetector, "devices": [{"name": DETECTOR, "properties": {
                 **detector_props, **({"HitFinderDevice": HIT_FINDER} if triage else {})}}]},
             {"class": NexusWriter, "devices": [{"name": WRITER, "properties": {
-                "DataRoots": [tmp], "BufferFrames": 256}}]},
+                # the whole series fits: the unpaced simulator sends faster than any disk takes it, and this
+                # measures the chain's rate, not how soon a smaller queue overflows (0 lost is still checked)
+                "DataRoots": [tmp], "BufferFrames": n_frames + 8}}]},
         ]
         if triage:
             devices.append({"class": HitFinder, "devices": [{"name": HIT_FINDER, "properties": {
