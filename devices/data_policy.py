@@ -31,7 +31,7 @@ from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 
 from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle
 from .nexus_writer import QUEUE_ALARM_PERCENT, NexusWriter
-from .parameter_attribute import parameter_attribute
+from .parameter_attribute import choice_attribute, parameter_attribute
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +226,12 @@ class DataPolicy(DetpipeDevice):
                                "Stop or finish it first")
         self.requested_params = ReductionParams.from_mapping({**self.requested_params.to_mapping(), name: value})
 
-    @attribute(dtype="DevEnum", enum_labels=POLICY_LABELS, access=AttrWriteType.READ_WRITE, memorized=True,
-               hw_memorized=True, label="Data policy",
-               description="raw: everything, lossless; red: reduced data only; raw+red: raw to raw/ (short "
-                           "retention) and RED to red/ (archive). Refused while a series runs")
-    async def policy(self) -> int:
-        return POLICY_LABELS.index(self.requested_params.policy.value)
-
-    @policy.write
-    async def policy(self, value: int) -> None:
-        self.set_parameter("policy", POLICY_LABELS[value])
+    policy = choice_attribute(
+        "policy", POLICY_LABELS, label="Data policy",
+        description="raw: everything, lossless; red: reduced data only; raw+red: raw to raw/ (short retention) "
+                    "and RED to red/ (archive). Refused while a series runs",
+        get=lambda device: device.requested_params.policy.value,
+        put=lambda device, policy: device.set_parameter("policy", policy))
 
     hits_only = _reduction("hits_only", "Hits only",
                            bool, "Keep hits plus a random sample of misses (flagged) instead of all frames")

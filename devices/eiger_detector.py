@@ -29,6 +29,7 @@ from .data_policy import DataPolicy
 from .detector_device import DetectorDevice
 from .detpipe_device import CLOSE_WAIT_S, in_background, settle
 from .live_view_device import LIVE_MAX_HEIGHT, LIVE_MAX_WIDTH
+from .parameter_attribute import choice_attribute
 
 DCU_READ_WAIT_S = 1.0
 TRIGGER_MODES = [mode.value for mode in TriggerMode]
@@ -200,17 +201,13 @@ class EigerDetector(DetectorDevice):
     async def latency_time(self, value: float) -> None:
         self._request(latency_time_s=value)
 
-    @attribute(dtype="DevEnum", enum_labels=TRIGGER_MODES, access=AttrWriteType.READ_WRITE, memorized=True,
-               hw_memorized=True, label="Trigger mode",
-               description="INTERNAL_TRIGGER: one Start acquires the series; *_MULTI: one frame per trigger "
-                           "(software Start, or hardware); EXTERNAL_TRIGGER: a hardware trigger starts the series; "
-                           "EXTERNAL_GATE: the gate length is the exposure (LImA acq_trigger_mode)")
-    async def acq_trigger_mode(self) -> int:
-        return TRIGGER_MODES.index(self._acq.requested.trigger_mode.value)
-
-    @acq_trigger_mode.write
-    async def acq_trigger_mode(self, value: int) -> None:
-        self._request(trigger_mode=TRIGGER_MODES[value])
+    acq_trigger_mode = choice_attribute(
+        "acq_trigger_mode", TRIGGER_MODES, label="Trigger mode",
+        description="INTERNAL_TRIGGER: one Start acquires the series; *_MULTI: one frame per trigger (software "
+                    "Start, or hardware); EXTERNAL_TRIGGER: a hardware trigger starts the series; EXTERNAL_GATE: "
+                    "the gate length is the exposure (LImA acq_trigger_mode)",
+        get=lambda device: device._acq.requested.trigger_mode.value,
+        put=lambda device, mode: device._request(trigger_mode=mode))
 
     @attribute(dtype=float, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="eV",
                format="%.1f", min_value=1000.0, max_value=100000.0, label="Photon energy",
@@ -222,16 +219,12 @@ class EigerDetector(DetectorDevice):
     async def photon_energy(self, value: float) -> None:
         self._request(photon_energy_ev=value)
 
-    @attribute(dtype="DevEnum", enum_labels=COMPRESSIONS, access=AttrWriteType.READ_WRITE, memorized=True,
-               hw_memorized=True, label="Compression",
-               description="Compression of the frames the detector streams (SIMPLON compression): bslz4 "
-                           "(bitshuffle-LZ4, written as it arrives) or lz4")
-    async def compression_type(self) -> int:
-        return COMPRESSIONS.index(self._acq.requested.compression)
-
-    @compression_type.write
-    async def compression_type(self, value: int) -> None:
-        self._request(compression=COMPRESSIONS[value])
+    compression_type = choice_attribute(
+        "compression_type", COMPRESSIONS, label="Compression",
+        description="Compression of the frames the detector streams (SIMPLON compression): bslz4 (bitshuffle-LZ4, "
+                    "written as it arrives) or lz4",
+        get=lambda device: device._acq.requested.compression,
+        put=lambda device, compression: device._request(compression=compression))
 
     # --- counters and identity ---
     @attribute(label="Last image acquired",

@@ -23,9 +23,9 @@ from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 from detpipe.pipeline.writers.selector import FileFormat, WriterSelector
 
 from .detpipe_device import CLOSE_WAIT_S, DetpipeDevice, SeriesEngine, in_background, settle
+from .parameter_attribute import choice_attribute
 
 QUEUE_ALARM_PERCENT = 75.0
-OVERWRITE_POLICIES = [policy.value for policy in OverwritePolicy]
 
 
 class NexusWriter(DetpipeDevice):
@@ -183,12 +183,11 @@ class NexusWriter(DetpipeDevice):
         }
 
     # --- saving configuration (LImA names) ---
-    def _check_idle(self, what: str) -> None:
+    def _configure(self, what: str, **changes: Any) -> None:
+        """Refused while a series is written; SavingParams validates the changed values."""
         if self._runner.in_series:
             raise RuntimeError(f"cannot change {what} while a series is being written; Stop it first")
-
-    def _configure(self, **changes: Any) -> None:
-        self._writer.configure(replace(self._writer.params, **changes))  # SavingParams validates itself
+        self._writer.configure(replace(self._writer.params, **changes))
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                label="Saving directory", description="Directory of the next series' files; must lie below DataRoots")
@@ -197,8 +196,7 @@ class NexusWriter(DetpipeDevice):
 
     @saving_directory.write
     async def saving_directory(self, value: str) -> None:
-        self._check_idle("saving_directory")
-        self._configure(directory=check_directory(Path(value), self._writer.params.data_roots))
+        self._configure("saving_directory", directory=check_directory(Path(value), self._writer.params.data_roots))
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True,
                label="Saving prefix",
@@ -208,8 +206,7 @@ class NexusWriter(DetpipeDevice):
 
     @saving_prefix.write
     async def saving_prefix(self, value: str) -> None:
-        self._check_idle("saving_prefix")
-        self._configure(prefix=value)
+        self._configure("saving_prefix", prefix=value)
 
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, unit="frame",
                format="%d", min_value=1, label="Frames per file", description="Frames in each data file")
@@ -218,20 +215,15 @@ class NexusWriter(DetpipeDevice):
 
     @saving_frame_per_file.write
     async def saving_frame_per_file(self, value: int) -> None:
-        self._check_idle("saving_frame_per_file")
-        self._configure(frames_per_file=value)
+        self._configure("saving_frame_per_file", frames_per_file=value)
 
-    @attribute(dtype="DevEnum", enum_labels=OVERWRITE_POLICIES, access=AttrWriteType.READ_WRITE, memorized=True,
-               hw_memorized=True, label="Overwrite policy",
-               description="Abort (default): refuse a series whose files exist; Overwrite: replace them "
-                           "(LImA saving_overwrite_policy)")
-    async def saving_overwrite_policy(self) -> int:
-        return OVERWRITE_POLICIES.index(self._writer.params.overwrite_policy.value)
-
-    @saving_overwrite_policy.write
-    async def saving_overwrite_policy(self, value: int) -> None:
-        self._check_idle("saving_overwrite_policy")
-        self._configure(overwrite_policy=OverwritePolicy(OVERWRITE_POLICIES[value]))
+    saving_overwrite_policy = choice_attribute(
+        "saving_overwrite_policy", [policy.value for policy in OverwritePolicy], label="Overwrite policy",
+        description="Abort (default): refuse a series whose files exist; Overwrite: replace them (LImA "
+                    "saving_overwrite_policy)",
+        get=lambda device: device._writer.params.overwrite_policy.value,
+        put=lambda device, policy: device._configure("saving_overwrite_policy",
+                                                     overwrite_policy=OverwritePolicy(policy)))
 
     # --- counters ---
     @attribute(label="Last image saved",
