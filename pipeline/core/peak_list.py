@@ -39,8 +39,9 @@ class PeakList:
 class FrameTriage:
     """The triage outcome of one image (an Eiger frame, or one memory cell of an AGIPD train).
 
-    ``n_peaks`` counts every accepted peak, even beyond the ``max_num_peaks`` stored in ``peaks`` (as OM's
-    counter does), so the hit rule can be re-applied offline. ``vetoed`` is True when the lit-pixel pre-veto
+    ``n_peaks`` counts every accepted peak, even beyond the ``max_num_peaks`` stored in ``peaks`` (OM's API
+    reports the capped count; counting all keeps a frame of thousands of spurious peaks out of a
+    ``max_peaks`` hit rule), so the hit rule can be re-applied offline. ``vetoed`` is True when the lit-pixel pre-veto
     decided "miss" and peakfinder8 did not run (``n_peaks`` is then 0). ``lit_pixels`` counts masked-in
     pixels above ``lit_pixel_threshold``. ``time_ms`` is the worker's time for this image, decoding included.
     """

@@ -36,7 +36,9 @@ UNITS: Mapping[str, str] = {
 class TriageParams:
     """One series' triage settings; defaults are detpipe's documented defaults (docs/triage.md).
 
-    ``min_res``/``max_res`` are radii in pixels from the beam centre (0 disables the cut, as in CrystFEL).
+    ``min_res``/``max_res`` are radii in pixels from the beam centre; pixels at exactly either radius are
+    kept, as OM keeps them, and ``max_res = 0`` disables the upper cut (CrystFEL's convention: an outer
+    radius of 0 that removed every pixel would never be what was meant).
     ``fast_mode`` computes ring statistics on at most ``pixels_per_ring`` fixed, randomly sampled pixels
     per 1-px ring (OM's ``number_of_pixel_per_bin_in_radial_statistics``). The hit rule is inclusive on
     both sides, Cheetah style: ``min_peaks <= n_peaks <= max_peaks`` (OM's strict ``min = 8`` is our 9).

@@ -1,7 +1,7 @@
 """What peakfinder8 needs to know about a detector, built once per geometry (its inputs and fast mode: docs/triage.md).
 
 A ``TriageGeometry`` holds the per-pixel radius from the beam centre (pixels), the static mask (1 = use,
-already cut to ``min_res < r < max_res``), the panels peaks may not cross, and the two ring tables the
+already cut to ``min_res <= r <= max_res``), the panels peaks may not cross, and the two ring tables the
 ring statistics run over: every masked-in pixel grouped by ring ("full"), and a fixed, seeded random
 sample of at most ``pixels_per_ring`` of them per ring ("fast", OM's
 ``number_of_pixel_per_bin_in_radial_statistics``). Building the tables sorts the detector once
@@ -60,7 +60,7 @@ class TriageGeometry:
 
     ``radius`` float32 (H, W) is the distance in pixels from the beam centre; ``ring_index`` int32 (H, W)
     is ``rint(radius)``, the 1-px ring of each pixel. ``mask`` uint8 (H, W), 1 = use, is the bad-pixel
-    mask AND ``min_res < radius < max_res`` (``max_res = 0``: no upper cut, CrystFEL semantics) AND "inside
+    mask AND ``min_res <= radius <= max_res`` (OM keeps the bounds; ``max_res = 0``: no upper cut) AND "inside
     a panel". ``panel_id`` int32 (H, W) is −1 outside every panel. ``panels`` int32 (n, 4) rows are
     ``[ss0, ss1, fs0, fs1]``, half-open. ``static_mask`` is the mask before the radius cut, kept so the
     geometry can be rebuilt for other parameters (``for_params``).
@@ -145,9 +145,9 @@ class TriageGeometry:
         if problems:
             raise ConfigError(problems)
         finite = np.isfinite(radius)
-        use = (static != 0) & finite & (panel_id >= 0) & (radius > min_res)
+        use = (static != 0) & finite & (panel_id >= 0) & (radius >= min_res)
         if max_res > 0:
-            use &= radius < max_res
+            use &= radius <= max_res
         safe_radius = np.where(finite, radius, np.float32(0.0))
         ring_index = np.rint(safe_radius).astype(np.int32)
         n_rings = int(ring_index.max(initial=0)) + 1

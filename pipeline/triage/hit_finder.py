@@ -39,6 +39,8 @@ class _Workspace:
     offset: NDArray[np.float32]  # (n_rings,)
     sigma: NDArray[np.float32]
     upper: NDArray[np.float32]
+    kept: NDArray[np.float32]  # (n_rings,) pixels inside each ring's last clipping window
+    ring_scratch: NDArray[np.float32]  # fast mode: the longest full ring, for refine_degenerate_rings
     peaks: NDArray[np.float32]  # (PEAK_ROWS, max_num_peaks)
 
     @classmethod
@@ -54,6 +56,9 @@ class _Workspace:
             offset=np.zeros(rings, dtype=np.float32),
             sigma=np.zeros(rings, dtype=np.float32),
             upper=np.zeros(rings, dtype=np.float32),
+            kept=np.zeros(rings, dtype=np.float32),
+            ring_scratch=np.zeros(int(np.diff(geometry.full_rings.start).max(initial=0)) if fast_mode else 0,
+                                  dtype=np.float32),
             peaks=np.zeros((pf8.PEAK_ROWS, max_num_peaks), dtype=np.float32),
         )
 
@@ -231,8 +236,14 @@ class HitFinder:
         else:
             pf8.gather_ring_values(image, rings.pixels, work.values)
         floor = pf8.ring_statistics(
-            work.values, rings.start, p.adc_threshold, p.minimum_snr, work.offset, work.sigma, work.upper
+            work.values, rings.start, p.adc_threshold, p.minimum_snr, work.offset, work.sigma, work.upper, work.kept
         )
+        if p.fast_mode:
+            full = self.geometry.full_rings
+            floor = pf8.refine_degenerate_rings(
+                image, full.pixels, full.start, rings.start, p.adc_threshold, p.minimum_snr,
+                work.offset, work.sigma, work.upper, work.kept, work.ring_scratch,
+            )
         return pf8.find_peaks(
             image, mask, self._ring_index, self.shape[1], self.geometry.panels, work.offset, work.upper, floor,
             p.minimum_snr, p.min_pixel_count, p.max_pixel_count, p.local_bg_radius,

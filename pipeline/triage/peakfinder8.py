@@ -38,6 +38,9 @@ _INF = np.float32(np.inf)
 _NAN = np.float32(np.nan)
 _NO_BACKGROUND_SIGMA = 0.01  # local sigma when the disc has no usable background pixel (CrystFEL's value)
 _SCAN_BLOCK = 64  # pixels per vectorised pre-test of the seed scan
+# A clipped variance at most this fraction of the squared distance to the pivot may be float32 residue of
+# a window holding one value only; such a ring is checked exactly (_clip_ring).
+_RESIDUE_SUSPECT = 1e-3
 
 # Rows of the peak table ``find_peaks`` fills (one column per stored peak).
 PEAK_FS, PEAK_SS, PEAK_INTENSITY, PEAK_SNR, PEAK_NPIX, PEAK_MAX_VALUE = range(6)
@@ -137,54 +140,126 @@ def ring_statistics(
     offset: np.ndarray,  # float32 (n_rings,) out: clipped mean
     sigma: np.ndarray,  # float32 (n_rings,) out: clipped standard deviation
     upper: np.ndarray,  # float32 (n_rings,) out: seed/growth threshold
+    kept: np.ndarray,  # float32 (n_rings,) out: pixels inside the last pass's window
 ) -> float:  # pragma: no cover - compiled
-    """Five passes of symmetric sigma clipping per ring (peakfinder8's step 2); returns min(upper).
-
-    The tables hold only statically masked-in pixels; pixels masked for this frame only are NaN in the
-    image, which no comparison lets through (so no mask is read here). Per pass, the pixels strictly
-    between the ring's lower and upper threshold give mean and sigma, then
-    ``upper = max(adc_threshold, mean + min_snr·sigma)`` and ``lower = mean − min_snr·sigma``. A ring left
-    empty gets ``upper = FLT_MAX`` and ``lower = FLT_MIN`` (the reference's quirk: a tiny positive number,
-    so a ring emptied by σ = 0 also drops its zero and negative pixels on the next pass).
-
-    Each ring's slice stays in L1/L2 for its five passes. The first pass sums in float64; the next four
-    sum ``v − previous mean`` in float32, which vectorises twice as wide and, being centred, loses no
-    precision that matters for a threshold (relative error < 1e-4 of σ² for 25 k-pixel rings). The
-    returned minimum is a floor below which no pixel can seed, so the seed scan can skip the ring lookup
-    for most pixels.
-    """
+    """Five passes of symmetric sigma clipping per ring (peakfinder8's step 2, ``_clip_ring``); returns
+    min(upper), a floor below which no pixel can seed, so the seed scan can skip the ring lookup for most
+    pixels. Each ring's slice stays in L1/L2 for its five passes."""
     floor = FLT_MAX
-    adc = np.float32(adc_threshold)
     for ring in range(ring_start.size - 1):
-        ring_values = values[ring_start[ring] : ring_start[ring + 1]]
-        lower = np.float32(-_START_THRESHOLD)
-        high = np.float32(_START_THRESHOLD)
-        mean = 0.0
-        std = 0.0
-        for iteration in range(CLIP_ITERATIONS):
-            if iteration == 0:
-                total, squares, n = _clipped_sums64(ring_values, lower, high)
-                pivot = 0.0
-            else:
-                pivot = mean
-                total, squares, n = _clipped_sums32(ring_values, lower, high, np.float32(pivot))
-            if n == 0:
-                mean = 0.0
-                std = 0.0
-                high = FLT_MAX
-                lower = FLT_MIN
-            else:
-                centred_mean = total / n
-                variance = squares / n - centred_mean * centred_mean
-                mean = pivot + centred_mean
-                std = np.sqrt(variance) if variance > 0.0 else 0.0
-                high = max(adc, np.float32(mean + min_snr * std))
-                lower = np.float32(mean - min_snr * std)
+        mean, std, high, n = _clip_ring(values[ring_start[ring] : ring_start[ring + 1]], adc_threshold, min_snr)
         offset[ring] = mean
         sigma[ring] = std
         upper[ring] = high
+        kept[ring] = n
         floor = min(floor, high)
     return floor
+
+
+@njit(cache=True, nogil=True)
+def refine_degenerate_rings(
+    image: np.ndarray,  # float32 (H·W,), NaN where masked for this frame
+    full_pixels: np.ndarray,  # int32: the full ring table (every statically masked-in pixel, by ring)
+    full_start: np.ndarray,  # int64 (n_rings + 1,)
+    sampled_start: np.ndarray,  # int64 (n_rings + 1,): the sampled table the statistics came from
+    adc_threshold: float,
+    min_snr: float,
+    offset: np.ndarray,  # float32 (n_rings,) in/out
+    sigma: np.ndarray,  # float32 (n_rings,) in/out
+    upper: np.ndarray,  # float32 (n_rings,) in/out
+    kept: np.ndarray,  # float32 (n_rings,) from ring_statistics on the sample
+    scratch: np.ndarray,  # float32, at least the longest full ring
+) -> float:  # pragma: no cover - compiled
+    """Fast mode's fallback: a ring whose sample says little about it is recomputed from all of its pixels,
+    exactly as full mode computes it. That is a sample that ended with sigma 0 (every sampled pixel equal:
+    all zero at low flux, or a flat background) or with less than half of it inside the last window.
+
+    A sample of a hundred pixels from a ring of thousands sees no photon at 0.01 photons/pixel: an all-zero
+    sample clips itself empty (upper = FLT_MAX) and every peak on the ring vanishes, and a sample that caught
+    one pixel of a spot among zeros clips down to that spot (upper ≈ 80 photons). Rings with a genuine
+    spread keep their sampled statistics, so on ordinary data this costs two comparisons per ring.
+    Returns the new min(upper)."""
+    floor = FLT_MAX
+    for ring in range(offset.size):
+        first, last = full_start[ring], full_start[ring + 1]
+        sampled = sampled_start[ring + 1] - sampled_start[ring]
+        if (sigma[ring] == 0.0 or 2 * kept[ring] < sampled) and last - first > sampled:
+            n = last - first
+            for k in range(n):
+                scratch[k] = image[full_pixels[first + k]]
+            mean, std, high, _ = _clip_ring(scratch[:n], adc_threshold, min_snr)
+            offset[ring] = mean
+            sigma[ring] = std
+            upper[ring] = high
+        floor = min(floor, upper[ring])
+    return floor
+
+
+@njit(cache=True, nogil=True)
+def _clip_ring(ring_values: np.ndarray, adc_threshold: float, min_snr: float
+               ) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """One ring's five clipping passes: (mean, sigma, upper, pixels inside the window) after the last one.
+
+    Per pass, the pixels strictly between the ring's lower and upper threshold give mean and sigma, then
+    ``upper = max(adc_threshold, mean + min_snr·sigma)`` and ``lower = mean − min_snr·sigma``. A ring left
+    empty gets ``upper = FLT_MAX`` and ``lower = FLT_MIN`` (the reference's quirk: a tiny positive number,
+    so a ring emptied by σ = 0 also drops its zero and negative pixels on the next pass). Frame-masked
+    pixels are NaN, which no comparison lets through.
+
+    The first pass sums in float64; the next four sum ``v − previous mean`` in float32, which vectorises
+    twice as wide and, being centred, loses no precision that matters for a threshold (relative error
+    < 1e-4 of σ² for 25 k-pixel rings). A pass after one that emptied the ring has no mean to centre on
+    and sums in float64 again (raw float32 sums of 3000 values of 1000 lose σ entirely). One case needs more: when every pixel inside the window has the
+    same value, the reference's variance is exactly 0 but the centred float32 sums leave a residue
+    (1e-4 … 1e-23), which shifts when the clipping empties the ring and so the final threshold. A variance
+    that small next to the distance from the pivot is therefore checked exactly (``_single_value``).
+    """
+    adc = np.float32(adc_threshold)
+    lower = np.float32(-_START_THRESHOLD)
+    high = np.float32(_START_THRESHOLD)
+    mean = 0.0
+    std = 0.0
+    n = 0.0
+    for _ in range(CLIP_ITERATIONS):
+        if n == 0:  # the first pass, or one after a pass that emptied the ring: no mean to centre on
+            total, squares, n = _clipped_sums64(ring_values, lower, high)
+            pivot = 0.0
+        else:
+            pivot = mean
+            total, squares, n = _clipped_sums32(ring_values, lower, high, np.float32(pivot))
+        if n == 0:
+            mean = 0.0
+            std = 0.0
+            high = FLT_MAX
+            lower = FLT_MIN
+            continue
+        centred_mean = total / n
+        variance = squares / n - centred_mean * centred_mean
+        mean = pivot + centred_mean
+        if variance <= _RESIDUE_SUSPECT * centred_mean * centred_mean:
+            single, value = _single_value(ring_values, lower, high)
+            if single:
+                mean, variance = value, 0.0
+        std = np.sqrt(variance) if variance > 0.0 else 0.0
+        high = max(adc, np.float32(mean + min_snr * std))
+        lower = np.float32(mean - min_snr * std)
+    return mean, std, high, n
+
+
+@njit(cache=True, nogil=True)
+def _single_value(values: np.ndarray, lower: np.float32, upper: np.float32
+                  ) -> tuple[bool, float]:  # pragma: no cover - compiled
+    """(True, v) when every value strictly between the bounds equals v; (False, 0) otherwise."""
+    found = False
+    first = np.float32(0.0)
+    for k in range(values.size):
+        v = values[k]
+        if (v > lower) & (v < upper):
+            if not found:
+                found, first = True, v
+            elif v != first:
+                return False, 0.0
+    return found, np.float64(first)
 
 
 @njit(cache=True, nogil=True, fastmath=_REDUCTION_MATH)

@@ -109,13 +109,14 @@ def test_the_agipd_static_mask_accepts_module_or_stacked_shapes() -> None:
         agipd_triage_geometry(static_mask=np.ones((512, 128)), params=PARAMS)
 
 
-def test_the_radius_cut_keeps_min_res_below_r_below_max_res_and_max_res_zero_disables_it() -> None:
+def test_the_radius_cut_keeps_min_res_up_to_max_res_inclusive_and_max_res_zero_disables_it() -> None:
+    """OM's bounds, whose names detpipe uses: a pixel exactly on either radius is kept (docs/triage.md)."""
     radius = np.arange(100, dtype=np.float32).reshape(1, 100).repeat(3, axis=0)
     cut = TriageGeometry.build(radius, np.ones((3, 100)), [(0, 3, 0, 100)], min_res=10, max_res=20, pixels_per_ring=5)
-    assert np.flatnonzero(cut.mask[0]).tolist() == list(range(11, 20))
+    assert np.flatnonzero(cut.mask[0]).tolist() == list(range(10, 21))
     open_ended = TriageGeometry.build(radius, np.ones((3, 100)), [(0, 3, 0, 100)], min_res=10, max_res=0,
                                       pixels_per_ring=5)
-    assert np.flatnonzero(open_ended.mask[0]).tolist() == list(range(11, 100))
+    assert np.flatnonzero(open_ended.mask[0]).tolist() == list(range(10, 100))
 
 
 def test_the_sampled_ring_table_is_seeded_and_holds_at_most_pixels_per_ring_masked_in_pixels() -> None:

@@ -231,3 +231,93 @@ def test_warm_up_compiles_every_kernel_variant_the_entry_points_use() -> None:
         agipd.triage_agipd(cell)
 
     assert {k.__name__: len(k.signatures) for k in kernels} == compiled
+
+
+def test_a_frame_of_more_peaks_than_max_peaks_is_no_hit_though_only_max_num_peaks_are_stored() -> None:
+    """Why n_peaks counts every peak: a capped count would pass a frame of spurious peaks as a hit."""
+    spots = ring_spots(12)
+    params = dataclasses.replace(PARAMS, max_num_peaks=8, min_peaks=2, max_peaks=8)
+    result = finder(params).triage(frame(spots))
+    assert (result.n_peaks, len(result.peaks)) == (12, 8)
+    assert not result.is_hit
+
+
+LOW_FLUX_SIZE = 1024  # rings of up to ~3000 pixels, so a 100-pixel sample can miss every photon of a ring
+
+
+def low_flux_frame(background: float, spots: list[tuple[float, float]], seed: int) -> np.ndarray:
+    image = np.random.default_rng(seed).poisson(background, (LOW_FLUX_SIZE, LOW_FLUX_SIZE)).astype(np.float32)
+    for fs, ss in spots:  # 300-photon Gaussian spots, sigma 1 px
+        rows, cols = np.mgrid[int(ss) - 6:int(ss) + 7, int(fs) - 6:int(fs) + 7]
+        image[rows, cols] += (300.0 / (2 * np.pi)) * np.exp(-((cols - fs) ** 2 + (rows - ss) ** 2) / 2)
+    return image
+
+
+@pytest.fixture(scope="module")
+def low_flux_finders() -> dict[bool, HitFinder]:
+    rows, cols = np.mgrid[0:LOW_FLUX_SIZE, 0:LOW_FLUX_SIZE]
+    centre = LOW_FLUX_SIZE / 2
+    built = TriageGeometry.build(np.hypot(rows - centre, cols - centre), np.ones((LOW_FLUX_SIZE,) * 2, np.uint8),
+                                 [(0, LOW_FLUX_SIZE, 0, LOW_FLUX_SIZE)], min_res=0, max_res=0,
+                                 pixels_per_ring=PARAMS.pixels_per_ring)
+    return {fast: HitFinder(built, dataclasses.replace(PARAMS, fast_mode=fast)) for fast in (True, False)}
+
+
+@pytest.mark.parametrize("background", [0.0, 0.005, 0.01, 0.05, 0.5])
+def test_fast_mode_finds_what_full_mode_finds_at_low_flux(
+        low_flux_finders: dict[bool, HitFinder], background: float) -> None:
+    """A ring's 100-pixel sample that saw no photon (or one spot pixel among zeros) is recomputed from the
+    whole ring: plain sampled statistics found 23 of these 40 peaks at zero background, 35 at 0.01."""
+    centre = LOW_FLUX_SIZE / 2
+    spots = [(centre + (100 + 9 * k) * np.cos(2.4 * k) + 0.3, centre + (100 + 9 * k) * np.sin(2.4 * k) + 0.2)
+             for k in range(40)]
+    for seed in range(2):
+        image = low_flux_frame(background, spots, seed)
+        fast, full = (low_flux_finders[mode].triage(image) for mode in (True, False))
+        assert fast.n_peaks == full.n_peaks == len(spots)
+        order_fast, order_full = np.argsort(fast.peaks.fs), np.argsort(full.peaks.fs)
+        for column, tolerance in (("fs", 0.05), ("ss", 0.05), ("intensity", 0.02 * 300)):
+            np.testing.assert_allclose(getattr(fast.peaks, column)[order_fast],
+                                       getattr(full.peaks, column)[order_full], atol=tolerance)
+        found = np.column_stack([fast.peaks.fs, fast.peaks.ss])
+        for fs, ss in spots:
+            assert np.hypot(*(found - (fs, ss)).T).min() < 0.2
+
+
+def reference_clipping(values: np.ndarray, adc_threshold: float, min_snr: float) -> tuple[float, float, float]:
+    """peakfinder8's five clipping passes in float64 on raw sums, as the reference computes them."""
+    lower, upper, mean, std = -1e9, 1e9, 0.0, 0.0
+    for _ in range(peakfinder8.CLIP_ITERATIONS):
+        inside = values[(values > lower) & (values < upper)].astype(np.float64)
+        if inside.size == 0:
+            mean, std, upper, lower = 0.0, 0.0, float(peakfinder8.FLT_MAX), float(peakfinder8.FLT_MIN)
+            continue
+        mean = inside.sum() / inside.size
+        variance = (inside * inside).sum() / inside.size - mean * mean
+        std = np.sqrt(variance) if variance > 0 else 0.0
+        upper, lower = max(adc_threshold, mean + min_snr * std), mean - min_snr * std
+    return mean, std, upper
+
+
+def clipping_rings() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    return {
+        "zeros and three spot pixels": np.r_[np.zeros(1000), [40.0, 40.0, 40.0]],
+        "one flat value": np.full(500, 5.0),
+        "zeros and one faint tail pixel": np.r_[np.zeros(999), [0.8]],
+        "0.01 photons per pixel": rng.poisson(0.01, 20000).astype(np.float64),
+        "1 photon per pixel": rng.poisson(1.0, 20000).astype(np.float64),
+        "a bright flat ring": np.r_[np.full(3000, 1000.0), [1001.0]],
+    }
+
+
+@pytest.mark.parametrize("name", list(clipping_rings()))
+def test_ring_statistics_equal_a_float64_reference_on_rings_that_clip_to_one_value(name: str) -> None:
+    values = np.random.default_rng(1).permutation(clipping_rings()[name]).astype(np.float32)
+    offset, sigma, upper, kept = (np.zeros(1, np.float32) for _ in range(4))
+    peakfinder8.ring_statistics(values, np.array([0, values.size], np.int64), PARAMS.adc_threshold,
+                                PARAMS.minimum_snr, offset, sigma, upper, kept)
+    mean, std, high = reference_clipping(values, PARAMS.adc_threshold, PARAMS.minimum_snr)
+    assert upper[0] == pytest.approx(high, rel=1e-5)
+    assert offset[0] == pytest.approx(mean, rel=1e-5, abs=1e-7)
+    assert sigma[0] == pytest.approx(std, rel=1e-4, abs=1e-7)
