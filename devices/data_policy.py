@@ -18,12 +18,12 @@ from tango import AttrWriteType, DevState, Util
 from tango.server import attribute, command, device_property
 
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
+from detpipe.pipeline.core.settings_document import settings_mapping
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.core.stage_runner import StageRunner
 from detpipe.pipeline.policy.agipd_train_reducer import AgipdTrainReducer
 from detpipe.pipeline.policy.data_policy_stage import DataPolicyStage, RedRun
 from detpipe.pipeline.policy.frame_reducer import EigerFrameReducer
-from detpipe.pipeline.policy.policy_document import policy_mapping
 from detpipe.pipeline.policy.reduction_params import MAX_MANTISSA_BITS, UNITS, Policy, ReductionParams
 from detpipe.pipeline.policy.run_layout import RAW_SUBDIRECTORY
 from detpipe.pipeline.triage.setup import DetectorKind
@@ -296,8 +296,8 @@ class DataPolicy(DetpipeDevice):
     async def LoadPolicy(self, text: str) -> None:
         """Set several parameters at once, validated together; nothing changes if any is wrong.
 
-        The text is parsed off the event loop, with its size and YAML aliases bounded (``policy_mapping``)."""
-        document = await asyncio.to_thread(policy_mapping, text, "LoadPolicy's argument")
+        The text is parsed off the event loop, with its size and YAML aliases bounded (``settings_mapping``)."""
+        document = await asyncio.to_thread(settings_mapping, text, "LoadPolicy's argument", "data policy parameters")
         new = ReductionParams.from_mapping({**self.requested_params.to_mapping(), **document})
         if new.policy is not self.requested_params.policy and self.running:
             raise RuntimeError("cannot change the policy while a series is prepared or running")

@@ -18,9 +18,10 @@ from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.live_view import TrainView, frame_picture
 from detpipe.pipeline.core.series import DetectorConfig
+from detpipe.pipeline.core.settings_document import settings_mapping
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.core.train import AGIPD_MODULES, MODULE_SHAPE
-from detpipe.pipeline.core.triage_params import UNITS, TriageParams
+from detpipe.pipeline.core.triage_params import UNITS, TriageParams, canonical_names, om_monitor_parameters
 from detpipe.pipeline.triage.dispatcher import LastHit, TriageDispatcher
 from detpipe.pipeline.triage.geometry import load_user_mask
 from detpipe.pipeline.triage.pool import TriagePool
@@ -384,6 +385,24 @@ class HitFinder(DetpipeDevice):
     async def last_hit_peaks_y(self) -> np.ndarray:
         hit = self._dispatcher.last_hit
         return hit.peaks.ss if hit is not None else np.zeros(0, np.float32)
+
+    @command(dtype_in=str, doc_in="YAML or JSON: triage parameters under detpipe's or OM's names, or a whole OM "
+                                  "monitor.yaml (its peakfinder8_peak_detection and crystallography sections)",
+             dtype_out=str, doc_out="The parameters now in use, and the OM keys not taken")
+    async def LoadParameters(self, text: str) -> str:
+        """Set several triage parameters at once, validated together; nothing changes if any is wrong.
+
+        OM's hit rule is strict on both sides, so its ``min_num_peaks_for_hit: 8`` becomes ``min_peaks: 9``
+        (``TriageParams``' ``OM_NAMES``). Keys of an OM monitor.yaml that detpipe does not take (broadcast,
+        geometry file, bad-pixel map: the MaskFile property) are named in the answer, not refused. Applies from
+        the next series, as a write of each attribute would."""
+        document = await asyncio.to_thread(settings_mapping, text, "LoadParameters' argument", "triage parameters")
+        values, ignored = om_monitor_parameters(document)
+        self.requested_params = TriageParams.from_mapping({**self.requested_params.to_mapping(),
+                                                           **canonical_names(values)})
+        self._rebuild_geometry()
+        applied = ", ".join(f"{name}={value}" for name, value in self.requested_params.to_mapping().items())
+        return f"in use from the next series: {applied}" + (f"; not taken: {', '.join(ignored)}" if ignored else "")
 
     @command
     async def Reset(self) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from detpipe.pipeline.core.errors import ConfigError
+from detpipe.pipeline.core.settings_document import settings_mapping
 from detpipe.pipeline.policy.offline_reduction import reduce_series
-from detpipe.pipeline.policy.policy_document import policy_mapping
 from detpipe.pipeline.policy.provenance import read_reduction_config
 from detpipe.pipeline.policy.reduction_params import ReductionParams
 
@@ -16,7 +16,7 @@ from .user_error import UserError
 
 def load_policy_file(path: Path) -> ReductionParams:
     """A YAML (or JSON) mapping of DataPolicy parameters, validated like the device's attributes."""
-    document = policy_mapping(path.read_text(encoding="utf-8"), str(path))
+    document = settings_mapping(path.read_text(encoding="utf-8"), str(path), "data policy parameters")
     return ReductionParams.from_mapping(document.get("data_policy", document))
 
 

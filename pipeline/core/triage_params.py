@@ -43,7 +43,8 @@ class TriageParams:
     per 1-px ring (OM's ``number_of_pixel_per_bin_in_radial_statistics``). The hit rule is inclusive on
     both sides, Cheetah style: ``min_peaks <= n_peaks <= max_peaks`` (OM's strict ``min = 8`` is our 9).
     ``min_lit_pixels > 0`` turns on the lit-pixel pre-veto: frames with fewer masked-in pixels above
-    ``lit_pixel_threshold`` are misses without running peakfinder8 (docs/triage.md).
+    ``lit_pixel_threshold`` are misses without running peakfinder8 (docs/triage.md). OM's names of the hit
+    rule and the ring sample size are accepted too (``OM_NAMES``).
     """
 
     adc_threshold: float = 6.0
@@ -67,9 +68,12 @@ class TriageParams:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> TriageParams:
-        """From YAML/JSON/attributes: unknown keys and bad values are all reported in one ``ConfigError``."""
+        """From YAML/JSON/attributes, detpipe's names or OM's (``OM_NAMES``): unknown keys and bad values are
+        all reported in one ``ConfigError``."""
+        raw = canonical_names(raw)
         known = {f.name for f in fields(cls)}
-        problems = [f"unknown triage parameter {key!r}; known: {sorted(known)}" for key in raw.keys() - known]
+        problems = [f"unknown triage parameter {key!r}; known: {sorted(known | set(OM_NAMES))}"
+                    for key in raw.keys() - known]
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in raw:
@@ -86,6 +90,60 @@ class TriageParams:
     def to_mapping(self) -> dict[str, Any]:
         """The exact document ``from_mapping`` accepts (stored in files, shown by the device)."""
         return asdict(self)
+
+
+OM_NAMES: Mapping[str, tuple[str, int]] = {
+    "min_num_peaks_for_hit": ("min_peaks", 1),
+    "max_num_peaks_for_hit": ("max_peaks", -1),
+    "number_of_pixel_per_bin_in_radial_statistics": ("pixels_per_ring", 0),
+}
+"""OM's monitor.yaml name -> (detpipe's name, what to add). OM's hit rule ``min < n_peaks < max`` is strict on
+both sides where detpipe's is inclusive, so OM's ``min_num_peaks_for_hit: 8`` is ``min_peaks: 9``. Every other
+peakfinder8 name is the same in both."""
+OM_SECTIONS = ("peakfinder8_peak_detection", "crystallography")
+"""The sections of an OM monitor.yaml that hold triage parameters."""
+
+
+def canonical_names(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` with OM's names replaced by detpipe's (``OM_NAMES``); ``ConfigError`` when both spellings of one
+    parameter are given and disagree, or an OM count is not a whole number."""
+    values = {key: value for key, value in raw.items() if key not in OM_NAMES}
+    problems = []
+    for om_name, (name, shift) in OM_NAMES.items():
+        if om_name not in raw:
+            continue
+        try:
+            converted = _coerce(int, raw[om_name]) + shift
+        except (TypeError, ValueError):
+            problems.append(f"{om_name} must be an int, got {raw[om_name]!r}")
+            continue
+        if name in values and values[name] != converted:
+            problems.append(f"{om_name} {raw[om_name]} (OM) means {name} {converted}, but {name} is {values[name]}")
+        values[name] = converted
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+def om_monitor_parameters(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The triage parameters of an OM monitor.yaml (its ``OM_SECTIONS``), and the keys of those sections
+    detpipe does not take (``section.key``: OM's broadcast, geometry and saturation settings). A document
+    without those sections is taken as a flat mapping of parameters, as it is."""
+    if not any(section in document for section in OM_SECTIONS):
+        return dict(document), []
+    known = {f.name for f in fields(TriageParams)} | set(OM_NAMES)
+    values: dict[str, Any] = {}
+    ignored = []
+    for section in OM_SECTIONS:
+        body = document.get(section) or {}
+        if not isinstance(body, Mapping):
+            raise ConfigError([f"OM section {section} must be a mapping, got {body!r}"])
+        for key, value in body.items():
+            if key in known:
+                values[key] = value
+            else:
+                ignored.append(f"{section}.{key}")
+    return values, ignored
 
 
 def _coerce(kind: type, value: Any) -> Any:

@@ -25,9 +25,9 @@ from tests.device_servers import device_server
 from tests.integration.test_agipd_slice import run
 from tests.integration.test_eiger_slice import acquire, configure
 from tests.integration.test_hit_finder_device import WORKERS_START_S, eiger_props
+from tests.pipeline.core.test_settings_document import ALIAS_BOMB
 from tests.pipeline.policy.test_agipd_red import module_chunks
 from tests.pipeline.policy.test_data_policy_stage import red_chunks
-from tests.pipeline.policy.test_policy_document import ALIAS_BOMB
 from tests.waiting import wait_until
 
 DETECTOR, HIT_FINDER, POLICY, WRITER = "test/detector/1", "test/hitfinder/1", "test/datapolicy/1", "test/writer/1"

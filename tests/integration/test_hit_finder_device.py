@@ -23,6 +23,7 @@ from detpipe.simulators import AgipdSimulator, EigerSimulator
 from tests.device_servers import device_server
 from tests.integration.test_agipd_slice import run
 from tests.integration.test_eiger_slice import acquire, configure
+from tests.pipeline.core.test_settings_document import ALIAS_BOMB
 from tests.waiting import wait_until
 
 DETECTOR, HIT_FINDER, WRITER = "test/detector/1", "test/hitfinder/1", "test/writer/1"
@@ -108,6 +109,19 @@ def test_frames_beyond_the_triage_backlog_are_written_untriaged_and_counted(data
     assert not untriaged_rows.any()  # rows of frames written untriaged carry no peaks
 
 
+OM_MONITOR_YAML = """
+crystallography:
+  broadcast_ip: null
+  min_num_peaks_for_hit: 8
+  max_num_peaks_for_hit: 500
+peakfinder8_peak_detection:
+  adc_threshold: 25.0
+  minimum_snr: 5
+  bad_pixel_map_filename: null
+  number_of_pixel_per_bin_in_radial_statistics: 50
+"""
+
+
 def test_bad_parameters_are_refused_and_leave_the_parameters_unchanged(eiger_sim: EigerSimulator,
                                                                       data_root: Path) -> None:
     with triage_server(EigerDetector, eiger_props(eiger_sim), data_root) as (_, finder, _writer):
@@ -120,6 +134,16 @@ def test_bad_parameters_are_refused_and_leave_the_parameters_unchanged(eiger_sim
         with pytest.raises(tango.DevFailed, match="max_res 50.0 must exceed min_res 100.0"):
             finder.max_res = 50.0
         assert finder.max_res == 0.0
+        # a whole document at once, here an OM monitor.yaml: its strict hit rule becomes the inclusive one
+        answer = finder.LoadParameters(OM_MONITOR_YAML)
+        assert (finder.min_peaks, finder.max_peaks, finder.adc_threshold, finder.pixels_per_ring) == (9, 499, 25.0, 50)
+        assert "not taken: peakfinder8_peak_detection.bad_pixel_map_filename, crystallography.broadcast_ip" in answer
+        for bad, reason in (("min_num_peaks_for_hit: 8\nmin_peaks: 3", "means min_peaks 9, but min_peaks is 3"),
+                            ("minimum_snr: -1\nmin_peaks: 20", "minimum_snr must be > 0"),
+                            (ALIAS_BOMB, "aliases")):
+            with pytest.raises(tango.DevFailed, match=reason):
+                finder.LoadParameters(bad)
+            assert (finder.min_peaks, finder.minimum_snr) == (9, 5.0)  # nothing of a refused document applied
 
 
 def test_each_new_hit_is_announced_by_a_data_ready_event(eiger_sim: EigerSimulator, data_root: Path) -> None:

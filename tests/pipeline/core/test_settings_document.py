@@ -1,4 +1,4 @@
-"""Policy documents are parsed with bounded cost: an alias bomb, a huge or deeply nested text is refused
+"""Settings documents (data policies, triage parameters) are parsed with bounded cost: an alias bomb, a huge or deeply nested text is refused
 with a one-line reason before it can cost seconds or gigabytes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from detpipe.pipeline.core.errors import ConfigError
-from detpipe.pipeline.policy.policy_document import MAX_DOCUMENT_BYTES, policy_mapping
+from detpipe.pipeline.core.settings_document import MAX_DOCUMENT_BYTES, settings_mapping
 
 # 400 bytes that expand to 9**9 list items through aliases (the "billion laughs" of YAML).
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
@@ -16,10 +16,10 @@ ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
 
 
 def test_json_and_yaml_mappings_are_read() -> None:
-    assert policy_mapping('{"hits_only": true, "miss_fraction": 0.05}', "text") == {"hits_only": True,
-                                                                                   "miss_fraction": 0.05}
-    assert policy_mapping("policy: keep-everything\n", "text") == {"policy": "keep-everything"}
-    assert policy_mapping("", "text") == {}
+    assert settings_mapping('{"hits_only": true, "miss_fraction": 0.05}', "text", "x") == {"hits_only": True,
+                                                                                          "miss_fraction": 0.05}
+    assert settings_mapping("policy: keep-everything\n", "text", "x") == {"policy": "keep-everything"}
+    assert settings_mapping("", "text", "x") == {}
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -32,6 +32,6 @@ def test_json_and_yaml_mappings_are_read() -> None:
 def test_hostile_documents_are_refused_at_once(text: str, words: str) -> None:
     t0 = time.perf_counter()
     with pytest.raises(ConfigError, match=words) as caught:
-        policy_mapping(text, "LoadPolicy's argument")
+        settings_mapping(text, "LoadPolicy's argument", "data policy parameters")
     assert time.perf_counter() - t0 < 5.0
     assert len(caught.value.problems) == 1 and "\n" not in caught.value.problems[0]

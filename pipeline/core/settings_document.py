@@ -1,7 +1,8 @@
-"""A data policy written as text (LoadPolicy, ``detpipe reduce --policy``), parsed with bounded cost.
+"""Settings written as text (DataPolicy.LoadPolicy, ``detpipe reduce --policy``, HitFinder.LoadParameters),
+parsed with bounded cost.
 
 YAML's aliases let 400 bytes expand to gigabytes (a "billion laughs" document took 34 s and 3.3 GB of a
-server's memory), so a policy document is refused above 64 KiB, may not use aliases, and may not nest
+server's memory), so a settings document is refused above 64 KiB, may not use aliases, and may not nest
 deeper than the parser's recursion allows. JSON is YAML, so both spellings go through the same gate.
 """
 
@@ -11,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import ConfigError, one_line
+from .errors import ConfigError, one_line
 
-MAX_DOCUMENT_BYTES = 64 * 1024  # a complete policy is under 2 KiB
+MAX_DOCUMENT_BYTES = 64 * 1024  # a complete policy is under 2 KiB, an OM monitor.yaml under 8 KiB
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -22,16 +23,17 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a policy",
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in settings",
                                               event.start_mark)
         return super().compose_node(parent, index)
 
 
-def policy_mapping(text: str, source: str) -> dict[str, Any]:
-    """The mapping of policy parameters in ``text`` (from ``source``, for the message), or ``ConfigError``."""
+def settings_mapping(text: str, source: str, what: str) -> dict[str, Any]:
+    """The mapping in ``text`` (from ``source``, for the message; ``what`` it should hold, e.g. "data policy
+    parameters"), or ``ConfigError``."""
     size = len(text.encode("utf-8", "replace"))
     if size > MAX_DOCUMENT_BYTES:
-        raise ConfigError([f"{source} is {size} bytes; a policy document is at most {MAX_DOCUMENT_BYTES}"])
+        raise ConfigError([f"{source} is {size} bytes; a settings document is at most {MAX_DOCUMENT_BYTES}"])
     try:
         document = yaml.load(text, Loader=_NoAliasLoader) or {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
@@ -39,5 +41,5 @@ def policy_mapping(text: str, source: str) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError([f"{source} nests too deeply"]) from None
     if not isinstance(document, dict):
-        raise ConfigError([f"{source} must hold a mapping of data policy parameters"])
+        raise ConfigError([f"{source} must hold a mapping of {what}"])
     return document
