@@ -13,6 +13,7 @@ import logging
 from .cli_options import tcp_port
 from .detector_models import DetectorModel
 from .eiger_simulator import EigerSimulator
+from .sfx_difficulty import PRESETS
 from .signal_stop import configure_cli_logging, stop_on_signal
 from .simplon_parameters import API_1_8, API_VERSIONS
 
@@ -28,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hit-fraction", type=float, default=0.1)
     parser.add_argument("--peaks-per-hit", type=int, nargs=2, default=(15, 60), metavar=("MIN", "MAX"))
+    parser.add_argument("--difficulty", default="easy", choices=list(PRESETS),
+                        help="easy: bright peaks on 0.5 photons/pixel; realistic: low flux, SNR 3-300 peaks as close "
+                             "as 3 px, saturation, hot/dead pixels, an ice ring, a jet streak, a shadow; hard: more "
+                             "of each (docs/simulators.md)")
     parser.add_argument("--unpaced", action="store_true", help="send images as fast as possible, not at frame_time")
     parser.add_argument("--dataset", help="replay frames from FILE or FILE::/path (default path /entry/data/data)")
     parser.add_argument("--truth", help="write the ground-truth JSON sidecar to this file before serving")
@@ -75,6 +80,7 @@ def _build(args: argparse.Namespace) -> EigerSimulator | None:
             seed=args.seed,
             hit_fraction=args.hit_fraction,
             peaks_per_hit=tuple(args.peaks_per_hit),
+            difficulty=args.difficulty,
             paced=not args.unpaced,
             dataset=args.dataset,
             distinct_frames=args.distinct_frames,

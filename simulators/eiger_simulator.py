@@ -31,6 +31,7 @@ from .eiger_status import detector_status, filewriter_status, stream_status
 from .eiger_stream import StreamSender
 from .filewriter_config import FilewriterConfig
 from .frame_source import FrameSource
+from .sfx_difficulty import preset
 from .sfx_frames import SfxFrames
 from .simplon_errors import RequestRejected
 from .simplon_parameters import API_1_8, API_VERSIONS, utc_timestamp
@@ -69,6 +70,7 @@ class EigerSimulator:
         seed: int = 0,
         hit_fraction: float = 0.1,
         peaks_per_hit: tuple[int, int] = (15, 60),
+        difficulty: str = "easy",
         paced: bool = True,
         dataset: str | Path | None = None,
         distinct_frames: int | None = None,
@@ -90,6 +92,7 @@ class EigerSimulator:
             hit_fraction=hit_fraction,
             peaks_per_hit=peaks_per_hit,
             distinct_frames=distinct_frames,
+            difficulty=preset(difficulty),
         )
         self._dataset = DatasetFrames(dataset) if dataset is not None else None
         image = ImageFormat(*self.geometry.shape)

@@ -23,13 +23,17 @@ class Peak:
 
     ``x`` is the fast-scan (column) and ``y`` the slow-scan (row) coordinate in pixel-index units:
     (0, 0) is the centre of the first pixel. ``intensity`` is the expected integrated number of photons
-    (before Poisson noise); ``sigma_px`` the Gaussian width.
+    (before Poisson noise); ``sigma_px`` the Gaussian width. ``snr`` is the true signal-to-noise ratio,
+    ``I / sqrt(I + b·4πσ²)`` with ``b`` the mean background under the peak (``sfx_difficulty.true_snr``);
+    ``saturated`` peaks have their brightest pixel at the count-rate cut-off.
     """
 
     x: float
     y: float
     intensity: float
     sigma_px: float
+    snr: float = 0.0
+    saturated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Diffuse background of serial-crystallography frames: flat scatter plus a water ring, Poisson-sampled.
+"""Diffuse background of serial-crystallography frames (the scene's mean image, ``sfx_difficulty``), Poisson-sampled.
 
 Drawing 4.5 million Poisson numbers for a 4M frame takes about 0.27 s, eight times the 33 ms budget of
 a 30 frame/s simulator, so a small pool of realisations is drawn once (lazily, one per slot) and each
@@ -13,12 +13,9 @@ import threading
 import numpy as np
 from numpy.typing import NDArray
 
-from .detector_models import DetectorGeometry
+from .detector_models import MODULE_COLS, MODULE_ROWS, DetectorGeometry
+from .sfx_difficulty import PRESETS, SfxDifficulty, mean_image
 
-BACKGROUND_PHOTONS = 0.5  # mean flat scatter per pixel
-WATER_RING_PHOTONS = 2.5  # extra mean photons at the ring's peak
-WATER_RING_RADIUS = 0.35  # ring radius as a fraction of the detector half-width
-WATER_RING_WIDTH = 0.04  # Gaussian sigma of the ring, same unit
 POOL_SIZE = 8
 _POOL_STREAM = 0xB6  # keeps pool random streams apart from the per-frame peak streams
 _MAX_STORED_COUNT = 254
@@ -35,8 +32,8 @@ def splitmix64(value: int) -> int:
 class BackgroundPool:
     """``size`` Poisson realisations of the mean background, each built on first use.
 
-    Slot k depends only on (geometry, seed, beam centre, k), so every simulator with the same settings
-    produces the same frames. Methods are thread-safe: the stream thread and a test may both ask.
+    Slot k depends only on (geometry, seed, beam centre, difficulty, k), so every simulator with the same
+    settings produces the same frames. Methods are thread-safe: the stream thread and a test may both ask.
     """
 
     def __init__(
@@ -45,18 +42,20 @@ class BackgroundPool:
         *,
         seed: int,
         beam_center: tuple[float, float],
+        difficulty: SfxDifficulty = PRESETS["easy"],
         size: int = POOL_SIZE,
     ) -> None:
         self.geometry = geometry
         self.seed = seed
         self.beam_center = beam_center
+        self.difficulty = difficulty
         self.size = size
         self._slots: list[NDArray[np.uint8] | None] = [None] * size
         self._mean: NDArray[np.float32] | None = None
         self._lock = threading.Lock()
 
     def mean_image(self) -> NDArray[np.float32]:
-        """Expected photons per pixel: flat scatter plus the water ring around (beam_center_x, _y)."""
+        """Expected photons per pixel of the scene around (beam_center_x, _y)."""
         with self._lock:
             if self._mean is None:
                 self._mean = self._build_mean()
@@ -79,13 +78,5 @@ class BackgroundPool:
             return counts
 
     def _build_mean(self) -> NDArray[np.float32]:
-        height, width = self.geometry.shape
-        cx, cy = self.beam_center
-        half_width = width / 2.0
-        rows = (np.arange(height, dtype=np.float32) - np.float32(cy))[:, None]
-        cols = (np.arange(width, dtype=np.float32) - np.float32(cx))[None, :]
-        radius = np.sqrt(rows * rows + cols * cols)
-        offset = (radius - np.float32(WATER_RING_RADIUS * half_width)) / np.float32(WATER_RING_WIDTH * half_width)
-        mean = np.float32(WATER_RING_PHOTONS) * np.exp(np.float32(-0.5) * offset * offset)
-        mean += np.float32(BACKGROUND_PHOTONS)
-        return mean.astype(np.float32, copy=False)
+        return mean_image(self.difficulty, self.geometry.shape, self.beam_center, list(self.geometry.module_origins()),
+                          (MODULE_ROWS, MODULE_COLS))

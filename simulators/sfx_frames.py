@@ -1,7 +1,10 @@
-"""Serial-crystallography frames with ground truth: Poisson background, a water ring and Bragg peaks.
+"""Serial-crystallography frames with ground truth: Poisson background, a water ring and Bragg peaks, made as
+hard as ``difficulty`` says (``sfx_difficulty``: low flux, weak and close peaks, saturation, defects, ice
+rings, a jet streak, a shadow).
 
-Frame i depends only on (model, seed, hit_fraction, peaks_per_hit, beam centre, i % distinct_frames),
-never on which series or thread asked for it, so a receiver's output can be checked frame by frame.
+Frame i depends only on (model, seed, difficulty, hit_fraction, peaks_per_hit, beam centre,
+i % distinct_frames), never on which series or thread asked for it, so a receiver's output can be checked
+frame by frame.
 Masked pixels (gaps, dead pixels) carry 2**bit_depth − 1, as the DCU writes with ``pixel_mask_applied``;
 every other pixel is clipped to 2**bit_depth − 2.
 """
@@ -19,12 +22,20 @@ from numpy.typing import NDArray
 from .detector_models import MODULE_COLS, MODULE_ROWS, DetectorGeometry, DetectorModel
 from .frame_source import FrameTruth, Peak, write_truth_sidecar
 from .sfx_background import BackgroundPool
+from .sfx_difficulty import (
+    HOT_PIXEL_COUNTS,
+    PRESETS,
+    SfxDifficulty,
+    defect_pixels,
+    peak_intensity_for_snr,
+    shadow_rows,
+    true_snr,
+)
 
 PEAK_SIGMA_RANGE_PX = (1.0, 1.3)
 PEAK_INTENSITY_RANGE = (300.0, 30000.0)  # integrated photons, drawn log-uniform
 PEAK_WINDOW_RADIUS_PX = 6  # rendered out to > 4.5 sigma; the rest of the flux is < 1e-4
 PEAK_MARGIN_PX = PEAK_WINDOW_RADIUS_PX + 1  # from module edges (hence gaps) and dead pixels
-PEAK_MIN_SEPARATION_PX = 8.0  # > 6 sigma, so a peak finder never has to split two truth peaks
 _TRUTH_STREAM = 0x7A
 _NOISE_STREAM = 0x9E
 _DTYPES = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16), 32: np.dtype(np.uint32)}
@@ -51,6 +62,7 @@ class SfxFrames:
         pixel_mask_applied: bool = True,
         distinct_frames: int | None = None,
         background: BackgroundPool | None = None,
+        difficulty: SfxDifficulty = PRESETS["easy"],
     ) -> None:
         problems = []
         if not 0.0 <= hit_fraction <= 1.0:
@@ -70,16 +82,18 @@ class SfxFrames:
         self.bit_depth = bit_depth
         self.pixel_mask_applied = pixel_mask_applied
         self.distinct_frames = distinct_frames
+        self.difficulty = difficulty
         height, width = self.geometry.shape
         centre = beam_center if beam_center is not None else (width / 2.0, height / 2.0)
         self.beam_center = (float(centre[0]), float(centre[1]))
-        reusable = background is not None and (background.geometry, background.seed, background.beam_center) == (
-            self.geometry,
-            seed,
-            self.beam_center,
-        )
+        reusable = background is not None and (
+            background.geometry, background.seed, background.beam_center, background.difficulty
+        ) == (self.geometry, seed, self.beam_center, difficulty)
         self._background = background if reusable else BackgroundPool(
-            self.geometry, seed=seed, beam_center=self.beam_center
+            self.geometry, seed=seed, beam_center=self.beam_center, difficulty=difficulty
+        )
+        self._hot_rows, self._hot_cols, self._unmasked_dead_rows, self._unmasked_dead_cols = defect_pixels(
+            difficulty, self.geometry.shape, seed
         )
         dead = self.geometry.dead_pixels()
         self._dead_rows = np.array([r for r, _ in dead], dtype=np.intp)
@@ -108,6 +122,7 @@ class SfxFrames:
             pixel_mask_applied=new_mask,
             distinct_frames=self.distinct_frames,
             background=self._background,
+            difficulty=self.difficulty,
         )
 
     @property
@@ -148,6 +163,8 @@ class SfxFrames:
         _, peaks = self._scene_truth(key)
         if peaks:
             self._render_peaks(frame, peaks, np.random.default_rng([self.seed, key, _NOISE_STREAM]))
+        frame[self._hot_rows, self._hot_cols] = min(HOT_PIXEL_COUNTS, self.saturation_value)
+        frame[self._unmasked_dead_rows, self._unmasked_dead_cols] = 0
         fill = self.masked_value
         for band in self.geometry.gap_row_bands():
             frame[band, :] = fill
@@ -159,6 +176,7 @@ class SfxFrames:
     def describe(self) -> Mapping[str, Any]:
         return {
             "source": "sfx",
+            "difficulty": self.difficulty.name,
             "model": self.geometry.model.value,
             "seed": self.seed,
             "hit_fraction": self.hit_fraction,
@@ -179,10 +197,13 @@ class SfxFrames:
         return True, self._place_peaks(rng, wanted)
 
     def _place_peaks(self, rng: np.random.Generator, wanted: int) -> tuple[Peak, ...]:
-        """Rejection-sample peak centres inside modules, away from dead pixels and from each other."""
+        """Rejection-sample peak centres inside modules, away from dead pixels, the shadow and each other."""
+        scene = self.difficulty
         origins = list(self.geometry.module_origins())
-        min_sep2 = PEAK_MIN_SEPARATION_PX**2
-        log_lo, log_hi = (math.log(v) for v in PEAK_INTENSITY_RANGE)
+        min_sep2 = scene.min_separation_px**2
+        log_lo, log_hi = (math.log(v) for v in (scene.peak_snr or PEAK_INTENSITY_RANGE))
+        shadow = shadow_rows(self.beam_center[1], self.shape[0]) if scene.shadow else None
+        background = self._background.mean_image()
         peaks: list[Peak] = []
         for _ in range(50 * wanted):
             if len(peaks) == wanted:
@@ -195,16 +216,24 @@ class SfxFrames:
             near_rows = np.abs(self._dead_rows - y) <= PEAK_MARGIN_PX
             if (near_rows & (np.abs(self._dead_cols - x) <= PEAK_MARGIN_PX)).any():
                 continue
-            intensity = math.exp(rng.uniform(log_lo, log_hi))
+            if shadow is not None and shadow.start - PEAK_MARGIN_PX <= y < shadow.stop + PEAK_MARGIN_PX \
+                    and x >= self.beam_center[0] - PEAK_MARGIN_PX:
+                continue
+            drawn = math.exp(rng.uniform(log_lo, log_hi))  # the intensity (easy) or the true SNR
             sigma = rng.uniform(*PEAK_SIGMA_RANGE_PX)
-            peaks.append(Peak(x=float(x), y=float(y), intensity=float(intensity), sigma_px=float(sigma)))
+            saturated = bool(scene.saturated_fraction and rng.random() < scene.saturated_fraction)
+            b = float(background[int(round(y)), int(round(x))])
+            intensity = peak_intensity_for_snr(drawn, b, sigma) if scene.peak_snr else drawn
+            peaks.append(Peak(x=float(x), y=float(y), intensity=float(intensity), sigma_px=float(sigma),
+                              snr=true_snr(intensity, b, sigma), saturated=saturated))
         return tuple(peaks)
 
     def _render_peaks(
         self, frame: NDArray[np.unsignedinteger], peaks: tuple[Peak, ...], rng: np.random.Generator
     ) -> None:
         """Add Poisson-sampled Gaussian spots; the Gaussian is normalised over its window, so the
-        expected sum of the added counts equals ``Peak.intensity``."""
+        expected sum of the added counts equals ``Peak.intensity``. A saturated peak's brightest pixel
+        (the one under its centre) is then set to the count-rate cut-off."""
         radius = PEAK_WINDOW_RADIUS_PX
         offsets = np.arange(-radius, radius + 1, dtype=np.float64)
         saturation = self.saturation_value
@@ -217,3 +246,5 @@ class SfxFrames:
             window = (slice(row - radius, row + radius + 1), slice(col - radius, col + radius + 1))
             total = frame[window].astype(np.int64) + counts
             frame[window] = np.minimum(total, saturation)
+            if peak.saturated:
+                frame[row, col] = saturation

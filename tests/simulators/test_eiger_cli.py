@@ -48,7 +48,7 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path:
     command = [
         sys.executable, "-m", "detpipe.simulators.eiger_cli", "--model", "500K", "--rest-port", "0",
         "--stream-port", "0", "--seed", "3", "--hit-fraction", "0.5", "--truth", str(truth), "--truth-frames", "5",
-        "--api-version", "1.6.0", "--unpaced", "--distinct-frames", "2",
+        "--api-version", "1.6.0", "--unpaced", "--distinct-frames", "2", "--difficulty", "realistic",
     ]
     with simulator_process(command) as process:
         line = read_line(process.stdout, timeout_s=30).strip()  # type: ignore[arg-type]
@@ -58,7 +58,9 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_sigterm(tmp_path:
         assert client.request("GET", f"{match.group(1)}/detector/api/version/")["value"] == "1.6.0"
         assert client.value("detector", "config/description") == "Dectris EIGER2 Si 500K"
         document = json.loads(truth.read_text())
-        assert document["seed"] == 3 and len(document["frames"]) == 5
+        assert document["seed"] == 3 and len(document["frames"]) == 5 and document["difficulty"] == "realistic"
+        truth_peaks = [peak for frame in document["frames"] for peak in frame["peaks"]]
+        assert truth_peaks and all(3.0 <= peak["snr"] <= 300.0 for peak in truth_peaks)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert process.stdout.read() == ""  # type: ignore[union-attr]

@@ -9,7 +9,8 @@ import pytest
 
 from detpipe.simulators import DetectorGeometry, SfxFrames
 from detpipe.simulators.detector_models import MASK_DEAD, MASK_GAP, MODULE_COLS, MODULE_ROWS
-from detpipe.simulators.sfx_frames import PEAK_INTENSITY_RANGE, PEAK_MIN_SEPARATION_PX
+from detpipe.simulators.sfx_difficulty import PRESETS
+from detpipe.simulators.sfx_frames import PEAK_INTENSITY_RANGE
 
 N_FRAMES = 120
 
@@ -64,7 +65,7 @@ def test_peaks_lie_inside_modules_apart_from_each_other_with_log_uniform_intensi
             assert window.shape == (13, 13) and not window.any(), f"frame {i} peak {peak} touches a gap or dead pixel"
             assert 1.0 <= peak.sigma_px <= 1.3
             for other in peaks[n + 1 :]:
-                assert math.hypot(peak.x - other.x, peak.y - other.y) >= PEAK_MIN_SEPARATION_PX
+                assert math.hypot(peak.x - other.x, peak.y - other.y) >= PRESETS["easy"].min_separation_px
             intensities.append(peak.intensity)
     low, high = PEAK_INTENSITY_RANGE
     assert low <= min(intensities) and max(intensities) <= high
