@@ -16,8 +16,9 @@ class BenchSize:
     agipd_rounds: int = 3
     red_frames: int = 160  # 4M frames through the data policy stage
     kernel_repeats: int = 8  # rounds of the peakfinder8 kernel timings (median kept)
+    accuracy_frames: int = 120  # EIGER2 4M frames scored per difficulty preset (30 % hits)
 
 
 FULL = BenchSize()
 SMOKE = BenchSize(frames=20, rounds=1, triage_frames=20, triage_rounds=1, agipd_trains=2, agipd_rounds=1,
-                  red_frames=40, kernel_repeats=1)
+                  red_frames=40, kernel_repeats=1, accuracy_frames=4)

@@ -24,6 +24,7 @@ from . import (
     exdf_compression_bench,
     receiver_bench,
     red_bench,
+    triage_accuracy,
     triage_kernel_bench,
     writer_bench,
 )
@@ -39,6 +40,7 @@ BENCHES: tuple[tuple[Bench, tuple[str, ...]], ...] = (
     (agipd_bench.bench_agipd, agipd_bench.KEYS),
     (exdf_compression_bench.bench_exdf_compression, exdf_compression_bench.KEYS),
     (triage_kernel_bench.triage_kernel_bench, triage_kernel_bench.KEYS),
+    (triage_accuracy.bench_accuracy, triage_accuracy.KEYS),
     (e2e_bench.bench_triage_e2e, e2e_bench.TRIAGE_KEYS),
     (red_bench.bench_red, red_bench.KEYS),
 )

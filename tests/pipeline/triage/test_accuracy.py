@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from benchmarks.triage_accuracy import METRICS, AccuracyScore, score_eiger
 from detpipe.pipeline.core.frame import Encoding
 from detpipe.pipeline.core.peak_list import FrameTriage
 from detpipe.pipeline.core.triage_params import TriageParams
@@ -201,3 +202,25 @@ def test_triage_of_an_eiger_bslz4_blob_equals_triage_of_the_prepared_frame() -> 
         for column in ("fs", "ss", "intensity", "snr", "npix", "max_value"):
             np.testing.assert_array_equal(getattr(decoded.peaks, column), getattr(prepared.peaks, column))
         assert decoded.time_ms > 0.0
+
+
+@pytest.fixture(scope="module")
+def realistic_eiger() -> dict[str, AccuracyScore]:
+    """120 EIGER2 4M frames of the simulator's ``realistic`` preset (docs/simulators.md), 30 % hits."""
+    return score_eiger("realistic", 120)
+
+
+def test_on_realistic_frames_hits_and_strong_peaks_meet_the_goals(realistic_eiger: dict[str, AccuracyScore]) -> None:
+    """Low flux, SNR 3-300 peaks as close as 3 px, saturation, defects, an ice ring, a streak, a shadow."""
+    for mode, score in realistic_eiger.items():
+        found = score.metrics()
+        assert score.true_hits >= 25 and score.band_true["snr_10"] >= 300, (mode, score)
+        assert found["hit_recall"] >= 0.98 and found["hit_precision"] >= 0.98, (mode, found)
+        assert found["peak_recall_snr_10"] >= 0.97, (mode, found)
+        assert found["peak_precision"] >= 0.98, (mode, found)
+
+
+def test_on_realistic_frames_fast_mode_is_within_001_of_full_mode_on_every_number(
+        realistic_eiger: dict[str, AccuracyScore]) -> None:
+    fast, full = (realistic_eiger[mode].metrics() for mode in ("fast", "full"))
+    assert all(abs(fast[name] - full[name]) <= 0.01 for name in METRICS), (fast, full)
