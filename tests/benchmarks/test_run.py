@@ -27,6 +27,8 @@ def test_every_benchmark_runs_and_reports_every_key_it_promises(tmp_path: Path) 
     assert results["e2e.frames_lost"] == results["triage.e2e_frames_lost"] == 0
     assert "e2e.live_view_ratio" in promised and results["e2e.live_view_ratio"] > 0  # live view on / off, one run
     assert results["triage.e2e_frames_not_triaged"] == 0
+    # hits-only + rounding on triaged realistic frames keeps the true Bragg signal (item 5 of the triage issue)
+    assert results["red.realistic_bragg_kept"] >= 0.99 and results["red.realistic_reduction_ratio"] > 2
     assert "written" in run.stdout
 
 
