@@ -226,6 +226,13 @@ class HitFinder(DetpipeDevice):
     min_lit_pixels = parameter_attribute("min_lit_pixels", "Min. lit pixels (pre-veto)", int,
                                          "Pre-veto: fewer lit pixels make a miss without peak finding; 0 = off",
                                          min_value=0, units=UNITS)
+    saturation_value = parameter_attribute("saturation_value", "Saturation value",
+                                           float, "A peak whose brightest pixel reaches this is saturated; 0 = the "
+                                           "detector's count-rate cut-off from the series header (none for AGIPD)",
+                                           min_value=0, units=UNITS)
+    max_saturated_peaks = parameter_attribute("max_saturated_peaks", "Max. saturated peaks for a hit",
+                                              int, "A frame with more saturated peaks is no hit (OM's rule); -1 = no "
+                                              "such veto", min_value=-1, units=UNITS)
 
     @attribute(label="Triage enabled",
                dtype=bool, access=AttrWriteType.READ_WRITE, memorized=True, hw_memorized=True, format="%s",
@@ -294,6 +301,12 @@ class HitFinder(DetpipeDevice):
                dtype=int, unit="frame", format="%d", description="Misses decided by the lit-pixel pre-veto alone")
     async def vetoed(self) -> int:
         return self._dispatcher.stats.vetoed
+
+    @attribute(label="Frames with saturated peaks", dtype=int, unit="frame", format="%d",
+               description="Triaged images with at least one saturated peak (see saturation_value); with "
+                           "max_saturated_peaks >= 0, those with more are no hits")
+    async def saturated_frames(self) -> int:
+        return self._dispatcher.stats.saturated_frames
 
     @attribute(label="Hit rate", dtype=float, unit="%", format="%.1f", min_value=0, max_value=100,
                description="Hits among the last hit_rate_window triaged images")

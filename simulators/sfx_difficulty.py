@@ -9,7 +9,8 @@ high frame rate sees (DECTRIS and beamline experience, the peakfinder8 paper's t
 - weak peaks: integrated intensity drawn so that the true SNR, ``I / sqrt(I + b·4πσ²)`` with ``b`` the mean
   background under the peak, is log-uniform in ``peak_snr`` (down to 3);
 - peaks closer than 3 px (``min_separation_px``), overlapping below 2σ;
-- saturated peaks: a fraction whose brightest pixel stands at the count-rate cut-off;
+- saturated peaks: a fraction drawn twice as bright as the count-rate cut-off at their centre, so their core
+  stands at the cut-off (their SNR is then far above ``peak_snr``);
 - hot pixels (a fixed count every frame) and dead pixels (0) that the pixel mask does not list, and one
   noisy module (extra counts on every pixel);
 - ice rings (sharp powder rings), a liquid-jet streak through the beam centre, and the shadow of the beamstop

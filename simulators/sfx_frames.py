@@ -34,6 +34,7 @@ from .sfx_difficulty import (
 
 PEAK_SIGMA_RANGE_PX = (1.0, 1.3)
 PEAK_INTENSITY_RANGE = (300.0, 30000.0)  # integrated photons, drawn log-uniform
+SATURATED_PEAK_OVERFLOW = 2.0  # a saturated peak's expected central pixel, in units of the count-rate cut-off
 PEAK_WINDOW_RADIUS_PX = 6  # rendered out to > 4.5 sigma; the rest of the flux is < 1e-4
 PEAK_MARGIN_PX = PEAK_WINDOW_RADIUS_PX + 1  # from module edges (hence gaps) and dead pixels
 _TRUTH_STREAM = 0x7A
@@ -224,6 +225,8 @@ class SfxFrames:
             saturated = bool(scene.saturated_fraction and rng.random() < scene.saturated_fraction)
             b = float(background[int(round(y)), int(round(x))])
             intensity = peak_intensity_for_snr(drawn, b, sigma) if scene.peak_snr else drawn
+            if saturated:  # bright enough that its core, not one odd pixel, stands at the cut-off
+                intensity = SATURATED_PEAK_OVERFLOW * self.saturation_value * 2.0 * math.pi * sigma * sigma
             peaks.append(Peak(x=float(x), y=float(y), intensity=float(intensity), sigma_px=float(sigma),
                               snr=true_snr(intensity, b, sigma), saturated=saturated))
         return tuple(peaks)
@@ -232,8 +235,8 @@ class SfxFrames:
         self, frame: NDArray[np.unsignedinteger], peaks: tuple[Peak, ...], rng: np.random.Generator
     ) -> None:
         """Add Poisson-sampled Gaussian spots; the Gaussian is normalised over its window, so the
-        expected sum of the added counts equals ``Peak.intensity``. A saturated peak's brightest pixel
-        (the one under its centre) is then set to the count-rate cut-off."""
+        expected sum of the added counts equals ``Peak.intensity`` (less what the count-rate cut-off clips: a
+        saturated peak's core stands at the cut-off, as on a real detector)."""
         radius = PEAK_WINDOW_RADIUS_PX
         offsets = np.arange(-radius, radius + 1, dtype=np.float64)
         saturation = self.saturation_value
@@ -246,5 +249,3 @@ class SfxFrames:
             window = (slice(row - radius, row + radius + 1), slice(col - radius, col + radius + 1))
             total = frame[window].astype(np.int64) + counts
             frame[window] = np.minimum(total, saturation)
-            if peak.saturated:
-                frame[row, col] = saturation

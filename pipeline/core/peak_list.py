@@ -51,4 +51,5 @@ class FrameTriage:
     lit_pixels: int
     is_hit: bool
     vetoed: bool = False
+    n_saturated: int = 0  # accepted peaks whose brightest pixel reached the saturation value
     time_ms: float = 0.0

@@ -29,6 +29,8 @@ UNITS: Mapping[str, str] = {
     "max_peaks": "peak",
     "lit_pixel_threshold": "adu",
     "min_lit_pixels": "pixel",
+    "saturation_value": "adu",
+    "max_saturated_peaks": "peak",
 }
 
 
@@ -43,8 +45,11 @@ class TriageParams:
     per 1-px ring (OM's ``number_of_pixel_per_bin_in_radial_statistics``). The hit rule is inclusive on
     both sides, Cheetah style: ``min_peaks <= n_peaks <= max_peaks`` (OM's strict ``min = 8`` is our 9).
     ``min_lit_pixels > 0`` turns on the lit-pixel pre-veto: frames with fewer masked-in pixels above
-    ``lit_pixel_threshold`` are misses without running peakfinder8 (docs/triage.md). OM's names of the hit
-    rule and the ring sample size are accepted too (``OM_NAMES``).
+    ``lit_pixel_threshold`` are misses without running peakfinder8 (docs/triage.md). A peak whose brightest
+    pixel reaches ``saturation_value`` is saturated (0: the detector's count-rate cut-off, from the series'
+    header); a frame with more than ``max_saturated_peaks`` saturated peaks is no hit (-1: no such veto, the
+    default; OM's ``max_saturated_peaks``). OM's names of the hit rule and the ring sample size are accepted too
+    (``OM_NAMES``).
     """
 
     adc_threshold: float = 6.0
@@ -61,6 +66,8 @@ class TriageParams:
     max_peaks: int = 2048
     lit_pixel_threshold: float = 0.7
     min_lit_pixels: int = 0
+    saturation_value: float = 0.0
+    max_saturated_peaks: int = -1
 
     def __post_init__(self) -> None:
         if problems := _problems(self):
@@ -102,6 +109,9 @@ both sides where detpipe's is inclusive, so OM's ``min_num_peaks_for_hit: 8`` is
 peakfinder8 name is the same in both."""
 OM_SECTIONS = ("peakfinder8_peak_detection", "crystallography")
 """The sections of an OM monitor.yaml that hold triage parameters."""
+OM_DIFFERENT_MEANING = frozenset({"saturation_value"})
+"""Names an OM monitor.yaml uses for something else: OM's ``saturation_value`` bounds a peak's integrated
+intensity, detpipe's its brightest pixel (the detector's count-rate cut-off), so it is not taken from there."""
 
 
 def canonical_names(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,7 +141,7 @@ def om_monitor_parameters(document: Mapping[str, Any]) -> tuple[dict[str, Any], 
     without those sections is taken as a flat mapping of parameters, as it is."""
     if not any(section in document for section in OM_SECTIONS):
         return dict(document), []
-    known = {f.name for f in fields(TriageParams)} | set(OM_NAMES)
+    known = ({f.name for f in fields(TriageParams)} | set(OM_NAMES)) - OM_DIFFERENT_MEANING
     values: dict[str, Any] = {}
     ignored = []
     for section in OM_SECTIONS:
@@ -163,6 +173,7 @@ def _coerce(kind: type, value: Any) -> Any:
 # Lower bounds checked alike: a peak needs a pixel, a background disc and a ring sample need a radius.
 _AT_LEAST: Mapping[str, int] = {
     "min_pixel_count": 1, "local_bg_radius": 1, "pixels_per_ring": 1, "min_peaks": 0, "min_lit_pixels": 0,
+    "saturation_value": 0, "max_saturated_peaks": -1,
 }
 
 

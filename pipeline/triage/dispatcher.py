@@ -194,7 +194,10 @@ class TriageDispatcher:
             return TriageSetup(DetectorKind.AGIPD, self.params, user_mask_path=self.user_mask_path)
         centre = (None if config.beam_center_x_px is None or config.beam_center_y_px is None
                   else (config.beam_center_x_px, config.beam_center_y_px))
-        return TriageSetup(DetectorKind.EIGER, self.params, shape=config.shape, itemsize=config.dtype.itemsize,
+        params = self.params
+        if params.saturation_value == 0 and config.saturation_value:  # the detector's count-rate cut-off
+            params = replace(params, saturation_value=float(config.saturation_value))
+        return TriageSetup(DetectorKind.EIGER, params, shape=config.shape, itemsize=config.dtype.itemsize,
                            beam_center_px=centre, pixel_mask=pixel_mask, user_mask_path=self.user_mask_path)
 
     def _submit_waiting(self) -> None:

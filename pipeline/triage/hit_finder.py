@@ -40,6 +40,7 @@ class _Workspace:
     sigma: NDArray[np.float32]
     upper: NDArray[np.float32]
     kept: NDArray[np.float32]  # (n_rings,) pixels inside each ring's last clipping window
+    saturated: NDArray[np.int64]  # (1,) saturated peaks of the last image
     ring_scratch: NDArray[np.float32]  # fast mode: the longest full ring, for refine_degenerate_rings
     peaks: NDArray[np.float32]  # (PEAK_ROWS, max_num_peaks)
 
@@ -57,6 +58,7 @@ class _Workspace:
             sigma=np.zeros(rings, dtype=np.float32),
             upper=np.zeros(rings, dtype=np.float32),
             kept=np.zeros(rings, dtype=np.float32),
+            saturated=np.zeros(1, dtype=np.int64),
             ring_scratch=np.zeros(int(np.diff(geometry.full_rings.start).max(initial=0)) if fast_mode else 0,
                                   dtype=np.float32),
             peaks=np.zeros((pf8.PEAK_ROWS, max_num_peaks), dtype=np.float32),
@@ -64,7 +66,8 @@ class _Workspace:
 
 
 class HitFinder:
-    """Finds Bragg peaks in one image and applies the hit rule ``min_peaks <= n_peaks <= max_peaks``.
+    """Finds Bragg peaks in one image and applies the hit rule ``min_peaks <= n_peaks <= max_peaks`` (and, when
+    ``max_saturated_peaks >= 0``, at most that many saturated peaks).
 
     ``geometry`` must describe the images (shape, panels, radius); when it was built for another radius
     cut or ring sample size than ``params`` asks for, it is rebuilt once here. Images are float32 in the
@@ -218,15 +221,18 @@ class HitFinder:
                 time_ms=1e3 * (time.perf_counter() - t0),
             )
         n_peaks = self._peakfinder8(image, mask)
+        n_saturated = int(self._work.saturated[0])
         stored = min(n_peaks, p.max_num_peaks)
         table = self._work.peaks[:, :stored].copy()
         peaks = PeakList(
             fs=table[pf8.PEAK_FS], ss=table[pf8.PEAK_SS], intensity=table[pf8.PEAK_INTENSITY],
             snr=table[pf8.PEAK_SNR], npix=table[pf8.PEAK_NPIX], max_value=table[pf8.PEAK_MAX_VALUE],
         )
+        saturated_veto = 0 <= p.max_saturated_peaks < n_saturated
         return FrameTriage(
-            n_peaks=n_peaks, peaks=peaks, lit_pixels=lit, is_hit=p.min_peaks <= n_peaks <= p.max_peaks,
-            vetoed=False, time_ms=1e3 * (time.perf_counter() - t0),
+            n_peaks=n_peaks, peaks=peaks, lit_pixels=lit,
+            is_hit=p.min_peaks <= n_peaks <= p.max_peaks and not saturated_veto,
+            vetoed=False, time_ms=1e3 * (time.perf_counter() - t0), n_saturated=n_saturated,
         )
 
     def _peakfinder8(self, image: NDArray[np.float32], mask: NDArray[np.uint8]) -> int:
@@ -247,5 +253,5 @@ class HitFinder:
         return pf8.find_peaks(
             image, mask, self._ring_index, self.shape[1], self.geometry.panels, work.offset, work.upper, floor,
             p.minimum_snr, p.min_pixel_count, p.max_pixel_count, p.local_bg_radius,
-            work.taken, work.marked, work.peaks,
+            work.taken, work.marked, work.peaks, p.saturation_value, work.saturated,
         )

@@ -45,6 +45,7 @@ _RESIDUE_SUSPECT = 1e-3
 # Rows of the peak table ``find_peaks`` fills (one column per stored peak).
 PEAK_FS, PEAK_SS, PEAK_INTENSITY, PEAK_SNR, PEAK_NPIX, PEAK_MAX_VALUE = range(6)
 PEAK_ROWS = 6
+_REJECTED, _ACCEPTED, _ACCEPTED_SATURATED = 0, 1, 2  # what _measure decides about a candidate
 
 # Re-association lets LLVM vectorise the float reductions of the clipping passes; NaN and inf semantics
 # are kept (no "nnan"/"ninf"), because frame-masked pixels are NaN in the value buffer.
@@ -315,6 +316,8 @@ def find_peaks(
     taken: np.ndarray,  # uint8 (H·W,) all zero on entry, all zero again on return
     marked: np.ndarray,  # int32 (H·W,) work list: every pixel grown into a candidate peak
     peaks: np.ndarray,  # float32 (PEAK_ROWS, max_num_peaks) out: the first peaks found
+    saturation: float,  # a peak whose brightest pixel reaches this is saturated; 0 = none is
+    saturated: np.ndarray,  # int64 (1,) out: accepted peaks that are saturated (all of them, stored or not)
 ) -> int:  # pragma: no cover - compiled
     """Steps 3–9 of peakfinder8 (Barty et al., J. Appl. Cryst. 2014) over every panel; returns the number of
     accepted peaks (all of them, even beyond the ``peaks.shape[1]`` stored).
@@ -325,6 +328,7 @@ def find_peaks(
     """
     n_marked = 0
     n_peaks = 0
+    saturated[0] = 0
     floor = np.float32(seed_floor)
     for p in range(panels.shape[0]):
         ss0, ss1, fs0, fs1 = panels[p, 0], panels[p, 1], panels[p, 2], panels[p, 3]
@@ -345,11 +349,14 @@ def find_peaks(
                     n_marked = _grow(
                         image, mask, ring_index, width, ss0, ss1, fs0, fs1, upper, seed, taken, marked, n_marked
                     )
-                    if _measure(
+                    outcome = _measure(
                         image, mask, ring_index, width, ss0, ss1, fs0, fs1, offset, upper, taken, marked, first,
                         n_marked, min_snr, min_pixel_count, max_pixel_count, local_bg_radius, peaks, n_peaks,
-                    ):
+                        saturation,
+                    )
+                    if outcome != _REJECTED:
                         n_peaks += 1
+                        saturated[0] += outcome == _ACCEPTED_SATURATED
     for k in range(n_marked):
         taken[marked[k]] = 0
     return n_peaks
@@ -406,13 +413,14 @@ def _measure(
     ss0: int, ss1: int, fs0: int, fs1: int, offset: np.ndarray, upper: np.ndarray,
     taken: np.ndarray, marked: np.ndarray, first: int, end: int,
     min_snr: float, min_pixel_count: int, max_pixel_count: int, local_bg_radius: int,
-    peaks: np.ndarray, n_peaks: int,
-) -> bool:  # pragma: no cover - compiled
-    """Steps 5–9 for the candidate ``marked[first:end]``: True when accepted (stored in column ``n_peaks``
-    of ``peaks`` if there is room)."""
+    peaks: np.ndarray, n_peaks: int, saturation: float,
+) -> int:  # pragma: no cover - compiled
+    """Steps 5–9 for the candidate ``marked[first:end]``: ``_ACCEPTED`` or ``_ACCEPTED_SATURATED`` (its
+    brightest raw pixel at or above ``saturation`` > 0; stored in column ``n_peaks`` of ``peaks`` if there is
+    room), or ``_REJECTED``."""
     npix = end - first
     if npix < min_pixel_count or npix > max_pixel_count:  # step 5, inclusive
-        return False
+        return _REJECTED
     # First centre of mass, weighted by I − offset of each pixel's own ring (step 4).
     sum_i = 0.0
     sum_fs = 0.0
@@ -426,7 +434,7 @@ def _measure(
         sum_fs += weight * qfs
         sum_ss += weight * qss
     if abs(sum_i) < 1e-10:
-        return False
+        return _REJECTED
     com_fs = int(np.rint(sum_fs / abs(sum_i)))
     com_ss = int(np.rint(sum_ss / abs(sum_i)))
     # Step 6: local background over a disc of radius 2·local_bg_radius, clipped to the panel.
@@ -462,6 +470,7 @@ def _measure(
     raw_fs = 0.0
     raw_ss = 0.0
     max_value = 0.0
+    raw_max = -np.inf
     for k in range(first, end):
         q = marked[k]
         qss = q // width
@@ -472,16 +481,17 @@ def _measure(
         raw_fs += x * qfs
         raw_ss += x * qss
         max_value = max(max_value, x - local_offset)
+        raw_max = max(raw_max, x)
     if abs(raw_total) < 1e-10:
-        return False
+        return _REJECTED
     peak_fs = raw_fs / abs(raw_total)
     peak_ss = raw_ss / abs(raw_total)
     # Step 8: acceptance.
     snr = total / local_sigma
     if snr < min_snr or max_value < bg_max - local_offset:
-        return False
+        return _REJECTED
     if peak_fs < fs0 or peak_fs > fs1 - 1 or peak_ss < ss0 or peak_ss > ss1 - 1:
-        return False
+        return _REJECTED
     if n_peaks < peaks.shape[1]:
         peaks[PEAK_FS, n_peaks] = peak_fs
         peaks[PEAK_SS, n_peaks] = peak_ss
@@ -489,4 +499,4 @@ def _measure(
         peaks[PEAK_SNR, n_peaks] = snr
         peaks[PEAK_NPIX, n_peaks] = npix
         peaks[PEAK_MAX_VALUE, n_peaks] = max_value
-    return True
+    return _ACCEPTED_SATURATED if 0.0 < saturation <= raw_max else _ACCEPTED

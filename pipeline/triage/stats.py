@@ -30,6 +30,7 @@ class TriageStats:
     frames_triaged: int = 0
     hits: int = 0
     vetoed: int = 0
+    saturated_frames: int = 0  # frames with at least one saturated peak
     frames_not_triaged: Counter[str] = field(default_factory=Counter)
     last_n_peaks: int = -1
     time_mean_ms: float = 0.0
@@ -62,6 +63,7 @@ class TriageStats:
             self.frames_triaged += 1
             self.hits += result.is_hit
             self.vetoed += result.vetoed
+            self.saturated_frames += result.n_saturated > 0
             self.last_n_peaks = result.n_peaks
             self.histogram[min(result.n_peaks, HISTOGRAM_BINS - 1)] += 1
             self._time_total_ms += result.time_ms
@@ -81,7 +83,7 @@ class TriageStats:
 
     def reset(self) -> None:
         with self._lock:
-            self.frames_triaged = self.hits = self.vetoed = 0
+            self.frames_triaged = self.hits = self.vetoed = self.saturated_frames = 0
             self.frames_not_triaged.clear()
             self.last_n_peaks = -1
             self.time_mean_ms = self.latency_last_ms = self.latency_mean_ms = self.latency_max_ms = 0.0

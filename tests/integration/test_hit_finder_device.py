@@ -89,6 +89,28 @@ def test_hits_and_peak_positions_in_the_master_match_the_simulated_truth(eiger_s
     assert all(n_stored[i] == 0 for i, t in enumerate(truth) if not t.is_hit)
 
 
+def test_saturated_peaks_of_realistic_frames_veto_hits_at_the_detectors_count_cutoff(data_root: Path) -> None:
+    """The simulator's realistic preset saturates 2 % of its peaks (their centre pixel at the count-rate cut-off,
+    countrate_correction_count_cutoff); saturation_value 0 takes that cut-off from the series header."""
+    frames = 40
+    with EigerSimulator(model="1M", host="127.0.0.1", rest_port=0, stream_port=0, seed=6, paced=False,
+                        hit_fraction=0.8, peaks_per_hit=(40, 60), difficulty="realistic") as sim:
+        with triage_server(EigerDetector, eiger_props(sim), data_root) as (detector, finder, writer):
+            finder.max_saturated_peaks = 0
+            configure(detector, writer, data_root, frames, frames_per_file=100)
+            assert acquire(detector) == "Ready", detector.Status()
+            truth = [sim.frames.truth(i) for i in range(frames)]
+            saturated = [any(p.saturated for p in t.peaks) for t in truth]
+            assert 3 <= sum(saturated) < sum(t.is_hit for t in truth)  # enough of both kinds of hit
+            assert json.loads(finder.active_config)["saturation_value"] == sim.frames.saturation_value
+            assert finder.saturated_frames == sum(saturated)
+            assert finder.hits == sum(t.is_hit and not s for t, s in zip(truth, saturated, strict=True))
+            master = Path(writer.master_file)
+    with h5py.File(master) as f:
+        is_hit = f["/entry/process_01/results/is_hit"][()]
+    np.testing.assert_array_equal(is_hit, [int(t.is_hit and not s) for t, s in zip(truth, saturated, strict=True)])
+
+
 def test_frames_beyond_the_triage_backlog_are_written_untriaged_and_counted(data_root: Path) -> None:
     frames = 80
     with EigerSimulator(model="4M", host="127.0.0.1", rest_port=0, stream_port=0, seed=3, paced=False,

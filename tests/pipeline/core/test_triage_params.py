@@ -30,13 +30,15 @@ def test_an_om_monitor_yaml_gives_its_triage_sections_and_names_what_it_leaves()
     document = {
         "om": {"processing_layer": "crystallography"},
         "crystallography": {"min_num_peaks_for_hit": 10, "max_num_peaks_for_hit": 5000, "saturation_value": 14000,
-                            "running_average_window_size": 200},
+                            "max_saturated_peaks": 3, "running_average_window_size": 200},
         "peakfinder8_peak_detection": {"max_num_peaks": 2048, "adc_threshold": 250.0, "minimum_snr": 7.0,
                                        "max_res": 900, "bad_pixel_map_hdf5_path": "/data/data"},
     }
     values, ignored = om_monitor_parameters(document)
     params = TriageParams.from_mapping(values)
     assert (params.min_peaks, params.max_peaks, params.adc_threshold, params.max_res) == (11, 4999, 250.0, 900.0)
+    # OM's saturation_value bounds a peak's integrated intensity, detpipe's its brightest pixel: not taken
+    assert (params.max_saturated_peaks, params.saturation_value) == (3, 0.0)
     assert ignored == ["peakfinder8_peak_detection.bad_pixel_map_hdf5_path", "crystallography.saturation_value",
                        "crystallography.running_average_window_size"]
     assert om_monitor_parameters({"min_peaks": 3}) == ({"min_peaks": 3}, [])  # a flat mapping, as it is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -60,7 +61,10 @@ def test_frames_leave_in_arrival_order_with_their_triage_and_hits_match_the_trut
     for item in series(sfx):
         triage.inbox.put(item)
     out = drain(outbox, N_FRAMES + 2)
-    assert isinstance(out[0], SeriesStart) and out[0].triage == triage.params
+    assert isinstance(out[0], SeriesStart)
+    # the parameters the series was triaged with, saturation_value 0 ("the detector's") resolved from its header
+    assert out[0].config.saturation_value and triage.params.saturation_value == 0
+    assert out[0].triage == dataclasses.replace(triage.params, saturation_value=out[0].config.saturation_value)
     frames = out[1:-1]
     assert [f.index for f in frames] == list(range(N_FRAMES)) and isinstance(out[-1], EndOfSeries)
     assert all(isinstance(f, Frame) and f.triage is not None for f in frames)

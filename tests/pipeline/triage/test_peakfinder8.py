@@ -321,3 +321,19 @@ def test_ring_statistics_equal_a_float64_reference_on_rings_that_clip_to_one_val
     assert upper[0] == pytest.approx(high, rel=1e-5)
     assert offset[0] == pytest.approx(mean, rel=1e-5, abs=1e-7)
     assert sigma[0] == pytest.approx(std, rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.parametrize(("max_saturated_peaks", "is_hit"), [(-1, True), (3, True), (2, False), (0, False)])
+def test_saturated_peaks_are_counted_and_veto_the_hit_beyond_max_saturated_peaks(
+        max_saturated_peaks: int, is_hit: bool) -> None:
+    """OM's rule: more than max_saturated_peaks peaks whose brightest pixel reaches saturation_value, no hit."""
+    spots = ring_spots(12)
+    image = frame(spots)
+    saturation = 60000.0
+    for fs, ss in spots[:3]:
+        image[int(round(ss)), int(round(fs))] = saturation  # the brightest pixel at the count-rate cut-off
+    params = dataclasses.replace(PARAMS, saturation_value=saturation, max_saturated_peaks=max_saturated_peaks)
+    result = finder(params).triage(image)
+    assert (result.n_peaks, result.n_saturated, result.is_hit) == (12, 3, is_hit)
+    unset = finder(dataclasses.replace(PARAMS, max_saturated_peaks=0)).triage(image)  # saturation_value 0: none
+    assert (unset.n_saturated, unset.is_hit) == (0, True)
