@@ -1,7 +1,8 @@
 """The NeXus master of an AGIPD run (NeXus conventions): one virtual dataset stacking the 16 modules' EXDF files.
 
 ``/entry/data/data`` is (frames, 16, 2, 512, 128) uint16 for raw runs and (frames, 16, 512, 128) float32
-for corrected ones; frame k is the k-th frame of the run, and a module missing for a train reads as the
+for corrected ones, which also get ``data_slab`` and ``mask_slab``, the same frames as (frames, 16·512, 128)
+(``SLAB_KEYS``); frame k is the k-th frame of the run, and a module missing for a train reads as the
 fill value 0 for that train's frames (``modules_present`` tells fill from real zeros). Sources are named by
 file name only, so the run directory can move. It is plain NeXus, not NXmx: NXmx requires the beam
 wavelength, a sample and per-module geometry that an AGIPD stream does not carry, and a definition whose
@@ -40,6 +41,9 @@ SENSOR_THICKNESS_M = 500e-6
 # Missing modules read as 0 in pixels and gain, raw or corrected (extra-data's CXI uses NaN for float data;
 # modules_present tells them apart), and as every bad-pixel bit in the mask, so a masked reader drops them.
 VDS_FILL = {"data": 0, "gain": 0, "mask": 0xFFFFFFFF}
+SLAB_KEYS = ("data", "mask")
+"""Corrected keys also given as a slab, (frames, 16·512, 128): the modules one below the other, the image CrystFEL
+pairs with the CXI peak list's stacked coordinates (ss' = module·512 + ss) through a geometry file."""
 _DIMENSIONS = {Product.RAW: ("frame", "module", "data/gain", "y", "x"), Product.CORRECTED: ("frame", "module", "y", "x")}
 
 
@@ -130,7 +134,9 @@ class AgipdNexusMaster:
                 return
             entry.attrs["default"] = "data"
             for key in PIXEL_KEYS[product]:
-                _write_stack(data, key, index, extents)
+                _write_stack(data, key, index, extents, slab=False)
+                if product is Product.CORRECTED and key.name in SLAB_KEYS:
+                    _write_stack(data, key, index, extents, slab=True)
             # NeXus 2014 convention: signal and axes on the group, "." for a dimension without an axis field;
             # interpretation "image" lets viewers (silx) show the last two dimensions as a picture.
             data.attrs["signal"] = "data"
@@ -155,9 +161,13 @@ class AgipdNexusMaster:
         _field(detector, "sensor_thickness", SENSOR_THICKNESS_M, "m")
 
 
-def _write_stack(group: h5py.Group, key: PixelKey, index: RunIndex, extents: Sequence[ModuleFileExtent]) -> None:
-    """VDS ``key`` of shape (frames, 16, *frame): one mapping per contiguous run of rows in a sequence file."""
-    layout = h5py.VirtualLayout(shape=(index.frames, AGIPD_MODULES, *key.shape), dtype=key.dtype)
+def _write_stack(group: h5py.Group, key: PixelKey, index: RunIndex, extents: Sequence[ModuleFileExtent], *,
+                 slab: bool) -> None:
+    """VDS ``key`` of shape (frames, 16, *frame), or with ``slab`` ``<key>_slab`` of shape (frames, 16·512, 128):
+    one mapping per contiguous run of rows in a sequence file."""
+    rows = key.shape[0]
+    shape = (index.frames, AGIPD_MODULES * rows, *key.shape[1:]) if slab else (index.frames, AGIPD_MODULES, *key.shape)
+    layout = h5py.VirtualLayout(shape=shape, dtype=key.dtype)
     files = {(e.module, e.sequence): e for e in extents}
     for module in range(AGIPD_MODULES):
         for span in index.row_spans(module):
@@ -167,5 +177,7 @@ def _write_stack(group: h5py.Group, key: PixelKey, index: RunIndex, extents: Seq
             source = h5py.VirtualSource(extent.name, f"INSTRUMENT/{extent.source}/image/{key.name}",
                                         shape=(extent.rows, *key.shape), dtype=key.dtype)
             frames = slice(span.first_frame, span.first_frame + span.frames)
-            layout[frames, module] = source[span.first_row : span.first_row + span.frames]
-    group.create_virtual_dataset(key.name, layout, fillvalue=key.dtype.type(VDS_FILL[key.name]))
+            target = slice(module * rows, (module + 1) * rows) if slab else module
+            layout[frames, target] = source[span.first_row : span.first_row + span.frames]
+    name = f"{key.name}_slab" if slab else key.name
+    group.create_virtual_dataset(name, layout, fillvalue=key.dtype.type(VDS_FILL[key.name]))

@@ -226,6 +226,11 @@ def test_nexus_master_of_a_corrected_run_stacks_data_gain_and_mask(corrected_run
         mask = run_stack(corrected_run.trains, "mask")
         mask[4:8, 0] = 0xFFFFFFFF  # module 0 missed train 1: every bad-pixel bit set
         np.testing.assert_array_equal(read_frames(group["mask"]), mask)
+        # the slab CrystFEL reads with the CXI peak list: the same frames, modules one below the other
+        assert group["data_slab"].shape == (20, AGIPD_MODULES * 512, 128) and "gain_slab" not in group
+        np.testing.assert_array_equal(read_frames(group["data_slab"]),
+                                      run_stack(corrected_run.trains).reshape(20, AGIPD_MODULES * 512, 128))
+        np.testing.assert_array_equal(read_frames(group["mask_slab"]), mask.reshape(20, AGIPD_MODULES * 512, 128))
 
 
 def test_bslz4_chunks_on_disk_are_bitshuffle_lz4_chunks_with_the_filter_header(corrected_run: WrittenRun) -> None:
