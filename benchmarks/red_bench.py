@@ -79,7 +79,6 @@ def bench_red(size: BenchSize) -> dict[str, float]:
 def _realistic(n_frames: int) -> dict[str, float]:
     """The policy on triaged ``realistic`` frames, and the share of the true Bragg signal it keeps."""
     from detpipe.simulators import SfxFrames
-    from detpipe.simulators.sfx_background import BackgroundPool
     from detpipe.simulators.sfx_difficulty import preset
 
     sfx = SfxFrames("4M", seed=8, hit_fraction=0.3, difficulty=preset("realistic"))
@@ -87,8 +86,7 @@ def _realistic(n_frames: int) -> dict[str, float]:
     finder = HitFinder(eiger_triage_geometry(sfx.shape, beam_center_x_px=sfx.beam_center[0],
                                              beam_center_y_px=sfx.beam_center[1], pixel_mask=sfx.pixel_mask,
                                              params=params), params)
-    background = BackgroundPool(sfx.geometry, seed=sfx.seed, beam_center=sfx.beam_center,
-                                difficulty=sfx.difficulty).mean_image()
+    background = sfx.mean_background()
     frames, raw_signal = [], 0.0
     for i in range(n_frames):
         pixels = sfx.pixels(i)

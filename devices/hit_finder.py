@@ -288,8 +288,9 @@ class HitFinder(DetpipeDevice):
     async def frames_triaged(self) -> int:
         return self._dispatcher.stats.frames_triaged
 
-    @attribute(label="Hits",
-               dtype=int, unit="frame", format="%d", description="Images with min_peaks <= n_peaks <= max_peaks")
+    @attribute(label="Hits", dtype=int, unit="frame", format="%d",
+               description="Images with min_peaks <= n_peaks <= max_peaks (and, when max_saturated_peaks >= 0, no "
+                           "more saturated peaks than that)")
     async def hits(self) -> int:
         return self._dispatcher.stats.hits
 

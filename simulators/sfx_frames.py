@@ -134,6 +134,11 @@ class SfxFrames:
     def dtype(self) -> np.dtype:
         return _DTYPES[self.bit_depth]
 
+    def mean_background(self) -> NDArray[np.float32]:
+        """Expected photons per pixel of the diffuse scene (read-only): what a peak's true SNR is measured
+        against, and what a benchmark subtracts to weigh the Bragg signal a reduction keeps."""
+        return self._background.mean_image()
+
     @property
     def pixel_mask(self) -> NDArray[np.uint32]:
         return self.geometry.pixel_mask()
@@ -204,7 +209,7 @@ class SfxFrames:
         min_sep2 = scene.min_separation_px**2
         log_lo, log_hi = (math.log(v) for v in (scene.peak_snr or PEAK_INTENSITY_RANGE))
         shadow = shadow_rows(self.beam_center[1], self.shape[0]) if scene.shadow else None
-        background = self._background.mean_image()
+        background = self.mean_background()
         peaks: list[Peak] = []
         for _ in range(50 * wanted):
             if len(peaks) == wanted:
