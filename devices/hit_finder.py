@@ -14,6 +14,7 @@ import numpy as np
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
+from detpipe.pipeline.core.crystfel_geometry import read_crystfel_geometry
 from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.live_view import TrainView, frame_picture
@@ -66,6 +67,11 @@ class HitFinder(DetpipeDevice):
         dtype=str, default_value="",
         doc="Optional user mask, 1 = good pixel: a .npy file or file.h5:/dataset, shaped like the detector image",
     )
+    GeometryFile = device_property(
+        dtype=str, default_value="",
+        doc="Optional CrystFEL geometry file (.geom): its panels, beam position, bad regions and mask files replace "
+            "the detector's built-in layout and beam centre (docs/triage.md)",
+    )
 
     async def init_device(self) -> None:
         await super().init_device()
@@ -77,7 +83,8 @@ class HitFinder(DetpipeDevice):
         self._dispatcher = TriageDispatcher(TriagePool(self.Workers), self._inboxes[DetectorKind.EIGER],
                                             bypass_fill_percent=self.BypassFill)
         self._dispatcher.user_mask_path = self.MaskFile
-        self._mask_problem = unusable_mask(self.MaskFile)
+        self._dispatcher.geometry_file = self.GeometryFile
+        self._file_problem = unusable_mask(self.MaskFile) or unusable_geometry(self.GeometryFile)
         self._dispatcher.start()
         self.requested_params = TriageParams()
         self._enabled = True
@@ -159,8 +166,8 @@ class HitFinder(DetpipeDevice):
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         d, stats = self._dispatcher, self._dispatcher.stats
-        if self._mask_problem:
-            return DevState.FAULT, self._mask_problem
+        if self._file_problem:
+            return DevState.FAULT, self._file_problem
         if d.failure is not None:
             return DevState.FAULT, f"{d.failure}; frames go to the writer untriaged. Reset to retry"
         if not d.pool.ready:
@@ -176,6 +183,8 @@ class HitFinder(DetpipeDevice):
         if not self._enabled:
             return DevState.ON, "Disabled: detectors send their frames straight to the writer"
         geometry = "ready" if self.triage_ready else "being built" if self._geometry else "not given yet"
+        if self.GeometryFile:
+            geometry += f" (from {self.GeometryFile})"
         return (DevState.ALARM if behind else DevState.ON), (
             f"Idle, {d.pool.workers} triage workers started in {d.pool.startup_s:.1f} s, geometry {geometry}. "
             f"Last series: {summary}")
@@ -407,8 +416,9 @@ class HitFinder(DetpipeDevice):
         """Set several triage parameters at once, validated together; nothing changes if any is wrong.
 
         OM's hit rule is strict on both sides, so its ``min_num_peaks_for_hit: 8`` becomes ``min_peaks: 9``
-        (``TriageParams``' ``OM_NAMES``). Keys of an OM monitor.yaml that detpipe does not take (broadcast,
-        geometry file, bad-pixel map: the MaskFile property) are named in the answer, not refused. Applies from
+        (``TriageParams``' ``OM_NAMES``). Keys of an OM monitor.yaml that detpipe does not take (broadcast;
+        geometry file and bad-pixel map: the GeometryFile and MaskFile properties) are named in the answer,
+        not refused. Applies from
         the next series, as a write of each attribute would."""
         document = await asyncio.to_thread(settings_mapping, text, "LoadParameters' argument", "triage parameters")
         values, ignored = om_monitor_parameters(document)
@@ -448,4 +458,16 @@ def unusable_mask(path: str) -> str:
         load_user_mask(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
         return unusable_file("MaskFile", path, err)
+    return ""
+
+
+def unusable_geometry(path: str) -> str:
+    """Why the GeometryFile cannot be used, or "": its syntax, panels and bad regions are checked at Init; its
+    fit to the detector (panels inside the image, mask shapes) when the geometry is built."""
+    if not path:
+        return ""
+    try:
+        read_crystfel_geometry(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
+        return unusable_file("GeometryFile", path, err)
     return ""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tango
 
+from detpipe.pipeline.crystfel.run_geometry import write_run_geometry
 from detpipe.pipeline.report.quick_look import write_quick_look
 
 from ..state_wait import AcquisitionFailed, prepare, wait_until_saved, wait_while_state
@@ -115,8 +116,11 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
         report = write_quick_look(summary.run, output / "report", progress)
     finally:
         progress.close()
+    rows = (*summary.rows, ("report", str(report.page)))
+    if detector == "eiger":  # CrystFEL reads photons: the AGIPD demo's raw run gets its geometry once corrected
+        rows = (*rows, ("CrystFEL geometry", str(write_run_geometry(summary.run))))
     print("[demo] summary")
-    for line in dataclasses.replace(summary, rows=(*summary.rows, ("report", str(report.page)))).lines():
+    for line in dataclasses.replace(summary, rows=rows).lines():
         print(f"  {line}")
     return 0 if summary.ok else 1
 

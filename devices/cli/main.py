@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,12 @@ def _report(args: argparse.Namespace) -> int:
     return run_report(args.run, output=args.output, max_frames=args.max_frames)
 
 
+def _geom(args: argparse.Namespace) -> int:
+    from .geom_command import run_geom
+
+    return run_geom(args.run, output=args.output, clen_m=args.clen, photon_energy_ev=args.photon_energy)
+
+
 def _recover(args: argparse.Namespace) -> int:
     from .recover_command import run_recover
 
@@ -86,6 +93,16 @@ def _ip_address(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"needs an IP address such as 127.0.0.1, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"needs a positive number, got {text!r}")
+    return value
 
 
 def _variable(text: str) -> tuple[str, str]:
@@ -133,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--max-frames", type=int, default=MAX_PROJECTED_FRAMES,
                         help=f"frames read for the maximum projection, spread evenly (default {MAX_PROJECTED_FRAMES})")
     report.set_defaults(func=_report)
+
+    geom = sub.add_parser("geom", help="CrystFEL geometry file of a series or run, for indexamajig with its CXI peak "
+                                       "list (panels, beam position, mask, peak list)")
+    geom.add_argument("run", type=Path, help="an NXmx <stem>_master.h5, or a corrected AGIPD run directory r<run>")
+    geom.add_argument("-o", "--output", type=Path, default=None,
+                      help="file to write (default <master stem>.geom beside the master; never overwritten)")
+    geom.add_argument("--clen", type=_positive_float, default=None, metavar="METRES",
+                      help="detector distance, for a master without one (AGIPD masters record none)")
+    geom.add_argument("--photon-energy", type=_positive_float, default=None, metavar="EV",
+                      help="photon energy in eV, for a master without one (AGIPD masters record none)")
+    geom.set_defaults(func=_geom)
 
     recover = sub.add_parser("recover", help="rebuild the master of an EIGER series or AGIPD run whose writer died "
                                              "(links, VDS, per-frame written flags, end time)")

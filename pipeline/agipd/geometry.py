@@ -19,6 +19,7 @@ It is an idealised layout (no module tilts or measured offsets), which is all ri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,19 +52,34 @@ def agipd_panels() -> NDArray[np.int32]:
     return panels
 
 
-def agipd_pixel_positions(
+@dataclass(frozen=True, slots=True)
+class AsicTile:
+    """One 64 × 128 ASIC: the (x, y) of its first pixel's outer corner and the steps of one pixel along slow
+    and fast scan, in pixels (a CrystFEL panel's corner_x/y, ss and fs vectors)."""
+
+    module: int
+    asic: int
+    corner: tuple[float, float]
+    ss_vector: tuple[float, float]
+    fs_vector: tuple[float, float]
+
+    @property
+    def stacked_rows(self) -> slice:
+        """The tile's rows in the stacked (8192, 128) image."""
+        first = self.module * MODULE_SS + self.asic * ASIC_SS
+        return slice(first, first + ASIC_SS)
+
+
+def agipd_tiles(
     quad_positions: Sequence[tuple[float, float]] = DEFAULT_QUAD_POSITIONS,
     *,
     asic_gap: float = ASIC_GAP_PX,
     panel_gap: float = PANEL_GAP_PX,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(x, y) of every pixel centre, each (16, 512, 128), in pixels from the detector centre."""
+) -> list[AsicTile]:
+    """The 128 ASIC tiles, module-major."""
     if len(quad_positions) != 4:
         raise ConfigError([f"AGIPD-1M needs 4 quadrant positions, got {len(quad_positions)}"])
-    ss_in_asic = np.arange(ASIC_SS, dtype=np.float64) + 0.5
-    fs = np.arange(MODULE_FS, dtype=np.float64) + 0.5
-    x = np.empty((MODULES, MODULE_SS, MODULE_FS), dtype=np.float64)
-    y = np.empty_like(x)
+    tiles = []
     for module in range(MODULES):
         quad, in_quad = divmod(module, 4)
         quad_x, quad_y = (float(v) for v in quad_positions[quad])
@@ -71,10 +87,26 @@ def agipd_pixel_positions(
         corner_y = quad_y - in_quad * (MODULE_FS + panel_gap)
         for asic in range(ASICS_PER_MODULE):
             corner_x = quad_x + ss_x * (ASIC_SS + asic_gap) * asic
-            rows = slice(asic * ASIC_SS, (asic + 1) * ASIC_SS)
-            x[module, rows, :] = (corner_x + ss_x * ss_in_asic)[:, None]
-            y[module, rows, :] = (corner_y + fs_y * fs)[None, :]
-    return x, y
+            tiles.append(AsicTile(module, asic, (corner_x, corner_y), (float(ss_x), 0.0), (0.0, float(fs_y))))
+    return tiles
+
+
+def agipd_pixel_positions(
+    quad_positions: Sequence[tuple[float, float]] = DEFAULT_QUAD_POSITIONS,
+    *,
+    asic_gap: float = ASIC_GAP_PX,
+    panel_gap: float = PANEL_GAP_PX,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(x, y) of every pixel centre, each (16, 512, 128), in pixels from the detector centre."""
+    ss = np.arange(ASIC_SS, dtype=np.float64)[:, None] + 0.5
+    fs = np.arange(MODULE_FS, dtype=np.float64)[None, :] + 0.5
+    x = np.empty(STACKED_SHAPE, dtype=np.float64)
+    y = np.empty_like(x)
+    for tile in agipd_tiles(quad_positions, asic_gap=asic_gap, panel_gap=panel_gap):
+        rows = tile.stacked_rows
+        x[rows] = tile.corner[0] + ss * tile.ss_vector[0] + fs * tile.fs_vector[0]
+        y[rows] = tile.corner[1] + ss * tile.ss_vector[1] + fs * tile.fs_vector[1]
+    return x.reshape(MODULES, MODULE_SS, MODULE_FS), y.reshape(MODULES, MODULE_SS, MODULE_FS)
 
 
 def agipd_radius_map(

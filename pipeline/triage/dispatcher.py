@@ -66,6 +66,7 @@ class TriageDispatcher:
         self.bypass_fill_percent = bypass_fill_percent
         self.params = TriageParams()
         self.user_mask_path = ""
+        self.geometry_file = ""  # a CrystFEL .geom replacing the detector's built-in layout
         self.stats = TriageStats()
         self.last_hit: LastHit | None = None
         self.active: TriageSetup | None = None  # the setup of the series being (or last) triaged
@@ -191,14 +192,16 @@ class TriageDispatcher:
 
     def _setup(self, config: DetectorConfig | None, *, pixel_mask: np.ndarray | None) -> TriageSetup:
         if self._kind is DetectorKind.AGIPD or config is None:
-            return TriageSetup(DetectorKind.AGIPD, self.params, user_mask_path=self.user_mask_path)
+            return TriageSetup(DetectorKind.AGIPD, self.params, user_mask_path=self.user_mask_path,
+                               geometry_file=self.geometry_file)
         centre = (None if config.beam_center_x_px is None or config.beam_center_y_px is None
                   else (config.beam_center_x_px, config.beam_center_y_px))
         params = self.params
         if params.saturation_value == 0 and config.saturation_value:  # the detector's count-rate cut-off
             params = replace(params, saturation_value=float(config.saturation_value))
         return TriageSetup(DetectorKind.EIGER, params, shape=config.shape, itemsize=config.dtype.itemsize,
-                           beam_center_px=centre, pixel_mask=pixel_mask, user_mask_path=self.user_mask_path)
+                           beam_center_px=centre, pixel_mask=pixel_mask, user_mask_path=self.user_mask_path,
+                           geometry_file=self.geometry_file)
 
     def _submit_waiting(self) -> None:
         for entry in self._pending:

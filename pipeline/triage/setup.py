@@ -16,7 +16,7 @@ import numpy as np
 from ..agipd.geometry import DEFAULT_QUAD_POSITIONS
 from ..core.train import AGIPD_MODULES, MODULE_SHAPE
 from ..core.triage_params import TriageParams
-from .detector_geometry import agipd_triage_geometry, eiger_triage_geometry
+from .detector_geometry import agipd_triage_geometry, eiger_triage_geometry, geometry_file_triage_geometry
 from .geometry import load_user_mask
 from .hit_finder import HitFinder
 
@@ -32,7 +32,9 @@ class DetectorKind(enum.Enum):
 class TriageSetup:
     """Per-series triage inputs. ``shape``/``beam_center_px``/``pixel_mask`` describe an Eiger series (from
     its header); ``quad_positions`` the AGIPD-1M layout. ``user_mask_path`` is the optional mask file
-    (1 = good), ``.npy`` or ``file.h5:/path``, checked for shape when the geometry is built."""
+    (1 = good), ``.npy`` or ``file.h5:/path``, checked for shape when the geometry is built.
+    ``geometry_file``, a CrystFEL ``.geom``, replaces the built-in layout and beam centre (its masks add to
+    the detector's pixel mask and the user mask)."""
 
     kind: DetectorKind
     params: TriageParams
@@ -42,6 +44,7 @@ class TriageSetup:
     pixel_mask: np.ndarray | None = None
     quad_positions: tuple[tuple[float, float], ...] = DEFAULT_QUAD_POSITIONS
     user_mask_path: str = ""
+    geometry_file: str = ""
 
     @property
     def slot_bytes(self) -> int:
@@ -56,11 +59,14 @@ class TriageSetup:
         """Equal keys build the same hit finder, so a worker keeps the one it has (a 4M geometry takes ~1 s)."""
         mask = None if self.pixel_mask is None else hashlib.blake2b(self.pixel_mask.tobytes(), digest_size=16).digest()
         return (self.kind, self.params, self.shape, self.itemsize, self.beam_center_px, self.quad_positions,
-                self.user_mask_path, mask)
+                self.user_mask_path, self.geometry_file, mask)
 
     def hit_finder(self) -> HitFinder:
         user_mask = load_user_mask(self.user_mask_path) if self.user_mask_path else None
-        if self.kind is DetectorKind.AGIPD:
+        if self.geometry_file:
+            geometry = geometry_file_triage_geometry(self.geometry_file, self.shape, pixel_mask=self.pixel_mask,
+                                                     user_mask=user_mask, params=self.params)
+        elif self.kind is DetectorKind.AGIPD:
             geometry = agipd_triage_geometry(quad_positions=self.quad_positions, user_mask=user_mask,
                                              params=self.params)
         else:

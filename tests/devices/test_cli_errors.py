@@ -94,6 +94,8 @@ CASES = {
                                            "{tmp}/out"], None, "none.yaml"),
     "reduce of a series that does not exist": (["reduce", "{tmp}/x_master.h5", "--policy", "{tmp}/red.yaml", "-o",
                                                 "{tmp}/out"], None, "x_master.h5 does not exist"),
+    "geom of a file that is no master": (["geom", "{tmp}/red.yaml"], None, "red.yaml is not a readable HDF5 file"),
+    "geom of a folder without a run": (["geom", "{tmp}/earlier"], None, "is a folder without one AGIPD run master"),
     "recover of something that is no series": (["recover", "{tmp}/red.yaml"], None, "is neither a <stem>_master.h5"),
     "db start with its sqlite file in /proc": (["db", "start", "--port", "0", "--sqlite", "/proc/nope/t.db"], None,
                                                "--sqlite /proc/nope"),
@@ -127,11 +129,15 @@ def test_the_traceback_is_shown_only_with_debug(files: Path) -> None:
     assert "UserError: --output" in run.stderr.splitlines()[-1]
 
 
-def test_an_invalid_choice_is_argparse_usage_and_one_error_line() -> None:
-    run = run_detpipe(["demo", "--model", "4m"])
+@pytest.mark.parametrize(("argv", "error"), [
+    (["demo", "--model", "4m"], "detpipe demo: error: argument --model: invalid choice: '4m'"),
+    (["geom", "x_master.h5", "--clen=-1"], "detpipe geom: error: argument --clen: needs a positive number, got '-1'"),
+], ids=["demo model", "geom distance"])
+def test_an_invalid_value_is_argparse_usage_and_one_error_line(argv: list[str], error: str) -> None:
+    run = run_detpipe(argv)
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert run.stderr.startswith("usage: detpipe demo")
-    assert run.stderr.splitlines()[-1].startswith("detpipe demo: error: argument --model: invalid choice: '4m'")
+    assert run.stderr.startswith(f"usage: detpipe {argv[0]}")
+    assert run.stderr.splitlines()[-1].startswith(error)
 
 
 @pytest.fixture

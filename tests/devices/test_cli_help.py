@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-COMMANDS = [["demo"], ["sim", "eiger"], ["sim", "agipd"], ["reduce"], ["report"], ["recover"], ["server"],
+COMMANDS = [["demo"], ["sim", "eiger"], ["sim", "agipd"], ["reduce"], ["report"], ["geom"], ["recover"], ["server"],
             ["db", "start"], ["register"], ["export"]]
 
 

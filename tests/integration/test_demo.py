@@ -19,6 +19,7 @@ import numpy as np
 import psutil
 from extra_data.components import AGIPD1M
 
+from detpipe.pipeline.core.crystfel_geometry import read_crystfel_geometry
 from detpipe.simulators import EigerSimulator
 from detpipe.simulators.agipd_simulator import AgipdSimulator
 from tests.listening import listening, on_wildcards
@@ -94,6 +95,9 @@ def test_demo_acquires_through_a_registered_server_and_loses_nothing(tmp_path: P
     assert sum(report["n_peaks"]["counts"]) == FRAMES
     if (is_hit == 1).any():
         assert report["strongest_hit"]["frame"] == int(np.argmax(np.where(is_hit == 1, n_peaks, -1)))
+    geometry = read_crystfel_geometry(summary["CrystFEL geometry"])
+    assert Path(summary["CrystFEL geometry"]) == masters[0].with_suffix(".geom")
+    assert len(geometry.panels) == 2 and geometry.settings["peak_list"] == "/entry_1/result_1"  # a 1M: 2 modules
 
 
 @contextmanager

@@ -210,13 +210,46 @@ def test_corrected_agipd_cells_are_triaged_against_the_simulated_hits(data_root:
     assert module_rows.size >= 15 and set(module_rows.astype(int)) <= true_modules
 
 
-def test_a_mask_file_that_is_no_mask_faults_the_hit_finder_alone(eiger_sim: EigerSimulator, data_root: Path,
-                                                                tmp_path: Path) -> None:
-    """It used to be accepted: every frame then went untriaged, with the reason only in the log."""
-    not_a_mask = tmp_path / "mask.npy"
-    not_a_mask.write_text("not an array")
-    with triage_server(EigerDetector, eiger_props(eiger_sim), data_root, MaskFile=str(not_a_mask)) as (
+@pytest.mark.parametrize("prop", ["MaskFile", "GeometryFile"])
+def test_a_mask_or_geometry_file_that_cannot_be_used_faults_the_hit_finder_alone(
+        eiger_sim: EigerSimulator, data_root: Path, tmp_path: Path, prop: str) -> None:
+    """A wrong mask used to be accepted: every frame then went untriaged, with the reason only in the log."""
+    unusable = tmp_path / ("mask.npy" if prop == "MaskFile" else "detector.geom")
+    unusable.write_text("not an array" if prop == "MaskFile" else "p0/min_fs = 0\np0/fs = sideways\n")
+    with triage_server(EigerDetector, eiger_props(eiger_sim), data_root, **{prop: str(unusable)}) as (
             detector, finder, writer):
         assert finder.State() == tango.DevState.FAULT
-        assert finder.Status().startswith(f"MaskFile {not_a_mask} cannot be used") and "\n" not in finder.Status()
+        assert finder.Status().startswith(f"{prop} {unusable} cannot be used") and "\n" not in finder.Status()
         assert writer.State() == tango.DevState.ON and detector.State() != tango.DevState.FAULT
+
+
+def test_a_crystfel_geometry_file_lays_out_the_detector_and_its_bad_region_hides_the_peaks_behind_it(
+        eiger_sim: EigerSimulator, data_root: Path, tmp_path: Path) -> None:
+    """A geometry file for the simulated detector: the beam where the simulator puts it (pixel index (bcx, bcy),
+    i.e. half a pixel from the corner beyond it), fast scan along −x, and a bad region over the left half."""
+    frames = 30
+    (height, width), (bcx, bcy) = eiger_sim.frames.shape, eiger_sim.frames.beam_center
+    half = width // 2
+    geometry = tmp_path / "simulated-1M.geom"
+    geometry.write_text("\n".join([
+        "dim0 = %", "dim1 = ss", "dim2 = fs", "data = /entry/data/data",
+        "p0/min_fs = 0", f"p0/max_fs = {width - 1}", "p0/min_ss = 0", f"p0/max_ss = {height - 1}",
+        "p0/fs = -1.0x", "p0/ss = -1.0y", f"p0/corner_x = {bcx + 0.5}", f"p0/corner_y = {bcy + 0.5}",
+        "badleft/min_fs = 0", f"badleft/max_fs = {half - 1}", "badleft/min_ss = 0", f"badleft/max_ss = {height - 1}",
+        "badleft/panel = p0", ""]))
+    with triage_server(EigerDetector, eiger_props(eiger_sim), data_root, GeometryFile=str(geometry)) as (
+            detector, finder, writer):
+        assert f"(from {geometry})" in finder.Status()
+        configure(detector, writer, data_root, frames, frames_per_file=100)
+        assert acquire(detector) == "Ready", detector.Status()
+        assert finder.frames_triaged == frames and finder.frames_not_triaged == 0
+        master = Path(writer.master_file)
+    with h5py.File(master) as f:
+        n_stored = f["/entry_1/result_1/nPeaks"][()]
+        xs, ys = f["/entry_1/result_1/peakXPosRaw"][()], f["/entry_1/result_1/peakYPosRaw"][()]
+    truth = [eiger_sim.frames.truth(i) for i in range(frames)]
+    found = [np.stack([xs[i, :n], ys[i, :n]], axis=1) for i, n in enumerate(n_stored)]
+    assert sum(n_stored) > 0 and all(f[:, 0].min(initial=half) >= half - 0.5 for f in found)  # none behind the region
+    visible = [(p, found[i]) for i, t in enumerate(truth) for p in t.peaks if p.x >= half + 2]
+    recovered = sum(near(where, p.x, p.y) for p, where in visible)
+    assert recovered >= 0.95 * len(visible), f"{recovered} of {len(visible)} peaks outside the bad region found"
