@@ -3,9 +3,9 @@
 Hits: recall and precision of the hit decision. Peaks: recall within 1 px per band of true SNR (3–5, 5–10,
 ≥ 10; ``I / sqrt(I + b·4πσ²)``, docs/simulators.md) and precision, the share of reported peaks within 1 px of
 a true one (every peak reported on a blank frame is a false one). Frames are triaged by both modes in the same
-loop, so fast and full see the same pixels. Default ``TriageParams``. EIGER2 4M frames come at each of the
-simulator's difficulty presets with 30 % hits; AGIPD-1M corrected cells (stacked (8192, 128) coordinates)
-from its one scene. ``tests/pipeline/triage/test_accuracy.py`` holds the goals on the same scores.
+loop, so fast and full see the same pixels. Default ``TriageParams``. EIGER2 4M frames and AGIPD-1M corrected cells
+(stacked (8192, 128) coordinates) come at each of their simulator's difficulty presets with 30 % hits.
+``tests/pipeline/triage/test_accuracy.py`` holds the goals on the same scores.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from detpipe.pipeline.triage.detector_geometry import agipd_triage_geometry, eig
 from detpipe.pipeline.triage.geometry import TriageGeometry
 from detpipe.pipeline.triage.hit_finder import HitFinder
 from detpipe.simulators import AgipdSimulator, DetectorModel, SfxFrames
-from detpipe.simulators.agipd_pixel_pool import BACKGROUND_PHOTONS as AGIPD_BACKGROUND_PHOTONS
-from detpipe.simulators.sfx_difficulty import PRESETS, preset, true_snr
+from detpipe.simulators.agipd_difficulty import PRESETS as AGIPD_PRESETS
+from detpipe.simulators.sfx_difficulty import PRESETS, preset
 
 from .bench_size import FULL, BenchSize
 
@@ -34,8 +34,8 @@ SNR_BANDS = (("snr_3_5", 3.0, 5.0), ("snr_5_10", 5.0, 10.0), ("snr_10", 10.0, ma
 METRICS = ("hit_recall", "hit_precision", *(f"peak_recall_{band}" for band, _, _ in SNR_BANDS), "peak_precision")
 KEYS = (*(f"accuracy.eiger4m.{name}.{mode}.{metric}" for name in PRESETS for mode in MODES for metric in METRICS),
         *(f"accuracy.eiger4m.{name}.peaks_{band}" for name in PRESETS for band, _, _ in SNR_BANDS),
-        *(f"accuracy.agipd1m.{mode}.{metric}" for mode in MODES for metric in METRICS),
-        *(f"accuracy.agipd1m.peaks_{band}" for band, _, _ in SNR_BANDS))
+        *(f"accuracy.agipd1m.{name}.{mode}.{metric}" for name in AGIPD_PRESETS for mode in MODES for metric in METRICS),
+        *(f"accuracy.agipd1m.{name}.peaks_{band}" for name in AGIPD_PRESETS for band, _, _ in SNR_BANDS))
 HIT_FRACTION = 0.3
 SEED = 2024
 AGIPD_CELLS = 64
@@ -126,20 +126,19 @@ def score_eiger(difficulty: str, frames: int, *, seed: int = SEED, hit_fraction:
     return scores
 
 
-def score_agipd(trains: int, *, seed: int = 7, hit_fraction: float = 0.1,
+def score_agipd(difficulty: str, trains: int, *, seed: int = 7, hit_fraction: float = HIT_FRACTION,
                 params: TriageParams | None = None) -> dict[str, AccuracyScore]:
-    """Both modes' scores over ``trains`` corrected AGIPD-1M trains of 64 cells (every 8th dark)."""
+    """Both modes' scores over ``trains`` corrected AGIPD-1M trains of the preset, 64 cells each (every 8th dark)."""
     params = params or TriageParams()
     hit_finders = finders(agipd_triage_geometry(params=params), params)
     scores = {mode: AccuracyScore() for mode in MODES}
     simulator = AgipdSimulator(product="corrected", cells=AGIPD_CELLS, seed=seed, paced=False,
-                               hit_fraction=hit_fraction, peaks_per_hit=(15, 60))
+                               hit_fraction=hit_fraction, peaks_per_hit=(15, 60), difficulty=difficulty)
     try:  # trains are built on demand; the bridge is never started
         for train_index in range(trains):
             train, truth = simulator.train(train_index), simulator.truth.train(train_index)
             for cell in range(train.data.shape[0]):
-                peaks = [(p.fs, p.module * 512 + p.ss, true_snr(p.intensity, AGIPD_BACKGROUND_PHOTONS, p.sigma_px))
-                         for p in truth.peaks_in(cell)]
+                peaks = [(p.fs, p.module * 512 + p.ss, p.snr) for p in truth.peaks_in(cell)]
                 for mode, hit_finder in hit_finders.items():
                     scores[mode].add(hit_finder.triage_agipd(train.data[cell], train.mask[cell]),
                                      bool(truth.hits[cell]), peaks)
@@ -157,8 +156,11 @@ def bench_accuracy(size: BenchSize = FULL) -> dict[str, float]:
                             for metric, value in score.metrics().items()})
         results.update({f"accuracy.eiger4m.{name}.peaks_{band}": float(count)
                         for band, count in scores["full"].band_true.items()})
-    agipd = score_agipd(max(1, size.accuracy_frames // 40))  # 64 cells a train
-    for mode, score in agipd.items():
-        results.update({f"accuracy.agipd1m.{mode}.{metric}": value for metric, value in score.metrics().items()})
-    results.update({f"accuracy.agipd1m.peaks_{band}": float(count) for band, count in agipd["full"].band_true.items()})
+    for name in AGIPD_PRESETS:
+        scores = score_agipd(name, size.accuracy_trains)
+        for mode, score in scores.items():
+            results.update({f"accuracy.agipd1m.{name}.{mode}.{metric}": value
+                            for metric, value in score.metrics().items()})
+        results.update({f"accuracy.agipd1m.{name}.peaks_{band}": float(count)
+                        for band, count in scores["full"].band_true.items()})
     return results

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .agipd_difficulty import PRESETS
 from .agipd_layout import AgipdLayout, AgipdProduct, AgipdSources
 from .agipd_simulator import FIRST_TRAIN_ID, AgipdSimulator
 from .cli_options import tcp_port
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hit-fraction", type=float, default=0.1)
     parser.add_argument("--peaks-per-hit", type=int, nargs=2, default=(15, 60), metavar=("MIN", "MAX"))
+    parser.add_argument("--difficulty", default="easy", choices=list(PRESETS),
+                        help="easy: 50-2000-photon peaks on 0.1 photons/pixel; realistic: low flux, SNR 3-150 peaks "
+                             "as close as 3 px (the brightest in medium and low gain), hot/dead pixels, an ice ring, a "
+                             "jet streak, a shadow; hard: more of each (docs/simulators.md)")
     parser.add_argument("--write-constants", metavar="FILE", help="write the correction constants (HDF5) first")
     parser.add_argument("--log-level", default="INFO", help="logging level of the messages on stderr")
     return parser
@@ -86,6 +91,7 @@ def _build(args: argparse.Namespace) -> AgipdSimulator | None:
             hit_fraction=args.hit_fraction,
             peaks_per_hit=tuple(args.peaks_per_hit),
             reply_delay_s=args.reply_delay,
+            difficulty=args.difficulty,
         )
     except (OSError, ValueError) as err:
         log.error("cannot start the AGIPD simulator: %s", err)

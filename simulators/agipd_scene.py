@@ -9,8 +9,11 @@ confuses them is caught.
 Lit pattern: frame positions ``k`` with ``lit_pattern[k % len(lit_pattern)]`` False see no pulse (dark
 frames: offsets and noise only). The default leaves the first frame and every 8th after it dark.
 A lit frame is a hit with probability ``hit_fraction``; a hit has ``peaks_per_hit`` (inclusive) Gaussian
-Bragg peaks, each inside one 64 × 128 ASIC, ≥ 5 px from its edges and from bad pixels, ≥ 10 px from other
-peaks of its module, with log-uniform expected integrated intensity in ``PEAK_INTENSITY_RANGE`` photons.
+Bragg peaks, each inside one 64 × 128 ASIC, ≥ 5 px from its edges, from bad and defect pixels and from the
+beamstop-holder shadow, ≥ ``min_separation_px`` from other peaks of its module (``agipd_difficulty``: 10 px in
+``easy``). A peak's expected integrated intensity is log-uniform in ``PEAK_INTENSITY_RANGE`` photons, or, when the
+difficulty gives ``peak_snr``, its true SNR is log-uniform in that range and the intensity follows from the mean
+background under it (``sfx_difficulty.peak_intensity_for_snr``). Every peak's truth carries its true SNR.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .agipd_layout import ASIC_SS, ASICS_PER_MODULE, MEMORY_CELLS, MODULE_FS, MODULE_SS, MODULES
+from .agipd_difficulty import PRESETS, in_shadow, mean_background
+from .agipd_layout import ASIC_SS, ASICS_PER_MODULE, MEMORY_CELLS, MODULE_FS, MODULE_SS, MODULES, pixel_positions
+from .sfx_difficulty import SfxDifficulty, peak_intensity_for_snr, true_snr
 
 DEFAULT_LIT_PATTERN: tuple[bool, ...] = (False,) + (True,) * 7
 PEAK_INTENSITY_RANGE = (50.0, 2000.0)
 PEAK_SIGMA_RANGE_PX = (0.8, 1.2)
 PEAK_WINDOW_RADIUS_PX = 4  # > 3.3 σ: the flux outside the window is below 1e-3 of the peak
 PEAK_MARGIN_PX = PEAK_WINDOW_RADIUS_PX + 1
-PEAK_MIN_SEPARATION_PX = 10.0
 PULSE_SPACING = 4
 _SCENE_STREAM = 0x5CE
 _PEAK_COUNTS_STREAM = 0xC0A
@@ -42,7 +46,8 @@ _RECENT_TRAINS = 4
 class AgipdPeak:
     """One Bragg peak. ``ss``/``fs`` are module pixel-index coordinates (0.0 is the centre of the first
     row/column of the module); ``intensity`` is the expected integrated photons, ``photons`` the
-    Poisson-drawn total actually added to the frame."""
+    Poisson-drawn total actually added to the frame, ``snr`` the true SNR ``I / sqrt(I + b·4πσ²)`` against the
+    mean background ``b`` at the peak (``sfx_difficulty.true_snr``)."""
 
     frame: int  # position in the train (0 … cells-1)
     module: int
@@ -51,6 +56,7 @@ class AgipdPeak:
     intensity: float
     sigma_px: float
     photons: int
+    snr: float
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,7 +85,10 @@ class PeakPixels:
 
 
 class AgipdScene:
-    """Deterministic per-train truth; thread-safe (the sender thread and a test may ask at once)."""
+    """Deterministic per-train truth; thread-safe (the sender thread and a test may ask at once).
+
+    ``bad_pixels`` (module, ss, fs per row) are the pixels peaks keep clear of: the masked ones and the defects.
+    """
 
     def __init__(
         self,
@@ -92,8 +101,11 @@ class AgipdScene:
         lit_pattern: Sequence[bool],
         missing_modules: Mapping[int, set[int]],
         bad_pixels: NDArray[np.intp],
+        difficulty: SfxDifficulty = PRESETS["easy"],
     ) -> None:
         self.seed = seed
+        self.difficulty = difficulty
+        self._mean_background = mean_background(difficulty)
         self.cells = cells
         self.first_train_id = first_train_id
         self.hit_fraction = hit_fraction
@@ -154,9 +166,10 @@ class AgipdScene:
             window, counts = _render(placed, counts_rng)
             totals = counts.sum(axis=(1, 2))
             peaks.extend(
-                AgipdPeak(frame, int(m), float(ss), float(fs), float(i), float(sg), int(n))
-                for m, ss, fs, i, sg, n in zip(
-                    placed.module, placed.ss, placed.fs, placed.intensity, placed.sigma_px, totals, strict=True
+                AgipdPeak(frame, int(m), float(ss), float(fs), float(i), float(sg), int(n), float(snr))
+                for m, ss, fs, i, sg, n, snr in zip(
+                    placed.module, placed.ss, placed.fs, placed.intensity, placed.sigma_px, totals, placed.snr,
+                    strict=True,
                 )
             )
             flat, inverse = np.unique(window.ravel(), return_inverse=True)
@@ -175,28 +188,34 @@ class AgipdScene:
         return truth, pixels
 
     def _place_peaks(self, rng: np.random.Generator, wanted: int) -> _PeakSet:
-        """Rejection-sample centres inside ASICs, away from ASIC edges, bad pixels and each other.
+        """Rejection-sample centres inside ASICs, away from ASIC edges, bad pixels, the shadow and each other.
 
         Candidates are drawn in one batch (4 × wanted + 16 of them, plenty at these densities: 60
         peaks cover < 1 % of the detector) and accepted in order, so the result is deterministic.
         """
+        scene = self.difficulty
         n = 4 * wanted + 16
         module = rng.integers(MODULES, size=n)
         ss = rng.integers(ASICS_PER_MODULE, size=n) * ASIC_SS + rng.uniform(
             PEAK_MARGIN_PX, ASIC_SS - 1 - PEAK_MARGIN_PX, n
         )
         fs = rng.uniform(PEAK_MARGIN_PX, MODULE_FS - 1 - PEAK_MARGIN_PX, n)
-        intensity = np.exp(rng.uniform(math.log(PEAK_INTENSITY_RANGE[0]), math.log(PEAK_INTENSITY_RANGE[1]), n))
+        low, high = scene.peak_snr or PEAK_INTENSITY_RANGE
+        drawn = np.exp(rng.uniform(math.log(low), math.log(high), n))  # the intensity (easy) or the true SNR
         sigma = rng.uniform(*PEAK_SIGMA_RANGE_PX, n)
         bad = self._bad_pixels
-        near_bad = (
+        rejected = (
             (bad[None, :, 0] == module[:, None])
             & (np.abs(bad[None, :, 1] - ss[:, None]) <= PEAK_MARGIN_PX)
             & (np.abs(bad[None, :, 2] - fs[:, None]) <= PEAK_MARGIN_PX)
         ).any(axis=1)
+        pixel = (module, np.rint(ss).astype(np.intp), np.rint(fs).astype(np.intp))
+        if scene.shadow:
+            x, y = pixel_positions()
+            rejected |= in_shadow(x[pixel], y[pixel], margin_px=PEAK_MARGIN_PX)
         accepted: list[int] = []
-        min_sep2 = PEAK_MIN_SEPARATION_PX**2
-        for k in np.flatnonzero(~near_bad):
+        min_sep2 = scene.min_separation_px**2
+        for k in np.flatnonzero(~rejected):
             if len(accepted) == wanted:
                 break
             if all(
@@ -204,7 +223,12 @@ class AgipdScene:
             ):
                 accepted.append(int(k))
         keep = np.asarray(accepted, dtype=np.intp)
-        return _PeakSet(module[keep], ss[keep], fs[keep], intensity[keep], sigma[keep])
+        background, sigma = self._mean_background[tuple(axis[keep] for axis in pixel)], sigma[keep]
+        intensity = drawn[keep]
+        if scene.peak_snr:
+            intensity = np.array([peak_intensity_for_snr(*v) for v in zip(intensity, background, sigma, strict=True)])
+        snr = [true_snr(*v) for v in zip(intensity, background, sigma, strict=True)]
+        return _PeakSet(module[keep], ss[keep], fs[keep], intensity, sigma, snr)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -216,6 +240,7 @@ class _PeakSet:
     fs: NDArray[np.float64]
     intensity: NDArray[np.float64]
     sigma_px: NDArray[np.float64]
+    snr: list[float]
 
 
 def _render(peaks: _PeakSet, rng: np.random.Generator) -> tuple[NDArray[np.intp], NDArray[np.int64]]:

@@ -22,8 +22,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+import numpy as np
+
 from .agipd_bridge_sources import bridge_sources
 from .agipd_constants import AgipdConstants, agipd_constants
+from .agipd_difficulty import agipd_difficulty
 from .agipd_frames import AgipdFrames, AgipdTrainArrays
 from .agipd_layout import MEMORY_CELLS, MODULES, AgipdLayout, AgipdProduct, AgipdSources
 from .agipd_pixel_pool import pixel_pool
@@ -31,6 +34,7 @@ from .agipd_scene import DEFAULT_LIT_PATTERN, AgipdScene
 from .agipd_truth import AgipdTruth
 from .karabo_bridge_messages import BridgeProtocol, Part, encode_train, source_metadata
 from .karabo_bridge_server import BridgeSocketType, KaraboBridgeServer
+from .sfx_difficulty import SfxDifficulty
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ class AgipdSimulator:
     ``missing_modules`` maps a train index to module numbers whose data are lost for that train.
     ``lit_pattern`` repeats over frame positions (False = no pulse); see ``agipd_scene``.
     ``reply_delay_s`` (REP) answers each request that long after it came: a bridge slower than the trains.
+    ``difficulty`` is a preset name (``easy``, ``realistic``, ``hard``) or a scene of one's own
+    (``agipd_difficulty``, docs/simulators.md).
     """
 
     def __init__(
@@ -80,8 +86,13 @@ class AgipdSimulator:
         lit_pattern: Sequence[bool] = DEFAULT_LIT_PATTERN,
         missing_modules: Mapping[int, set[int]] | None = None,
         reply_delay_s: float = 0.0,
+        difficulty: SfxDifficulty | str = "easy",
     ) -> None:
         problems: list[str] = []
+        try:
+            self.difficulty = agipd_difficulty(difficulty)
+        except ValueError as err:
+            problems.append(str(err))
         self.socket_type = _choice(BridgeSocketType, socket_type, "socket_type", problems)
         self.protocol = _choice(BridgeProtocol, protocol, "protocol", problems)
         self.product = _choice(AgipdProduct, product, "product", problems)
@@ -106,6 +117,7 @@ class AgipdSimulator:
         )
         try:
             self.constants: AgipdConstants = agipd_constants(seed)
+            pool = pixel_pool(seed, self.product, self.difficulty)
             self._scene = AgipdScene(
                 seed=seed,
                 cells=cells,
@@ -114,11 +126,12 @@ class AgipdSimulator:
                 peaks_per_hit=(int(peaks_per_hit[0]), int(peaks_per_hit[1])),
                 lit_pattern=lit_pattern,
                 missing_modules=missing,
-                bad_pixels=self.constants.bad_pixels,
+                bad_pixels=np.concatenate([self.constants.bad_pixels, pool.hot_pixels, pool.dead_pixels]),
+                difficulty=self.difficulty,
             )
             self._frames = AgipdFrames(
                 self._scene,
-                pixel_pool(seed, self.product),
+                pool,
                 layout=self.layout,
                 module_major=self.sources is AgipdSources.MODULES,
             )
@@ -132,9 +145,9 @@ class AgipdSimulator:
         self._frames.warm_up()
         self._server.start()
         log.info(
-            "AGIPD simulator %s: %s %s %s, %d cells, protocol %s, %s",
+            "AGIPD simulator %s: %s %s %s, %d cells, protocol %s, %s, difficulty %s",
             self.endpoint, self.product.value, self.layout.value, self.sources.value, self.cells,
-            self.protocol.value, self.socket_type.value,
+            self.protocol.value, self.socket_type.value, self.difficulty.name,
         )
         return self
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from .agipd_difficulty import mean_background
 from .agipd_frames import AgipdFrames
 from .agipd_scene import AgipdScene, AgipdTrainTruth
 
 
 class AgipdTruth:
-    """``truth.train(i)`` (ids, lit frames, hits, peaks, modules present) and ``truth.photons(i)``.
+    """``truth.train(i)`` (ids, lit frames, hits, peaks, modules present) and ``truth.photons(i)``, and what the
+    difficulty put into every frame: ``mean_background()``, ``hot_pixels`` and ``dead_pixels``.
 
     Train ``i`` is the i-th train the simulator sends (0-based), with train id ``first_train_id + i``.
     """
@@ -31,6 +33,23 @@ class AgipdTruth:
     def photons(self, index: int) -> NDArray[np.float32]:
         """Photons per pixel of train ``index`` (Poisson counts before noise), float32 (cells, 16, 512, 128)."""
         return self._frames.photons(index)
+
+    def mean_background(self) -> NDArray[np.float64]:
+        """Expected photons per pixel of a lit frame's diffuse scene, (16, 512, 128) read-only: what each peak's
+        ``snr`` is measured against."""
+        return mean_background(self._scene.difficulty)
+
+    @property
+    def hot_pixels(self) -> NDArray[np.intp]:
+        """(module, ss, fs) per row of the pixels that read ``agipd_difficulty.HOT_PIXEL_PHOTONS`` in every frame
+        though the mask does not list them (they are not in ``photons``)."""
+        return self._frames.pool.hot_pixels
+
+    @property
+    def dead_pixels(self) -> NDArray[np.intp]:
+        """(module, ss, fs) per row of the pixels that read nothing in every frame though the mask does not list
+        them."""
+        return self._frames.pool.dead_pixels
 
     @property
     def cell_ids(self) -> NDArray[np.uint16]:

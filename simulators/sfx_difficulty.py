@@ -23,6 +23,7 @@ nothing per frame; hot and dead pixels are written per frame (a few hundred pixe
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,11 +79,12 @@ SNR 3–100 peaks overlapping, 5 % saturated, three strong ice rings, a strong s
 times the hot and dead pixels."""
 
 
-def preset(name: str) -> SfxDifficulty:
+def preset(name: str, presets: Mapping[str, SfxDifficulty] = PRESETS) -> SfxDifficulty:
+    """The preset called ``name`` among ``presets`` (the EIGER's unless told, ``agipd_difficulty``'s for AGIPD)."""
     try:
-        return PRESETS[name]
+        return presets[name]
     except KeyError:
-        raise ValueError(f"difficulty {name!r} is not one of {', '.join(PRESETS)}") from None
+        raise ValueError(f"difficulty {name!r} is not one of {', '.join(presets)}") from None
 
 
 def peak_intensity_for_snr(snr: float, background: float, sigma_px: float) -> float:
@@ -101,31 +103,40 @@ def mean_image(difficulty: SfxDifficulty, shape: tuple[int, int], beam_center: t
     """Expected photons per pixel of the scene's diffuse parts."""
     height, width = shape
     cx, cy = beam_center
-    half_width = width / 2.0
     rows = (np.arange(height, dtype=np.float32) - np.float32(cy))[:, None]
     cols = (np.arange(width, dtype=np.float32) - np.float32(cx))[None, :]
     radius = np.sqrt(rows * rows + cols * cols)
-    water = (radius - np.float32(WATER_RING_RADIUS * half_width)) / np.float32(WATER_RING_WIDTH * half_width)
-    mean = np.float32(difficulty.water_ring_photons) * np.exp(np.float32(-0.5) * water * water)
-    flat = np.float32(difficulty.background_photons)
-    if difficulty.background_gradient:
-        slope = np.linspace(1.0 - difficulty.background_gradient, 1.0 + difficulty.background_gradient, width,
-                            dtype=np.float32)[None, :]
-        mean += flat * slope
-    else:
-        mean += flat
-    for ring in difficulty.ice_rings:
-        offset = (radius - np.float32(ring * half_width)) / np.float32(ICE_RING_WIDTH_PX)
-        mean += np.float32(difficulty.ice_ring_photons) * np.exp(np.float32(-0.5) * offset * offset)
-    if difficulty.jet_streak_photons:
-        offset = cols / np.float32(JET_STREAK_WIDTH_PX)
-        mean += np.float32(difficulty.jet_streak_photons) * np.exp(np.float32(-0.5) * offset * offset)
+    gradient = difficulty.background_gradient
+    slope = np.linspace(1.0 - gradient, 1.0 + gradient, width, dtype=np.float32)[None, :]
+    mean = diffuse_scatter(difficulty, radius, cols, slope, width / 2.0)
     if difficulty.noisy_module is not None:
         row0, col0 = module_origins[difficulty.noisy_module % len(module_origins)]
         mean[row0:row0 + module_shape[0], col0:col0 + module_shape[1]] += np.float32(NOISY_MODULE_PHOTONS)
     if difficulty.shadow:
         mean[shadow_rows(cy, height), int(cx):] *= np.float32(SHADOW_TRANSMISSION)
     return mean.astype(np.float32, copy=False)
+
+
+def diffuse_scatter(difficulty: SfxDifficulty, radius: NDArray[np.floating], streak_offset: NDArray[np.floating],
+                    slope: NDArray[np.floating], half_width: float) -> NDArray[np.floating]:
+    """Expected photons per pixel of the water ring, the flat scatter (times ``slope``, the gradient's factor from
+    1 − g to 1 + g), the ice rings and the jet streak, at pixels ``radius`` px from the beam and ``streak_offset`` px
+    beside the streak's axis; ring radii are fractions of ``half_width``. The arrays broadcast together and the
+    result keeps their float type: every detector's scene is the same physics on its own pixel positions, and
+    float64 keeps ``background_photons`` exact, as AGIPD's ``easy`` needs to stay its original scene bit for bit."""
+    water = (radius - WATER_RING_RADIUS * half_width) / (WATER_RING_WIDTH * half_width)
+    mean = difficulty.water_ring_photons * np.exp(-0.5 * water * water)
+    if difficulty.background_gradient:
+        mean += difficulty.background_photons * slope
+    else:
+        mean += difficulty.background_photons
+    for ring in difficulty.ice_rings:
+        offset = (radius - ring * half_width) / ICE_RING_WIDTH_PX
+        mean += difficulty.ice_ring_photons * np.exp(-0.5 * offset * offset)
+    if difficulty.jet_streak_photons:
+        offset = streak_offset / JET_STREAK_WIDTH_PX
+        mean += difficulty.jet_streak_photons * np.exp(-0.5 * offset * offset)
+    return mean
 
 
 def shadow_rows(beam_y: float, height: int) -> slice:

@@ -25,7 +25,7 @@ def test_cli_prints_one_ready_line_serves_trains_and_exits_cleanly_on_sigterm(tm
     command = [
         sys.executable, "-m", MODULE, "--port", "0", "--socket", "PUSH", "--product", "corrected", "--layout",
         "online", "--cells", "2", "--unpaced", "--first-train-id", "500", "--trains", "2", "--seed", "4",
-        "--hit-fraction", "1", "--write-constants", str(constants),
+        "--hit-fraction", "1", "--difficulty", "realistic", "--write-constants", str(constants),
     ]
     with simulator_process(command) as process:
         line = read_line(process.stdout, timeout_s=30).strip()  # type: ignore[arg-type]
@@ -35,7 +35,8 @@ def test_cli_prints_one_ready_line_serves_trains_and_exits_cleanly_on_sigterm(tm
             trains = [client.next() for _ in range(2)]
         assert [meta[COMBINED_CORRECTED]["timestamp.tid"] for _, meta in trains] == [500, 501]
         assert trains[0][0][COMBINED_CORRECTED]["image.data"].shape == (16, 128, 512, 2)
-        with AgipdSimulator(product="corrected", layout="online", cells=2, seed=4, hit_fraction=1.0) as same:
+        with AgipdSimulator(product="corrected", layout="online", cells=2, seed=4, hit_fraction=1.0,
+                            difficulty="realistic") as same:
             np.testing.assert_array_equal(trains[1][0][COMBINED_CORRECTED]["image.gain"].transpose(3, 0, 2, 1),
                                           same.train(1).gain)
         with h5py.File(constants, "r") as f:
@@ -71,3 +72,14 @@ def test_cli_reply_delay_makes_a_slow_bridge_and_refuses_a_negative_one() -> Non
     refused = subprocess.run([sys.executable, "-m", MODULE, "--port", "0", "--reply-delay", "-1"],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "reply_delay_s must be >= 0, got -1.0" in refused.stderr
+
+
+def test_cli_help_names_the_difficulty_presets_and_a_wrong_one_is_one_error_line_and_exit_2() -> None:
+    helped = subprocess.run([sys.executable, "-m", MODULE, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0
+    assert all(f"{name}:" in " ".join(helped.stdout.split()) for name in ("easy", "realistic", "hard"))
+    refused = subprocess.run([sys.executable, "-m", MODULE, "--port", "0", "--difficulty", "extreme"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "argument --difficulty: invalid choice: 'extreme'" in errors[0], refused.stderr
