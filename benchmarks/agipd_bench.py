@@ -19,13 +19,13 @@ from detpipe.pipeline.core.stage_runner import StageRunner
 from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 
 from .bench_size import BenchSize
-from .best_of import best_times
+from .rounds import Measured, interleaved_times, rate, ratio
 
 CELLS = 64
 KEYS = ("agipd.trains_per_s", "agipd.bare_client_trains_per_s", "agipd.ratio_vs_bare_client")
 
 
-def bench_agipd(size: BenchSize) -> dict[str, float]:
+def bench_agipd(size: BenchSize) -> dict[str, Measured]:
     trains = size.agipd_trains
     port = free_tcp_port()
     endpoint = f"tcp://127.0.0.1:{port}"
@@ -37,14 +37,14 @@ def bench_agipd(size: BenchSize) -> dict[str, float]:
     with simulator, tempfile.TemporaryDirectory(prefix="detpipe-agipd-") as tmp:
         _bare_client(endpoint, 2)  # warm-up: the simulator builds its constants and background pools
         runs = iter(range(1000))
-        bare_s, ours_s = best_times([
+        bare_s, ours_s = interleaved_times([
             lambda: _bare_client(endpoint, trains),
             lambda: _receive_and_write(endpoint, Path(tmp), next(runs) + 1, trains),
-        ], rounds=size.agipd_rounds)
+        ], size.agipd_rounds)
     return {
-        "agipd.trains_per_s": trains / ours_s,
-        "agipd.bare_client_trains_per_s": trains / bare_s,
-        "agipd.ratio_vs_bare_client": bare_s / ours_s,
+        "agipd.trains_per_s": rate(trains, ours_s),
+        "agipd.bare_client_trains_per_s": rate(trains, bare_s),
+        "agipd.ratio_vs_bare_client": ratio(bare_s, ours_s),
     }
 
 

@@ -5,9 +5,9 @@ does: default 3 s timeout, waiting on State."""
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,9 @@ from detpipe.pipeline.core.live_view import DEFAULT_RATE_HZ
 from detpipe.simulators import EigerSimulator
 
 from .bench_size import BenchSize
+from .cpu_use import cpu_seconds, print_cpu_table
 from .frames import DISTINCT_FRAMES
+from .rounds import Measured, Spread
 from .simulator_process import SEND_TIMEOUT_S
 
 DETECTOR, HIT_FINDER, WRITER = "bench/eiger/1", "bench/hitfinder/1", "bench/writer/1"
@@ -31,35 +33,32 @@ WORKERS_START_S = 300.0
 SERIES_TIMEOUT_S = 600.0
 KEYS = ("e2e.fps", "e2e.frames_lost", "e2e.live_view_ratio", "e2e.live_view_pictures")
 LIVE_VIEW_ROUNDS = 5  # interleaved series pairs (live view off, on) in one server
-TRIAGE_KEYS = ("triage.e2e_fps", "triage.e2e_fps_worst", "triage.e2e_frames_lost", "triage.e2e_frames_not_triaged")
+TRIAGE_KEYS = ("triage.e2e_fps", "triage.e2e_frames_lost", "triage.e2e_frames_not_triaged")
 
 
-def bench_e2e(size: BenchSize) -> dict[str, float]:
-    """``e2e.fps``: the best series with the live view off; ``e2e.live_view_ratio``: the median over interleaved
-    pairs of series in the same server of frames/s with the live view at its default rate (5 Hz) over frames/s
+def bench_e2e(size: BenchSize) -> dict[str, Measured]:
+    """``e2e.fps``: the series with the live view off (median and spread); ``e2e.live_view_ratio``: interleaved
+    pairs of series in the same server, frames/s with the live view at its default rate (5 Hz) over frames/s
     without (goal >= 0.97; one pair varies by +-15 % on a shared VM, the median of 5 by a few %);
     ``e2e.live_view_pictures``: pictures the live view made over those series (0 would mean it never ran; on a
     fully loaded machine a single short series may get none, as the live view's thread yields to the data)."""
     rounds = min(size.rounds, LIVE_VIEW_ROUNDS)
     series = _run_chain(size.frames, triage=False, live_rates_hz=(0.0, DEFAULT_RATE_HZ) * rounds)
     off, on = series[0::2], series[1::2]
-    return {"e2e.fps": max(r.fps for r in off), "e2e.frames_lost": max(r.frames_lost for r in series),
-            "e2e.live_view_ratio": statistics.median(b.fps / a.fps for a, b in zip(off, on)),
+    _print_cpu("4M chain, live view off", off)
+    return {"e2e.fps": Spread.of(r.fps for r in off), "e2e.frames_lost": max(r.frames_lost for r in series),
+            "e2e.live_view_ratio": Spread.of(b.fps / a.fps for a, b in zip(off, on, strict=True)),
             "e2e.live_view_pictures": float(sum(r.pictures for r in on))}
 
 
-def bench_triage_e2e(size: BenchSize) -> dict[str, float]:
-    """Every frame triaged (the hit finder's queue holds the whole series, so none skips triage) and written.
-
-    Best of ``size.triage_rounds`` (after ``os.sync()``, as ``best_of`` does): on the shared 2-core VM a
-    page-cache writeback stall of 1–2 s in one series halves its rate; the worst round is reported too.
-    """
-    rounds = []
-    for _ in range(size.triage_rounds):
-        os.sync()
-        rounds.extend(_run_chain(size.triage_frames, triage=True))
-    fps = [r.fps for r in rounds]
-    return {"triage.e2e_fps": max(fps), "triage.e2e_fps_worst": min(fps),
+def bench_triage_e2e(size: BenchSize) -> dict[str, Measured]:
+    """Every frame triaged (the hit finder's queue holds the whole series, so none skips triage) and written:
+    ``size.triage_rounds`` series in one server (each after ``os.sync()``, its files removed after it), the
+    median and spread of their frames/s. On the shared 2-core VM a page-cache writeback stall of 1–2 s in one
+    series halves its rate: that shows as the spread's low end, not as the median."""
+    rounds = _run_chain(size.triage_frames, triage=True, live_rates_hz=(0.0,) * size.triage_rounds)
+    _print_cpu("triaged 4M chain", rounds)
+    return {"triage.e2e_fps": Spread.of(r.fps for r in rounds),
             "triage.e2e_frames_lost": max(r.frames_lost for r in rounds),
             "triage.e2e_frames_not_triaged": max(r.frames_not_triaged for r in rounds)}
 
@@ -70,6 +69,15 @@ class SeriesResult:
     frames_lost: float
     frames_not_triaged: float
     pictures: int  # live view pictures made during the series
+    wall_s: float
+    cpu: Counter[str]  # CPU seconds during the series by "process: thread"
+
+
+def _print_cpu(title: str, series: Sequence[SeriesResult]) -> None:
+    used: Counter[str] = Counter()
+    for result in series:
+        used.update(result.cpu)
+    print_cpu_table(title, used, sum(r.wall_s for r in series))
 
 
 def _run_chain(n_frames: int, *, triage: bool, live_rates_hz: Sequence[float] = (0.0,)) -> list[SeriesResult]:
@@ -104,7 +112,8 @@ def _run_chain(n_frames: int, *, triage: bool, live_rates_hz: Sequence[float] = 
             for rate_hz in live_rates_hz:
                 detector.live_image_max_rate = rate_hz
                 os.sync()
-                results.append(_series(detector, writer, finder, n_frames))
+                processes = (("server", ctx.thread.pid), ("bench + simulator", os.getpid()))
+                results.append(_series(detector, writer, finder, n_frames, processes))
                 _remove_files(Path(tmp))
     return results
 
@@ -119,14 +128,17 @@ def _remove_files(directory: Path) -> None:
 
 
 def _series(detector: tango.DeviceProxy, writer: tango.DeviceProxy, finder: tango.DeviceProxy | None,
-            n_frames: int) -> SeriesResult:
+            n_frames: int, processes: Sequence[tuple[str, int]]) -> SeriesResult:
     pictures_before = detector.video_last_image_counter
     prepare(detector)
+    cpu_before = cpu_seconds(processes)
     t0 = time.perf_counter()
     detector.Start()
     wait_until_saved(detector, SERIES_TIMEOUT_S)
     elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(processes)
+    cpu.subtract(cpu_before)
     written = writer.frames_written
     untriaged = float(n_frames - finder.frames_triaged) if finder is not None else 0.0
     return SeriesResult(written / elapsed, float(n_frames - written), untriaged,
-                        detector.video_last_image_counter - pictures_before)
+                        detector.video_last_image_counter - pictures_before, elapsed, +cpu)

@@ -22,7 +22,7 @@ from detpipe.pipeline.exdf.pixel_compression import PixelCompression
 from detpipe.simulators import AgipdSimulator
 
 from .bench_size import BenchSize
-from .best_of import best_times
+from .rounds import Measured, interleaved_times, rate, ratio
 
 CELLS = 64
 METHODS = ("none", "deflate", "lzf", "bslz4")
@@ -31,20 +31,20 @@ KEYS = ("exdf_compression.disk_write_mb_s",
         *(f"exdf_compression.{m}_stored" for m in METHODS))
 
 
-def bench_exdf_compression(size: BenchSize) -> dict[str, float]:
+def bench_exdf_compression(size: BenchSize) -> dict[str, Measured]:
     with AgipdSimulator(product="raw", cells=CELLS, seed=3) as simulator:
         frames = np.concatenate([simulator.train(i).data[:, 0] for i in range(size.agipd_trains)])
-    results: dict[str, float] = {}
+    results: dict[str, Measured] = {}
     with tempfile.TemporaryDirectory(prefix="detpipe-exdf-compression-") as tmp:
         directory = Path(tmp)
         writes: dict[str, Callable[[], float]] = {"disk": lambda: _disk_write(directory / "raw.bin", frames)}
         for method in METHODS:
             writes[method] = (lambda m=method: _h5_write(directory / f"{m}.h5", frames, m))
-        times = dict(zip(writes, best_times(list(writes.values()), rounds=size.agipd_rounds)))
+        times = dict(zip(writes, interleaved_times(list(writes.values()), size.agipd_rounds), strict=True))
         for method in METHODS:
-            results[f"exdf_compression.{method}_ratio"] = times["disk"] / times[method]
+            results[f"exdf_compression.{method}_ratio"] = ratio(times["disk"], times[method])
             results[f"exdf_compression.{method}_stored"] = _stored_bytes(directory / f"{method}.h5") / frames.nbytes
-    results["exdf_compression.disk_write_mb_s"] = frames.nbytes / times["disk"] / 1e6
+    results["exdf_compression.disk_write_mb_s"] = rate(frames.nbytes / 1e6, times["disk"])
     return results
 
 

@@ -18,8 +18,8 @@ from detpipe.pipeline.eiger.simplon_client import SimplonClient
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 
 from .bench_size import BenchSize
-from .best_of import best_times
 from .frames import DISTINCT_FRAMES
+from .rounds import Measured, interleaved_times, rate, ratio
 from .simulator_process import SEND_TIMEOUT_S, unpaced_simulator
 
 KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull", "receiver.bare_checked_pull_fps",
@@ -31,24 +31,24 @@ RECEIVE_TIMEOUT_MS = int(2 * SEND_TIMEOUT_S * 1000)
 PEER_GONE_S = 1.0
 
 
-def bench_receiver(size: BenchSize) -> dict[str, float]:
+def bench_receiver(size: BenchSize) -> dict[str, Measured]:
     n_frames = size.frames
     with unpaced_simulator() as sim:
         client = SimplonClient(sim.rest_url)
         configure_series(client, 2 * DISTINCT_FRAMES)
         _bare_pull(sim.stream_endpoint, client, 2 * DISTINCT_FRAMES)  # warm-up: the simulator caches its blobs
         configure_series(client, n_frames)
-        bare_s, checked_s, ours_s = best_times([
+        bare_s, checked_s, ours_s = interleaved_times([
             lambda: _bare_pull(sim.stream_endpoint, client, n_frames),
             lambda: _bare_pull(sim.stream_endpoint, client, n_frames, check=True),
             lambda: _our_receiver(sim.stream_endpoint, client, n_frames),
         ], size.rounds)
     return {
-        "receiver.fps": n_frames / ours_s,
-        "receiver.bare_pull_fps": n_frames / bare_s,
-        "receiver.ratio_vs_bare_pull": bare_s / ours_s,
-        "receiver.bare_checked_pull_fps": n_frames / checked_s,
-        "receiver.ratio_vs_bare_checked_pull": checked_s / ours_s,
+        "receiver.fps": rate(n_frames, ours_s),
+        "receiver.bare_pull_fps": rate(n_frames, bare_s),
+        "receiver.ratio_vs_bare_pull": ratio(bare_s, ours_s),
+        "receiver.bare_checked_pull_fps": rate(n_frames, checked_s),
+        "receiver.ratio_vs_bare_checked_pull": ratio(checked_s, ours_s),
     }
 
 

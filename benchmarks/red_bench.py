@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -29,11 +30,13 @@ from detpipe.pipeline.core.series import DetectorConfig, EndOfSeries, SeriesStar
 from detpipe.pipeline.core.triage_params import TriageParams
 from detpipe.pipeline.policy.data_policy_stage import DataPolicyStage
 from detpipe.pipeline.policy.reduction_params import Policy, ReductionParams
+from detpipe.pipeline.policy.reduction_stats import ReductionStats
 from detpipe.pipeline.triage.detector_geometry import eiger_triage_geometry
 from detpipe.pipeline.triage.hit_finder import HitFinder
 from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 
 from .bench_size import BenchSize
+from .rounds import Measured, interleaved_times, rate, ratio
 
 KEYS = ("red.fps", "red.raw_writer_fps", "red.fps_vs_raw_writer", "red.reduction_ratio", "red.frames_kept",
         "red.realistic_reduction_ratio", "red.realistic_bragg_kept")
@@ -53,27 +56,41 @@ def _series(n_frames: int) -> tuple[SeriesStart, list[Frame]]:
     return SeriesStart(1, config=config, pixel_mask=sfx.pixel_mask), frames
 
 
-def _rate(stage: NxmxWriter | DataPolicyStage, start: SeriesStart, frames: list[Frame]) -> float:
+def _seconds(stage: NxmxWriter | DataPolicyStage, start: SeriesStart, frames: list[Frame]) -> float:
     t0 = time.perf_counter()
     stage.start_series(start)
     for frame in frames:
         stage.process(frame)
     stage.finish(EndOfSeries(1, frames_sent=len(frames)))
-    return len(frames) / (time.perf_counter() - t0)
+    return time.perf_counter() - t0
 
 
-def bench_red(size: BenchSize) -> dict[str, float]:
+def bench_red(size: BenchSize) -> dict[str, Measured]:
+    """Raw writer and policy stage interleaved, each round into fresh folders removed after it."""
     start, frames = _series(size.red_frames)
-    with tempfile.TemporaryDirectory(prefix="detpipe-red-bench-") as tmp:
-        root = Path(tmp)
-        raw_fps = _rate(NxmxWriter(SavingParams(directory=root / "raw", data_roots=(root,))), start, frames)
+    stats: list[ReductionStats] = []
+
+    def raw(root: Path) -> float:
+        return _seconds(NxmxWriter(SavingParams(directory=root / "raw", data_roots=(root,))), start, frames)
+
+    def red(root: Path) -> float:
         stage = DataPolicyStage(SavingParams(directory=root / "run", data_roots=(root,)), POLICY)
-        red_fps = _rate(stage, start, frames)
+        elapsed = _seconds(stage, start, frames)
         stage.finalise([])
-        results = {"red.fps": red_fps, "red.raw_writer_fps": raw_fps, "red.fps_vs_raw_writer": red_fps / raw_fps,
-                   "red.reduction_ratio": stage.stats.reduction_ratio,
-                   "red.frames_kept": float(stage.stats.frames_kept)}
+        stats.append(stage.stats)
+        return elapsed
+
+    raw_s, red_s = interleaved_times([lambda: _in_fresh_folder(raw), lambda: _in_fresh_folder(red)], size.rounds)
+    results: dict[str, Measured] = {
+        "red.fps": rate(len(frames), red_s), "red.raw_writer_fps": rate(len(frames), raw_s),
+        "red.fps_vs_raw_writer": ratio(raw_s, red_s), "red.reduction_ratio": stats[-1].reduction_ratio,
+        "red.frames_kept": float(stats[-1].frames_kept)}
     return {**results, **_realistic(size.red_frames)}
+
+
+def _in_fresh_folder(measure: Callable[[Path], float]) -> float:
+    with tempfile.TemporaryDirectory(prefix="detpipe-red-bench-") as tmp:
+        return measure(Path(tmp))
 
 
 def _realistic(n_frames: int) -> dict[str, float]:
@@ -98,7 +115,7 @@ def _realistic(n_frames: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="detpipe-red-realistic-") as tmp:
         root = Path(tmp)
         stage = DataPolicyStage(SavingParams(directory=root / "run", data_roots=(root,)), POLICY)
-        _rate(stage, start, frames)
+        _seconds(stage, start, frames)
         stage.finalise([])
         with h5py.File(stage.run.red_master, "r") as red:
             kept = red["/entry/process_02/kept_frames"][()]

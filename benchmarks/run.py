@@ -1,8 +1,10 @@
 """``make bench``: throughput of writers, receivers and whole chains, as ratios to baselines of the same run.
 
-Prints a table and writes ``benchmarks/results/latest.json`` (a flat object of named numbers). Absolute
-numbers depend on the machine; the ratios are what the targets are about (goal ≥ 0.95 for both). Triage
-numbers are per frame on one core (``triage.*_ms_*``) and whole-chain frames/s (``triage.e2e_fps``).
+Prints a table and writes ``benchmarks/results/latest.json``: ``values``, a flat object of named numbers, and
+``spread``, for every number measured once per round, its lowest and highest round and how many rounds there
+were (the value is then their median; ``rounds.py``). Absolute numbers depend on the machine; the ratios are
+what the targets are about. Triage numbers are per frame on one core (``triage.*_ms_*``) and whole-chain
+frames/s (``triage.e2e_fps``).
 ``--smoke`` runs every benchmark once on a few frames, as ``make test`` does, and fails when a benchmark
 does not report every key it promises.
 """
@@ -29,10 +31,11 @@ from . import (
     writer_bench,
 )
 from .bench_size import FULL, SMOKE, BenchSize
+from .rounds import Measured, Spread, value
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
-Bench = Callable[[BenchSize], dict[str, float]]
+Bench = Callable[[BenchSize], dict[str, Measured]]
 BENCHES: tuple[tuple[Bench, tuple[str, ...]], ...] = (
     (writer_bench.bench_writer, writer_bench.KEYS),
     (receiver_bench.bench_receiver, receiver_bench.KEYS),
@@ -69,26 +72,37 @@ def main(argv: list[str] | None = None) -> int:
     size = SMOKE if args.smoke else FULL
     if args.frames is not None:
         size = replace(size, frames=args.frames)
-    results: dict[str, float] = {}
+    results: dict[str, Measured] = {}
     for bench, keys in BENCHES:
         measured = bench(size)
-        if missing := [k for k in keys if not math.isfinite(measured.get(k, math.nan))]:
+        if missing := [k for k in keys if not math.isfinite(value(measured.get(k, math.nan)))]:
             raise MissingKeys(bench.__name__, missing)
         results.update(measured)
         print_table(measured)
     print("\nall benchmarks", end="")
     print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    args.output.write_text(json.dumps(results_document(results), indent=2, sort_keys=True) + "\n")
     print(f"\nwritten {args.output}")
     return 0
 
 
-def print_table(results: dict[str, float]) -> None:
+def results_document(results: dict[str, Measured]) -> dict[str, dict]:
+    """What latest.json holds: every key's value, and the spread of those measured per round."""
+    return {"values": {name: value(measured) for name, measured in results.items()},
+            "spread": {name: {"min": m.low, "max": m.high, "rounds": m.rounds}
+                       for name, m in results.items() if isinstance(m, Spread)}}
+
+
+def print_table(results: dict[str, Measured]) -> None:
+    """One line a key: the value (a median where measured per round) and, for those, [min … max] over n rounds."""
     width = max(map(len, results))
-    print("\n" + "-" * (width + 16))
-    for name, value in results.items():
-        print(f"{name:<{width}}  {value:>12.3f}")
+    print("\n" + "-" * (width + 44))
+    print(f"{'key':<{width}}  {'value':>12}  spread over rounds")
+    for name, measured in results.items():
+        spread = (f"  [{measured.low:.3f} … {measured.high:.3f}] in {measured.rounds}"
+                  if isinstance(measured, Spread) else "")
+        print(f"{name:<{width}}  {value(measured):>12.3f}{spread}")
 
 
 if __name__ == "__main__":

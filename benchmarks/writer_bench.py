@@ -24,8 +24,8 @@ from detpipe.pipeline.core.series import DetectorConfig, EndOfSeries, SeriesStar
 from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 
 from .bench_size import BenchSize
-from .best_of import best_times
 from .frames import bslz4_frames
+from .rounds import Measured, interleaved_times, rate, ratio
 
 KEYS = ("writer.fps", "writer.mbps_on_disk", "writer.raw_write_fps", "writer.ratio_vs_raw_write",
         "writer.in_memory_fps", "writer.checked_in_memory_fps", "writer.checked_ratio")
@@ -33,31 +33,31 @@ MEMORY_FS = Path("/dev/shm")
 CHECK_QUEUE = 64  # as the receiver's hand-over
 
 
-def bench_writer(size: BenchSize) -> dict[str, float]:
+def bench_writer(size: BenchSize) -> dict[str, Measured]:
     n_frames = size.frames
     frames = bslz4_frames(n_frames)
     total_bytes = sum(len(f.blob) for f in frames)
     with tempfile.TemporaryDirectory(prefix="detpipe-bench-") as tmp:
         root = Path(tmp)
         runs = iter(range(1_000_000))
-        raw_s, writer_s = best_times([
+        raw_s, writer_s = interleaved_times([
             lambda: _raw_write(frames, root / f"raw_{next(runs)}.bin"),
             lambda: _nxmx_write(frames, root, next(runs)),
         ], size.rounds)
     with tempfile.TemporaryDirectory(prefix="detpipe-bench-", dir=_memory_dir(total_bytes)) as tmp:
         root = Path(tmp)
-        memory_s, checked_s = best_times([
+        memory_s, checked_s = interleaved_times([
             lambda: _nxmx_write(frames, root, next(runs)),
             lambda: _nxmx_write(frames, root, next(runs), checked=True),
         ], size.rounds)
     return {
-        "writer.fps": n_frames / writer_s,
-        "writer.mbps_on_disk": total_bytes / writer_s / 1e6,
-        "writer.raw_write_fps": n_frames / raw_s,
-        "writer.ratio_vs_raw_write": raw_s / writer_s,
-        "writer.in_memory_fps": n_frames / memory_s,
-        "writer.checked_in_memory_fps": n_frames / checked_s,
-        "writer.checked_ratio": memory_s / checked_s,
+        "writer.fps": rate(n_frames, writer_s),
+        "writer.mbps_on_disk": rate(total_bytes / 1e6, writer_s),
+        "writer.raw_write_fps": rate(n_frames, raw_s),
+        "writer.ratio_vs_raw_write": ratio(raw_s, writer_s),
+        "writer.in_memory_fps": rate(n_frames, memory_s),
+        "writer.checked_in_memory_fps": rate(n_frames, checked_s),
+        "writer.checked_ratio": ratio(memory_s, checked_s),
     }
 
 
@@ -68,7 +68,9 @@ def _raw_write(frames: list, path: Path) -> float:
             out.write(frame.blob)
         out.flush()
         os.fsync(out.fileno())
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    path.unlink()  # as the NXmx files are: no round's files stay in the page cache for the next
+    return elapsed
 
 
 def _nxmx_write(frames: list[Frame], root: Path, run: int, *, checked: bool = False) -> float:

@@ -36,6 +36,7 @@ from ..core.errors import FrameRejected
 from ..core.frame_queue import FrameQueue, FullPolicy
 from ..core.series import EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
+from ..core.thread_names import pipeline_thread
 from ..core.train import Train
 from .bridge_decoder import decode_bridge_message
 from .layout import Layout
@@ -114,7 +115,7 @@ class AgipdReceiver:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._logged_reasons: set[str] = set()
-        self._thread = threading.Thread(target=self._loop, name="detpipe-agipd-receiver", daemon=True)
+        self._thread = pipeline_thread(self._loop, "agipd-receiver")
 
     def start(self) -> None:
         self._thread.start()

@@ -25,6 +25,7 @@ import numpy as np
 from .chunk_framing import decode_chunk_pixels
 from .frame import Frame, masked_pixel_value
 from .series import SeriesStart
+from .thread_names import pipeline_thread
 from .train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class LiveView:
         self._rendered: Any = None  # the item of ``picture``, compared by identity
         self._wake = threading.Event()
         self._closing = False
-        self._thread = threading.Thread(target=self._loop, name="detpipe-live-view", daemon=True)
+        self._thread = pipeline_thread(self._loop, "live-view")
 
     @property
     def max_rate_hz(self) -> float:

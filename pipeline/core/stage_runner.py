@@ -12,6 +12,7 @@ from .frame import Frame
 from .frame_queue import FrameQueue
 from .series import EndOfSeries, SeriesStart
 from .stage import Item, Stage
+from .thread_names import pipeline_thread
 from .train import Train
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class StageRunner:
         self.series_id: int | None = None
         self.last_end: EndOfSeries | None = None
         self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"detpipe-{name}", daemon=True)
+        self._thread = pipeline_thread(self._loop, name)
         self._logged_reasons: set[str] = set()
 
     def start(self) -> None:

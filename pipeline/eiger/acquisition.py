@@ -26,6 +26,7 @@ from ..core.errors import (
 from ..core.frame_queue import FrameQueue
 from ..core.series import DetectorConfig, EndOfSeries, EndReason
 from ..core.stage import Item
+from ..core.thread_names import pipeline_thread
 from .acquisition_params import AcquisitionParams, StreamFormatChoice
 from .simplon_client import ConfigChange, SimplonClient
 from .stream_receiver import StreamReceiver
@@ -293,7 +294,7 @@ class EigerAcquisition:
             finally:
                 done.set()
 
-        threading.Thread(target=trigger, name="detpipe-trigger", daemon=True).start()
+        pipeline_thread(trigger, "trigger").start()
         while not done.wait(0.05):
             self._check_stream_alive()
         if failure:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from collections.abc import Callable
 
 from ..core.chunk_framing import verify_payload
@@ -26,6 +25,7 @@ from ..core.frame_queue import FrameQueue
 from ..core.receiver_stats import ReceiverStats
 from ..core.series import EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
+from ..core.thread_names import pipeline_thread
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FrameForwarder:
         self._seen: dict[str, bytearray] = {}  # per channel, a bit per frame index forwarded
         self.latest: Frame | None = None  # the newest frame forwarded, for the live view: a reference, no copy
         self.series_start: SeriesStart | None = None  # of the newest series (its pixel mask), for the live view
-        self._thread = threading.Thread(target=self._loop, name="detpipe-frame-check", daemon=True)
+        self._thread = pipeline_thread(self._loop, "frame-check")
 
     def start(self) -> None:
         self._thread.start()

@@ -32,6 +32,7 @@ from ..core.frame_queue import FrameQueue
 from ..core.receiver_stats import ReceiverStats
 from ..core.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
+from ..core.thread_names import pipeline_thread
 from .frame_forwarder import FrameForwarder
 from .stream_decoder import EigerStreamDecoder, ForeignSeries
 from .stream_socket import StreamSocket
@@ -76,7 +77,7 @@ class StreamReceiver:
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._logged_reasons: set[str] = set()
-        self._thread = threading.Thread(target=self._loop, name="detpipe-receiver", daemon=True)
+        self._thread = pipeline_thread(self._loop, "receiver")
 
     def start(self) -> None:
         self._forwarder.start()

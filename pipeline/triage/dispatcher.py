@@ -22,6 +22,7 @@ from ..core.frame_queue import FrameQueue
 from ..core.peak_list import FrameTriage, PeakList
 from ..core.series import DetectorConfig, EndOfSeries, SeriesStart
 from ..core.stage import Item
+from ..core.thread_names import pipeline_thread
 from ..core.train import Product, Train
 from ..core.triage_params import TriageParams
 from .pool import TriagePool
@@ -81,7 +82,7 @@ class TriageDispatcher:
         self._next_job = 0
         self._logged: set[str] = set()
         self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="detpipe-triage", daemon=True)
+        self._thread = pipeline_thread(self._loop, "triage")
 
     def start(self) -> None:
         self.pool.start()

@@ -19,7 +19,8 @@ def test_every_benchmark_runs_and_reports_every_key_it_promises(tmp_path: Path) 
     run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(output)],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads(output.read_text())
+    document = json.loads(output.read_text())
+    results, spread = document["values"], document["spread"]
     promised = [key for _, keys in BENCHES for key in keys]
     assert len(promised) == len(set(promised)) >= 25
     missing = [key for key in promised if not math.isfinite(results.get(key, math.nan))]
@@ -30,6 +31,12 @@ def test_every_benchmark_runs_and_reports_every_key_it_promises(tmp_path: Path) 
     # hits-only + rounding on triaged realistic frames keeps the true Bragg signal (item 5 of the triage issue)
     assert results["red.realistic_bragg_kept"] >= 0.99 and results["red.realistic_reduction_ratio"] > 2
     assert "written" in run.stdout
+    # every ratio to a baseline is measured per interleaved round, with its spread next to the value
+    ratios = [key for key in promised if "ratio" in key and not key.endswith("reduction_ratio")]
+    assert len(ratios) >= 8 and set(ratios) <= set(spread)
+    for key, each in spread.items():
+        assert each["rounds"] >= 1 and each["min"] <= results[key] <= each["max"], (key, each)
+    assert "spread over rounds" in run.stdout
 
 
 def test_a_wrong_option_is_refused_with_a_one_line_reason() -> None:
