@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import numpy as np
 from tango import DevFailed, DevState, Util
 from tango.server import attribute, command, device_property
 
@@ -185,12 +186,13 @@ class DetectorDevice(LiveViewDevice):
         if finder is not None:
             finder.preload(kind, config)
 
-    async def expect_series(self, config: DetectorConfig | None) -> None:
-        """Tell the hit finder (if any) what the armed series looks like; returns when triage is ready for it."""
+    async def expect_series(self, config: DetectorConfig | None, pixel_mask: np.ndarray | None = None) -> None:
+        """Tell the hit finder (if any) what the armed series looks like (its pixel mask too, as read over
+        REST); returns when triage is ready for it."""
         finder = self._hit_finder()
         if finder is not None:
             self._chain_step = "waiting for the hit finder's geometry"
-            await finder.expect(config)
+            await finder.expect(config, pixel_mask)
             self._chain_step = ""
 
     def _writer_queue_fill(self) -> float:

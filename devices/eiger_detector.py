@@ -342,7 +342,7 @@ class EigerDetector(DetectorDevice):
         await self.wait_for_chain()
         requested = self._acq.requested
         series_id = await self.engine_call(lambda: self._acq.prepare(requested, self._claim))
-        await self.expect_series(self._acq.rest_config)
+        await self.expect_series(self._acq.rest_config, self._acq.pixel_mask)
         self._summary = f"Series {series_id} prepared"
 
     def _claim(self, series_id: int) -> FrameQueue[Item]:

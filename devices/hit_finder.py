@@ -147,14 +147,17 @@ class HitFinder(DetpipeDevice):
         self._dispatcher.params = self.requested_params
         self._dispatcher.expect(config, kind)
 
-    async def expect(self, config: DetectorConfig | None, timeout_s: float = 30.0) -> None:
+    async def expect(self, config: DetectorConfig | None, pixel_mask: np.ndarray | None = None,
+                     timeout_s: float = 30.0) -> None:
         """The armed series' detector configuration: returns once the workers have built their geometry
         for it (at once when it is what they built in advance; about a second for a new 4M geometry), so
         triage keeps up from the first frame after Start. None: nothing to wait for (an AGIPD run, whose
-        geometry is fixed and sent by ``connect``, or an Eiger series whose header brings it)."""
+        geometry is fixed and sent by ``connect``, or an Eiger series whose header brings it). With the pixel
+        mask the DCU gave over REST the geometry is the one the header's mask asks for, so the workers do
+        not build it again when the first frames arrive."""
         if not self._enabled or config is None:
             return
-        self._dispatcher.expect(config)
+        self._dispatcher.expect(config, pixel_mask=pixel_mask)
         await wait_for(lambda: self._dispatcher.setup_ready, timeout_s, poll_s=0.02)
 
     def set_parameter(self, name: str, value: Any) -> None:

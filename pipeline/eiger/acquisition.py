@@ -97,6 +97,7 @@ class EigerAcquisition:
         self.detector_values: dict[str, object] = {}
         self.unreadable_keys: dict[str, str] = {}  # side-effect keys of the last Prepare's PUTs GET could not read
         self.pixel_mask_note = ""  # why the last series' master has no pixel mask; empty when it has one
+        self.pixel_mask: np.ndarray | None = None  # the armed series' mask as read over REST at Prepare
         self.rest_config: DetectorConfig | None = None  # the armed series' settings as read over REST
         self.step = ""  # what a Prepare in progress is doing, for the device's Status
         self._series_ended = threading.Event()
@@ -145,6 +146,7 @@ class EigerAcquisition:
             self._series_ended.clear()
             self._stop_requested.clear()
             self.series_id, self.params, self.rest_config = series_id, params, rest_config
+            self.pixel_mask = pixel_mask
             self.receiver.listen(series_id, outbox, rest_config, pixel_mask)
             self.phase = Phase.PREPARED
         log.info("series %d armed: %d frames", series_id, params.nb_frames)

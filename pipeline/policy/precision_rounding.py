@@ -100,18 +100,32 @@ def _round_integers(
     masked_substitute: int,  # the rounded value nearest ``masked_value`` towards zero
     positive_cap: int,  # the largest rounded magnitude a positive (negative) value may take
     negative_cap: int,
+    unchanged_below: int,  # 0 <= v < this is its own rounding (2**mantissa_bits without a step, else 0)
     out: np.ndarray,  # same dtype as ``values``, (N,), every element written
 ) -> None:  # pragma: no cover - compiled
-    """Sign-magnitude rounding; out-of-range results and the marker clamp towards zero (module docstring)."""
+    """Sign-magnitude rounding; out-of-range results and the marker clamp towards zero (module docstring).
+
+    Most pixels of a diffraction frame are a few counts, which keep all their bits, or the marker of a gap. A
+    first pass copies every pixel and lists the others; only those are rounded. In one pass the compiler
+    turns the branch-free rounding into a select evaluated for every pixel: 13 ms per EIGER2 4M frame
+    instead of 2.6 ms."""
+    to_round = np.empty(values.size, dtype=np.int32)
+    n = 0
     for i in range(values.size):
+        v = np.int64(values[i])
+        out[i] = v
+        if not ((0 <= v < unchanged_below) | (has_mask & (v == masked_value))):
+            to_round[n] = i
+            n += 1
+    for k in range(n):
+        i = to_round[k]
         v = np.int64(values[i])
         negative = v < 0
         a = -v if negative else v
         dropped = min(max(_bit_length(a) - mantissa_bits, step_exponent, 0), 34)
         r = min(_drop_bits_half_even(a, dropped), negative_cap if negative else positive_cap)
         rounded = -r if negative else r
-        rounded = masked_substitute if has_mask & (rounded == masked_value) & (r != 0) else rounded
-        out[i] = v if has_mask & (v == masked_value) else rounded
+        out[i] = masked_substitute if has_mask & (rounded == masked_value) & (r != 0) else rounded
 
 
 def _largest_rounded_at_most(a: int, mantissa_bits: int, step_exponent: int) -> int:
@@ -160,7 +174,8 @@ def round_precision(
         out = np.empty(flat.size, dtype=values.dtype)
         _round_integers(flat, int(mantissa_bits), step, marker is not None, 0 if marker is None else marker,
                         substitute, _largest_rounded_at_most(int(info.max), mantissa_bits, step),
-                        _largest_rounded_at_most(-int(info.min), mantissa_bits, step), out)
+                        _largest_rounded_at_most(-int(info.min), mantissa_bits, step),
+                        (1 << mantissa_bits) if step == 0 else 0, out)
         return out.reshape(values.shape)
     raise TypeError(f"precision rounding takes float32 or integer pixels of up to {_MAX_INTEGER_BITS} bits, "
                     f"got {values.dtype}; convert float64 frames to float32 first")
@@ -178,19 +193,16 @@ def _integer_marker(masked_value: int | float | None) -> int | None:
 def _accumulate_error(
     original: np.ndarray,  # (N,), any numeric dtype, photons
     rounded: np.ndarray,  # (N,), same size
-    use_valid: bool,
-    valid: np.ndarray,  # bool (N,), or empty when ``use_valid`` is False
+    changed: np.ndarray,  # int64 indices of the pixels to count whose value rounding changed (or NaN)
     has_mask: bool,
     masked_value: float,
 ) -> tuple[int, float, float, float]:  # pragma: no cover - compiled
-    """(pixels, Σ Δ², Σ Δ²/max(I, 1), max |Δ|) over counted pixels; NaN and masked pixels are skipped."""
+    """(pixels, Σ Δ², Σ Δ²/max(I, 1), max |Δ|) over the ``changed`` pixels; NaN and masked ones are skipped."""
     pixels = 0
     sum_sq = 0.0
     sum_sq_sigma = 0.0
     max_abs = 0.0
-    for i in range(original.size):
-        if use_valid and not valid[i]:
-            continue
+    for i in changed:
         o = np.float64(original[i])
         r = np.float64(rounded[i])
         if math.isnan(o) or math.isnan(r) or (has_mask and o == masked_value):
@@ -230,17 +242,22 @@ class RoundingError:
         rounded = np.ascontiguousarray(rounded).reshape(-1)
         if rounded.size != original.size:
             raise ValueError(f"rounded frame has {rounded.size} pixels, the original {original.size}")
-        if valid_mask is None:
-            valid = np.empty(0, dtype=np.bool_)
-        else:
-            valid = np.ascontiguousarray(valid_mask, dtype=np.bool_).reshape(-1)
-            if valid.size != original.size:
-                raise ValueError(f"valid_mask has {valid.size} pixels, the frame {original.size}")
+        counted = np.ones(original.size, dtype=np.bool_)
+        if valid_mask is not None:
+            counted = np.ascontiguousarray(valid_mask, dtype=np.bool_).reshape(-1)
+            if counted.size != original.size:
+                raise ValueError(f"valid_mask has {counted.size} pixels, the frame {original.size}")
         has_mask = masked_value is not None and not math.isnan(float(masked_value))
-        pixels, sum_sq, sum_sq_sigma, max_abs = _accumulate_error(
-            original, rounded, valid_mask is not None, valid, has_mask,
-            float(masked_value) if has_mask else 0.0,
-        )
+        # Rounding keeps nearly every pixel of a frame: those are only counted, in vectorised passes (NaN != NaN,
+        # so NaN pixels are not among them); the kernel adds the error of the others and skips NaN and masked.
+        same = original == rounded
+        kept = same & counted
+        pixels = int(np.count_nonzero(kept))
+        if has_mask:
+            pixels -= int(np.count_nonzero(kept & (original == masked_value)))
+        changed_pixels, sum_sq, sum_sq_sigma, max_abs = _accumulate_error(
+            original, rounded, np.flatnonzero(counted & ~same), has_mask, float(masked_value) if has_mask else 0.0)
+        pixels += changed_pixels
         self.pixels += int(pixels)
         self.sum_sq_photons += float(sum_sq)
         self.sum_sq_sigma += float(sum_sq_sigma)

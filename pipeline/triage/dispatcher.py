@@ -111,14 +111,15 @@ class TriageDispatcher:
         if kind is DetectorKind.AGIPD:
             self.expect(None)
 
-    def expect(self, config: DetectorConfig | None, kind: DetectorKind | None = None) -> None:
+    def expect(self, config: DetectorConfig | None, kind: DetectorKind | None = None, *,
+               pixel_mask: np.ndarray | None = None) -> None:
         """The next series' configuration (Eiger: as read over REST when the detector connects and again at
         Prepare): the workers build their geometry now, while no series runs, rather than after the series
         header arrived, which for a 4M takes about a second. When the header agrees (same shape, beam
         centre, mask), the workers keep what they built."""
         if kind is not None:
             self._kind = kind
-        self._preload = self._setup(config, pixel_mask=None)
+        self._preload = self._setup(config, pixel_mask=pixel_mask)
 
     @property
     def setup_ready(self) -> bool:

@@ -56,8 +56,13 @@ class TriageSetup:
         return raw + raw // 64 + 4096
 
     def key(self) -> Hashable:
-        """Equal keys build the same hit finder, so a worker keeps the one it has (a 4M geometry takes ~1 s)."""
-        mask = None if self.pixel_mask is None else hashlib.blake2b(self.pixel_mask.tobytes(), digest_size=16).digest()
+        """Equal keys build the same hit finder, so a worker keeps the one it has (a 4M geometry takes ~1 s).
+        The pixel mask counts by which pixels it marks bad, not by its dtype: the mask read over REST at
+        Prepare and the one the series header brings are the same mask."""
+        mask = None
+        if self.pixel_mask is not None:
+            bad = np.packbits(np.asarray(self.pixel_mask) != 0)
+            mask = (np.shape(self.pixel_mask), hashlib.blake2b(bad.tobytes(), digest_size=16).digest())
         return (self.kind, self.params, self.shape, self.itemsize, self.beam_center_px, self.quad_positions,
                 self.user_mask_path, self.geometry_file, mask)
 

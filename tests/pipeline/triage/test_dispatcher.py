@@ -103,3 +103,23 @@ def test_a_killed_worker_costs_only_its_images_which_are_counted(dispatcher, sfx
     stats = triage.stats
     assert stats.frames_triaged + stats.not_triaged_total == 6 and stats.frames_not_triaged["worker_died"] >= 1
     wait_until(lambda: triage.pool.workers_alive, lambda n: n == 2, 60, "workers restarted")
+
+
+def test_the_mask_read_at_prepare_and_the_headers_build_one_geometry_whatever_their_dtypes(sfx) -> None:
+    """The detector reads the pixel mask over REST at Prepare and the workers build the geometry then; the
+    series header brings the same mask (another dtype): the setup is the same, so nothing is built again when
+    the first frames wait."""
+    inbox: FrameQueue[Item] = FrameQueue(4, FullPolicy.DROP)
+    triage = TriageDispatcher(TriagePool(1), inbox)  # not started: only its setups are compared
+    try:
+        cfg = series(sfx)[0].config
+        triage.expect(cfg, DetectorKind.EIGER, pixel_mask=sfx.pixel_mask.astype(np.uint32))
+        at_prepare = triage._preload  # noqa: SLF001 - what the workers build at Prepare
+        at_start = triage._setup_for(start(1, cfg, pixel_mask=sfx.pixel_mask.astype(np.int64)))  # noqa: SLF001
+        assert at_prepare is not None and at_start is not None
+        assert at_prepare.key() == at_start.key()
+        other = sfx.pixel_mask.copy()
+        other[0, 0] ^= 1
+        assert triage._setup_for(start(1, cfg, pixel_mask=other)).key() != at_prepare.key()  # noqa: SLF001
+    finally:
+        triage.pool.close()
