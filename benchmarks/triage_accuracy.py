@@ -150,17 +150,15 @@ def score_agipd(difficulty: str, trains: int, *, seed: int = 7, hit_fraction: fl
 def bench_accuracy(size: BenchSize = FULL) -> dict[str, float]:
     results: dict[str, float] = {}
     for name in PRESETS:
-        scores = score_eiger(name, size.accuracy_frames)
-        for mode, score in scores.items():
-            results.update({f"accuracy.eiger4m.{name}.{mode}.{metric}": value
-                            for metric, value in score.metrics().items()})
-        results.update({f"accuracy.eiger4m.{name}.peaks_{band}": float(count)
-                        for band, count in scores["full"].band_true.items()})
+        results.update(_keys(f"accuracy.eiger4m.{name}", score_eiger(name, size.accuracy_frames)))
     for name in AGIPD_PRESETS:
-        scores = score_agipd(name, size.accuracy_trains)
-        for mode, score in scores.items():
-            results.update({f"accuracy.agipd1m.{name}.{mode}.{metric}": value
-                            for metric, value in score.metrics().items()})
-        results.update({f"accuracy.agipd1m.{name}.peaks_{band}": float(count)
-                        for band, count in scores["full"].band_true.items()})
+        results.update(_keys(f"accuracy.agipd1m.{name}", score_agipd(name, size.accuracy_trains)))
     return results
+
+
+def _keys(prefix: str, scores: dict[str, AccuracyScore]) -> dict[str, float]:
+    """``<prefix>.<mode>.<metric>`` for each mode, and ``<prefix>.peaks_<band>``: the true peaks per SNR band."""
+    keys = {f"{prefix}.{mode}.{metric}": value for mode, score in scores.items()
+            for metric, value in score.metrics().items()}
+    keys.update({f"{prefix}.peaks_{band}": float(count) for band, count in scores["full"].band_true.items()})
+    return keys

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from detpipe.pipeline.core.crystfel_geometry import read_crystfel_geometry
 from detpipe.pipeline.core.frame import Frame
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.live_view import TrainView, frame_picture
+from detpipe.pipeline.core.openmp_threads import use_one_openmp_thread
 from detpipe.pipeline.core.series import DetectorConfig
 from detpipe.pipeline.core.settings_document import settings_mapping
 from detpipe.pipeline.core.stage import Item
@@ -84,7 +86,8 @@ class HitFinder(DetpipeDevice):
                                             bypass_fill_percent=self.BypassFill)
         self._dispatcher.user_mask_path = self.MaskFile
         self._dispatcher.geometry_file = self.GeometryFile
-        self._file_problem = unusable_mask(self.MaskFile) or unusable_geometry(self.GeometryFile)
+        self._file_problem = (unusable("MaskFile", self.MaskFile, load_user_mask)
+                              or unusable("GeometryFile", self.GeometryFile, read_crystfel_geometry))
         self._dispatcher.start()
         self.requested_params = TriageParams()
         self._enabled = True
@@ -445,32 +448,21 @@ class HitFinder(DetpipeDevice):
 def _image_of(hit: LastHit) -> np.ndarray:
     """Pixels of the hit as float32, masked as the live view masks them (decoded on read, so hits nobody looks
     at cost nothing)."""
+    use_one_openmp_thread()  # decoded in a Tango thread: no spinning OpenMP threads beside the triage workers
     item = hit.item
     if isinstance(item, Frame):
         return frame_picture(item, None)[0].astype(np.float32)
     return TrainView(cell=hit.image, module=-1).render(item)[0]
 
 
-def unusable_mask(path: str) -> str:
-    """Why the MaskFile cannot be used, or "" (no mask, or a readable one). Checked at Init so that a wrong
-    file shows in this device's Status instead of leaving every frame untriaged with the reason in a log;
-    its shape is checked against the detector when the geometry is built."""
+def unusable(prop: str, path: str, read: Callable[[str], object]) -> str:
+    """Why the file property ``prop`` cannot be used, or "" (none given, or ``read`` takes it). Checked at Init
+    so that a wrong file shows in this device's Status instead of leaving every frame untriaged with the
+    reason in a log; its fit to the detector (shapes, panels) is checked when the geometry is built."""
     if not path:
         return ""
     try:
-        load_user_mask(path)
+        read(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
-        return unusable_file("MaskFile", path, err)
-    return ""
-
-
-def unusable_geometry(path: str) -> str:
-    """Why the GeometryFile cannot be used, or "": its syntax, panels and bad regions are checked at Init; its
-    fit to the detector (panels inside the image, mask shapes) when the geometry is built."""
-    if not path:
-        return ""
-    try:
-        read_crystfel_geometry(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
-        return unusable_file("GeometryFile", path, err)
+        return unusable_file(prop, path, err)
     return ""

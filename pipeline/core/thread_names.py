@@ -13,16 +13,20 @@ import sys
 import threading
 from collections.abc import Callable
 
+from .openmp_threads import use_one_openmp_thread
+
 THREAD_PREFIX = "detpipe-"
 _PR_SET_NAME = 15
 _KERNEL_NAME_BYTES = 15
 
 
 def pipeline_thread(target: Callable[[], object], name: str) -> threading.Thread:
-    """An unstarted daemon thread ``detpipe-<name>`` that gives the kernel its name (``dp-<name>``) first."""
+    """An unstarted daemon thread ``detpipe-<name>`` that first gives the kernel its name (``dp-<name>``) and
+    limits its OpenMP (bitshuffle) to one thread (``openmp_threads``)."""
 
     def run() -> None:
         name_this_thread_for_the_kernel(f"dp-{name}")
+        use_one_openmp_thread()
         target()
 
     return threading.Thread(target=run, name=f"{THREAD_PREFIX}{name}", daemon=True)

@@ -77,6 +77,7 @@ class TriageDispatcher:
         self._kind = DetectorKind.EIGER
         self._outbox: FrameQueue[Item] | None = None
         self._preload: TriageSetup | None = None
+        self._last_pixel_mask: np.ndarray | None = None  # the last series header's, for the next Prepare
         self._pending: collections.deque[_Pending] = collections.deque()
         self._jobs: dict[int, tuple[_Pending, int, float]] = {}
         self._next_job = 0
@@ -116,9 +117,12 @@ class TriageDispatcher:
         """The next series' configuration (Eiger: as read over REST when the detector connects and again at
         Prepare): the workers build their geometry now, while no series runs, rather than after the series
         header arrived, which for a 4M takes about a second. When the header agrees (same shape, beam
-        centre, mask), the workers keep what they built."""
+        centre, mask), the workers keep what they built. Without a mask read at Prepare, the last series'
+        (a DCU's mask seldom changes) stands in for the one the header will bring."""
         if kind is not None:
             self._kind = kind
+        if pixel_mask is None and config is not None and self._last_pixel_mask is not None:
+            pixel_mask = self._last_pixel_mask if self._last_pixel_mask.shape == config.shape else None
         self._preload = self._setup(config, pixel_mask=pixel_mask)
 
     @property
@@ -190,6 +194,8 @@ class TriageDispatcher:
             self._log_once("no_series_setup", "series %d has no detector config; its frames are not triaged",
                            start.series_id)
             return None
+        if start.pixel_mask is not None:
+            self._last_pixel_mask = start.pixel_mask
         return self._setup(start.config, pixel_mask=start.pixel_mask)
 
     def _setup(self, config: DetectorConfig | None, *, pixel_mask: np.ndarray | None) -> TriageSetup:

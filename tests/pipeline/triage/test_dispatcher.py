@@ -105,7 +105,7 @@ def test_a_killed_worker_costs_only_its_images_which_are_counted(dispatcher, sfx
     wait_until(lambda: triage.pool.workers_alive, lambda n: n == 2, 60, "workers restarted")
 
 
-def test_the_mask_read_at_prepare_and_the_headers_build_one_geometry_whatever_their_dtypes(sfx) -> None:
+def test_the_mask_read_at_prepare_or_the_last_headers_builds_the_series_geometry_in_advance(sfx) -> None:
     """The detector reads the pixel mask over REST at Prepare and the workers build the geometry then; the
     series header brings the same mask (another dtype): the setup is the same, so nothing is built again when
     the first frames wait."""
@@ -120,6 +120,10 @@ def test_the_mask_read_at_prepare_and_the_headers_build_one_geometry_whatever_th
         assert at_prepare.key() == at_start.key()
         other = sfx.pixel_mask.copy()
         other[0, 0] ^= 1
-        assert triage._setup_for(start(1, cfg, pixel_mask=other)).key() != at_prepare.key()  # noqa: SLF001
+        with_other = triage._setup_for(start(2, cfg, pixel_mask=other))  # noqa: SLF001
+        assert with_other is not None and with_other.key() != at_prepare.key()
+        # Without a mask at Prepare (the header brings it: header_detail all), the last header's stands in.
+        triage.expect(cfg, DetectorKind.EIGER)
+        assert triage._preload is not None and triage._preload.key() == with_other.key()  # noqa: SLF001
     finally:
         triage.pool.close()
