@@ -157,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     geom.add_argument("-o", "--output", type=Path, default=None,
                       help="file to write (default <master stem>.geom beside the master; never overwritten)")
     geom.add_argument("--clen", type=_positive_float, default=None, metavar="METRES",
-                      help="detector distance, for a master without one (AGIPD masters record none)")
+                      help="detector distance, instead of the master's (AGIPD masters record none)")
     geom.add_argument("--photon-energy", type=_positive_float, default=None, metavar="EV",
-                      help="photon energy in eV, for a master without one (AGIPD masters record none)")
+                      help="photon energy in eV, instead of the master's (AGIPD masters record none)")
     geom.set_defaults(func=_geom)
 
     recover = sub.add_parser("recover", help="rebuild the master of an EIGER series or AGIPD run whose writer died "
