@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detpipe.pipeline.core.errors import ConfigError
 from detpipe.pipeline.crystfel.run_geometry import write_run_geometry
 
 from .user_error import UserError
@@ -13,7 +12,7 @@ from .user_error import UserError
 def run_geom(run: Path, *, output: Path | None, clen_m: float | None, photon_energy_ev: float | None) -> int:
     try:
         target = write_run_geometry(run, output, clen_m=clen_m, photon_energy_ev=photon_energy_ev)
-    except (ConfigError, OSError) as err:  # each names the file, in one line
+    except (ValueError, OSError) as err:  # ConfigError and the NXmx reader's errors: each names the file, in one line
         raise UserError(str(err)) from err
     print(f"CrystFEL geometry written: {target}")
     return 0

@@ -31,13 +31,13 @@ from ..core.errors import ConfigError
 from ..core.software_version import detpipe_version
 from ..eiger.panels import eiger_panels
 from ..exdf.nexus_master import PIXEL_SIZE_M as AGIPD_PIXEL_SIZE_M
-from ..nexus.cxi_peak_list import CXI_PATH as RESULT_PATH
+from ..nexus.cxi_peak_list import CXI_PATH
+from ..nexus.nxmx_frame_source import NxmxFrameSource
+from ..nexus.nxmx_master import DETECTOR, HC_EV_ANGSTROM
 from ..report.run_files import RunFiles, RunKind, locate_run
 
-DETECTOR = "/entry/instrument/detector"
 FRAME_DIMS = ("%", "ss", "fs")
 ALL_BITS = 0xFFFFFFFF  # NXmx pixel_mask and AGIPD mask: any set bit marks the pixel bad
-HC_EV_ANGSTROM = 12398.419843320026  # CODATA 2018 h·c
 
 
 def write_run_geometry(path: Path, output: Path | None = None, *, clen_m: float | None = None,
@@ -62,10 +62,10 @@ def run_geometry(run: RunFiles, *, clen_m: float | None = None, photon_energy_ev
     """The run's geometry and the comment lines that head its file (origin, conventions, what is unset)."""
     with h5py.File(run.master, "r") as handle:
         if run.kind is RunKind.EIGER:
-            geometry, notes = _eiger_geometry(handle)
+            geometry, notes = _eiger_geometry(run.master, handle)
         else:
             geometry, notes = _agipd_geometry(handle, run.master)
-        triaged = RESULT_PATH in handle
+        triaged = CXI_PATH in handle
     settings = dict(geometry.settings)
     if clen_m is not None:
         settings["clen"] = f"{clen_m:.6g}"
@@ -73,7 +73,7 @@ def run_geometry(run: RunFiles, *, clen_m: float | None = None, photon_energy_ev
         settings["photon_energy"] = f"{photon_energy_ev:.6g}"
     unset = [key for key in ("clen", "photon_energy") if key not in settings]
     if triaged:
-        settings.update(peak_list=RESULT_PATH, peak_list_type="cxi")
+        settings.update(peak_list=CXI_PATH, peak_list_type="cxi")
     header = [
         f"CrystFEL geometry of {run.master.name} ({run.label}), written by detpipe {detpipe_version()}",
         "Lab frame as CrystFEL's and NXmx's: z along the beam, y up; the beam at x = y = 0; pixel units.",
@@ -82,37 +82,39 @@ def run_geometry(run: RunFiles, *, clen_m: float | None = None, photon_energy_ev
         *(f"{key} = SET ME: the master does not record it (detpipe geom --{key.replace('_', '-')})" for key in unset),
     ]
     if triaged:
-        header.append(f"Peaks: the CXI peak list {RESULT_PATH}, pixel indices; keep CrystFEL's half-pixel shift.")
+        header.append(f"Peaks: the CXI peak list {CXI_PATH}, pixel indices; keep CrystFEL's half-pixel shift.")
     return replace(geometry, settings=settings), header
 
 
-def _eiger_geometry(handle: h5py.File) -> tuple[CrystfelGeometry, list[str]]:
-    shape = tuple(int(n) for n in handle["/entry/data/data"].shape[1:])
-    detector = handle[DETECTOR]
-    pixel_m = _number(detector, "x_pixel_size")
-    if pixel_m is None or pixel_m <= 0:
-        raise ConfigError([f"{handle.filename} has no {DETECTOR}/x_pixel_size: not an NXmx master detpipe can "
-                           "describe"])
-    fs, ss = (_pixel_axis(detector, name) for name in ("fast_pixel_direction", "slow_pixel_direction"))
+def _eiger_geometry(master: Path, handle: h5py.File) -> tuple[CrystfelGeometry, list[str]]:
+    """From the series start the master records (``NxmxFrameSource``, the reader ``detpipe reduce`` uses) and the
+    pixel axes of its detector module."""
+    start = NxmxFrameSource(master).series_start()
+    config = start.config
+    if config is None or not config.x_pixel_size_m > 0:
+        raise ConfigError([f"{master} records no detector configuration (pixel size, shape): not an NXmx master "
+                           "detpipe can describe"])
+    fs, ss = (_pixel_axis(handle[DETECTOR], name) for name in ("fast_pixel_direction", "slow_pixel_direction"))
     notes = []
-    beam_x, beam_y = _number(detector, "beam_center_x"), _number(detector, "beam_center_y")
+    beam_x, beam_y = config.beam_center_x_px, config.beam_center_y_px
     if beam_x is None or beam_y is None:
-        beam_x, beam_y = shape[1] / 2.0, shape[0] / 2.0
+        beam_x, beam_y = config.shape[1] / 2.0, config.shape[0] / 2.0
         notes.append("The master records no beam centre: the image centre is assumed, as detpipe's triage does.")
     # The beam, at (beam_x, beam_y) from the detector's corner, is the lab origin.
     corner = -(beam_x * np.asarray(fs) + beam_y * np.asarray(ss))
     panels = []
-    for index, (ss0, ss1, fs0, fs1) in enumerate(eiger_panels(shape).tolist()):
+    for index, (ss0, ss1, fs0, fs1) in enumerate(eiger_panels(config.shape).tolist()):
         origin = corner + fs0 * np.asarray(fs) + ss0 * np.asarray(ss)
         panels.append(GeomPanel(f"m{index}", min_fs=fs0, max_fs=fs1 - 1, min_ss=ss0, max_ss=ss1 - 1,
                                 corner_x=float(origin[0]), corner_y=float(origin[1]), fs=fs, ss=ss, dims=FRAME_DIMS,
-                                data="/entry/data/data", res=1.0 / pixel_m))
+                                data="/entry/data/data", res=1.0 / config.x_pixel_size_m))
     settings = {"adu_per_photon": "1"}
-    if (distance := _number(detector, "distance")) is not None:
-        settings["clen"] = f"{distance:.6g}"
-    if (energy := _photon_energy_ev(handle)) is not None:
+    if config.detector_distance_m is not None:
+        settings["clen"] = f"{config.detector_distance_m:.6g}"
+    energy = config.photon_energy_ev or (HC_EV_ANGSTROM / config.wavelength_a if config.wavelength_a else None)
+    if energy:
         settings["photon_energy"] = f"{energy:.6g}"
-    masks = (GeomMask(0, f"{DETECTOR}/pixel_mask", None, 0, ALL_BITS),) if "pixel_mask" in detector else ()
+    masks = (GeomMask(0, f"{DETECTOR}/pixel_mask", None, 0, ALL_BITS),) if start.pixel_mask is not None else ()
     if len(panels) > 1:
         notes.append(f"One panel per detector module ({len(panels)}); the gaps between them hold no pixels.")
     return CrystfelGeometry(tuple(panels), masks=masks, settings=settings), notes
@@ -145,20 +147,3 @@ def _pixel_axis(detector: h5py.Group, name: str) -> tuple[float, float, float]:
         raise ConfigError([f"{detector.file.filename} has no {detector.name}/module/{name} with a vector"])
     vector = np.asarray(node.attrs["vector"], dtype=np.float64)
     return float(vector[0]), float(vector[1]), float(vector[2])
-
-
-def _number(group: h5py.Group, name: str) -> float | None:
-    node = group.get(name)
-    if not isinstance(node, h5py.Dataset) or node.dtype.kind not in "iuf":
-        return None
-    return float(node[()])
-
-
-def _photon_energy_ev(handle: h5py.File) -> float | None:
-    beam = handle.get("/entry/instrument/beam")
-    if beam is None:
-        return None
-    if (energy := _number(beam, "incident_energy")) is not None:
-        return energy
-    wavelength = _number(beam, "incident_wavelength")
-    return HC_EV_ANGSTROM / wavelength if wavelength else None

@@ -45,8 +45,7 @@ def crystfel_triage_geometry(
     """The triage geometry of a ``shape`` image laid out by ``geometry``; ``good`` is the detector's own
     good-pixel map (pixel mask, user mask), ANDed with the geometry's masks."""
     rectangles = _panel_rectangles(geometry, shape)
-    radius = np.full(shape, np.nan, dtype=np.float64)
-    x = np.full(shape, np.nan, dtype=np.float64)
+    x = np.full(shape, np.nan, dtype=np.float64)  # outside every panel: no position, so no radius
     y = np.full(shape, np.nan, dtype=np.float64)
     good = good.copy()
     for panel, (rows, cols) in zip(geometry.panels, rectangles, strict=True):
@@ -58,7 +57,6 @@ def crystfel_triage_geometry(
             inner = view[edge:-edge, edge:-edge].copy()
             view[...] = False
             view[edge:-edge, edge:-edge] = inner
-    radius[...] = np.hypot(x, y)
     for region in geometry.bad_regions:
         good &= ~_bad_region(region, geometry, rectangles, x, y)
     for mask in geometry.masks:
@@ -70,7 +68,7 @@ def crystfel_triage_geometry(
     if geometry.ignored:
         log.info("%s: keys not used by peak finding: %s", geometry.source, ", ".join(geometry.ignored))
     panels = [(r.start, r.stop, c.start, c.stop) for r, c in rectangles]
-    return TriageGeometry.build(radius, good, panels, min_res=params.min_res, max_res=params.max_res,
+    return TriageGeometry.build(np.hypot(x, y), good, panels, min_res=params.min_res, max_res=params.max_res,
                                 pixels_per_ring=params.pixels_per_ring)
 
 
