@@ -5,8 +5,8 @@ Prints a table and writes ``benchmarks/results/latest.json``: ``values``, a flat
 were (the value is then their median; ``rounds.py``). Absolute numbers depend on the machine; the ratios are
 what the targets are about. Triage numbers are per frame on one core (``triage.*_ms_*``) and whole-chain
 frames/s (``triage.e2e_fps``).
-``--smoke`` runs every benchmark once on a few frames, as ``make test`` does, and fails when a benchmark
-does not report every key it promises.
+``--smoke`` runs every benchmark on a few frames, as ``make test`` does, and fails when a benchmark does not
+report every key it promises, or when a ratio falls below half its goal (``goals.py``: the regression guard).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from . import (
     writer_bench,
 )
 from .bench_size import FULL, SMOKE, BenchSize
+from .goals import below_guard, goal_lines
 from .rounds import Measured, Spread, value
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -54,6 +55,11 @@ class MissingKeys(RuntimeError):
         super().__init__(f"{bench} did not report {', '.join(missing)}")
 
 
+class Regression(RuntimeError):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("regression guard: " + "; ".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     # The end-to-end benchmarks fork their device servers from this process, after its own Tango clients have
     # started an ORB; with this every ORB here and in those servers listens on loopback only.
@@ -61,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=None,
-                        help=f"4M frames per writer/receiver/end-to-end measurement (default {FULL.frames}; "
-                             f"smoke {SMOKE.frames})")
+                        help=f"4M frames per writer, receiver and end-to-end measurement (default "
+                             f"{FULL.writer_frames} for the writer, {FULL.frames} for the others; smoke {SMOKE.frames})")
     parser.add_argument("--smoke", action="store_true",
                         help="every benchmark once on a few frames: checks they run and report every key")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--frames must be at least 1, got {args.frames}")
     size = SMOKE if args.smoke else FULL
     if args.frames is not None:
-        size = replace(size, frames=args.frames)
+        size = replace(size, frames=args.frames, writer_frames=args.frames)
     results: dict[str, Measured] = {}
     for bench, keys in BENCHES:
         measured = bench(size)
@@ -81,9 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         print_table(measured)
     print("\nall benchmarks", end="")
     print_table(results)
+    values = {name: value(measured) for name, measured in results.items()}
+    print("\ngoals (ratios to a baseline of this run; medians)")
+    print("\n".join(goal_lines(values)))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results_document(results), indent=2, sort_keys=True) + "\n")
     print(f"\nwritten {args.output}")
+    if args.smoke and (regressions := below_guard(values)):
+        raise Regression(regressions)
     return 0
 
 

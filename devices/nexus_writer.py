@@ -16,8 +16,8 @@ from tango.server import attribute, command, device_property
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.saving_target import OverwritePolicy, SavingParams, check_directory
 from detpipe.pipeline.core.stage import Item
-from detpipe.pipeline.core.stage_runner import StageRunner
 from detpipe.pipeline.exdf.pixel_compression import PixelCompression, parse_compression
+from detpipe.pipeline.writers.checked_writer import CheckedWriter
 from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
 from detpipe.pipeline.writers.selector import FileFormat, WriterSelector
@@ -86,7 +86,7 @@ class NexusWriter(DetpipeDevice):
             ExdfWriter(params, trains_per_sequence=self.TrainsPerSequence, compression=compression),
         )
         self.inbox: FrameQueue[Item] = FrameQueue(self.BufferFrames, FullPolicy.DROP)
-        self._runner = StageRunner("writer", self._writer, self.inbox, on_failure=self._on_writer_failure)
+        self._runner = CheckedWriter(self._writer, self.inbox, on_failure=self._on_writer_failure)
         self._runner.start()
         self.refresh(force=True)
         self.start_monitor()
@@ -121,7 +121,7 @@ class NexusWriter(DetpipeDevice):
         if self._runner.in_series:
             raise RuntimeError("the writer is still writing the previous series; wait or Abort it")
         path = self._writer.prepare(file_format, series_id, directory=directory)
-        self._writer.stats.reset()
+        self._runner.reset_counters()
         self._runner.last_end = None
         return path
 
@@ -159,10 +159,10 @@ class NexusWriter(DetpipeDevice):
                 f"Writing {stats.frames_written}/{stats.frames_expected} frames to {stats.current_file or '(none yet)'}"
                 f" (queue {self.inbox.fill_percent:.0f}% full)"
             )
-        if stats.rejected_total:
+        if rejected := self._runner.rejected:
             return DevState.ALARM, (
-                f"Last series kept {stats.frames_written} frames but rejected {stats.rejected_total}: "
-                f"{dict(stats.rejected)}; master {self._writer.master_path}"
+                f"Last series kept {stats.frames_written} frames but rejected {rejected.total()}: "
+                f"{dict(rejected)}; master {self._writer.master_path}"
             )
         if self._writer.master_path is not None:
             return DevState.ON, f"Idle. Last series: {stats.frames_written} frames in {self._writer.master_path}"
@@ -241,9 +241,10 @@ class NexusWriter(DetpipeDevice):
         return self._writer.stats.frames_expected
 
     @attribute(label="Frames rejected", dtype=int, unit="frame", format="%d",
-               description="Frames refused by the writer (wrong shape, beyond the series...), all reasons")
+               description="Frames refused by the writer (a chunk that does not decode, wrong shape, beyond the "
+                           "series...), all reasons")
     async def frames_rejected(self) -> int:
-        return self._writer.stats.rejected_total
+        return self._runner.rejected.total()
 
     @attribute(label="Bytes written",
                dtype=float, unit="B", format="%.0f", description="Compressed bytes written to data files in this series")
@@ -304,11 +305,11 @@ class NexusWriter(DetpipeDevice):
         series is written normally."""
         await self.release_series("Reset")
         self._runner.reset()
-        self._writer.stats.reset()
+        self._runner.reset_counters()
         self.clear_fault()
         self.refresh(force=True)
 
 
-def _series_ended(runner: StageRunner, series_id: int) -> bool:
+def _series_ended(runner: CheckedWriter, series_id: int) -> bool:
     end = runner.last_end
     return (end is not None and end.series_id == series_id and not runner.in_series) or not runner.alive

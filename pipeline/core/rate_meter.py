@@ -11,8 +11,12 @@ class RateMeter:
     """Rates over the last ``window_s`` seconds; 0 when nothing arrived in the window.
 
     A window (not a since-start average) is what operators expect: the number drops to 0 within
-    ``window_s`` when the stream stops. Thread-safe: one thread adds, another reads.
+    ``window_s`` when the stream stops. Thread-safe: one thread adds, another reads. ``add`` is on the
+    receive thread's path for every frame, so it only appends (a deque append is atomic): old events are
+    expired by the reader, or by ``add`` once ``MAX_EVENTS`` are kept while nobody reads.
     """
+
+    MAX_EVENTS = 2**16  # over a 1 s window: 65,536 frames/s, beyond any detector's frame rate
 
     def __init__(self, window_s: float = 1.0) -> None:
         self.window_s = window_s
@@ -20,10 +24,12 @@ class RateMeter:
         self._lock = threading.Lock()
 
     def add(self, nbytes: int, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            self._events.append((now, nbytes))
-            self._expire(now)
+        self._events.append((time.monotonic() if now is None else now, nbytes))
+        if len(self._events) > self.MAX_EVENTS:
+            with self._lock:
+                self._expire(self._events[-1][0])
+                while len(self._events) > self.MAX_EVENTS:
+                    self._events.popleft()
 
     def _expire(self, now: float) -> None:
         while self._events and now - self._events[0][0] > self.window_s:
@@ -36,9 +42,10 @@ class RateMeter:
             self._expire(now)
             if not self._events:
                 return 0.0, 0.0
-            span = max(now - self._events[0][0], self.window_s / 10)
-            n = len(self._events)
-            total = sum(b for _, b in self._events)
+            events = list(self._events)  # one C call: no append can come between, unlike iterating
+        span = max(now - events[0][0], self.window_s / 10)
+        n = len(events)
+        total = sum(b for _, b in events)
         return n / span, total / span / 1e6
 
     def reset(self) -> None:

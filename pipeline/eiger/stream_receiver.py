@@ -1,13 +1,15 @@
-"""ZMQ PULL receiver: socket → decoder → payload check → the engine's ingress queue, in two threads.
+"""ZMQ PULL receiver: socket → decoder → frame accounting → the engine's ingress queue, in one thread.
 
 The receiver forwards only the series its acquisition armed (``listen``). Until then messages are read
 into a buffer bounded in bytes (``IDLE_BUFFER_BYTES``, oldest discarded first), so the writer is prepared
 for a series id before its header is read, and a peer streaming while nothing is armed cannot grow the
 process without bound. ZMQ refuses any message part over ``MAX_MESSAGE_BYTES`` (``StreamSocket``). Messages of an
 earlier series are leftovers, counted as ``late_messages``; those of any other series are counted as
-``rejected["other_series"]``. Neither is ever forwarded. The socket thread reads and decodes; a second
-thread (``FrameForwarder``) verifies each frame's payload, counts it and is the only producer into the
-outbox, so even a synthetic end (Stop, Abort, silence, closing) arrives after the last frame.
+``rejected["other_series"]``. Neither is ever forwarded. The one thread reads, decodes, counts
+(``FrameForwarder``) and is the only producer into the outbox, so even a synthetic end (Stop, Abort,
+silence, closing) arrives after the last frame. Per frame it does what a bare ZMQ loop does, plus the
+decoder's message and chunk-header checks, the accounting and a queue put: the payload is verified by the
+writer's frame-check thread (``writers/checked_writer.py``), off this thread.
 
 One message never stops the stream: whatever decoding one raises, expected (``FrameRejected``) or not
 (a decoder bug, an exotic input), is counted by reason and the next message is read. Should the thread
@@ -58,7 +60,7 @@ class StreamReceiver:
         on_series_end: Callable[[EndOfSeries], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.decoder = EigerStreamDecoder(verify_block_chain=False)  # the forwarder verifies whole payloads
+        self.decoder = EigerStreamDecoder(verify_block_chain=False)  # the writer's frame check walks it
         self.stats = ReceiverStats()
         self.on_series_end = on_series_end
         self._forwarder = FrameForwarder(self.stats, self._reject, self._series_ended)
@@ -80,23 +82,26 @@ class StreamReceiver:
         self._thread = pipeline_thread(self._loop, "receiver")
 
     def start(self) -> None:
-        self._forwarder.start()
         self._thread.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._closing.set()
         self._thread.join(timeout_s)
-        self._forwarder.close(timeout_s)
 
     @property
     def failure(self) -> str:
-        """Why a receive thread died (socket or frame check); empty while both run."""
-        return self._failure or self._forwarder.failure
+        """Why the receive thread died; empty while it runs."""
+        return self._failure
 
     @property
     def forwarder(self) -> FrameForwarder:
-        """The payload-check thread; its ``latest`` frame and ``series_start`` feed the live view."""
+        """The frame accounting; its ``latest`` frame and ``series_start`` feed the live view."""
         return self._forwarder
+
+    @property
+    def thread_id(self) -> int | None:
+        """The receive thread's kernel id, once started (to read its CPU time, name it in ``top -H``)."""
+        return self._thread.native_id
 
     @property
     def active_series(self) -> int | None:
@@ -230,7 +235,7 @@ class StreamReceiver:
 
     def _put(self, item: Item) -> None:
         assert self._outbox is not None
-        self._forwarder.submit(self._outbox, item, self._closing.is_set)
+        self._forwarder.forward(self._outbox, item)
 
     def _emit_end(self, end: EndOfSeries) -> None:
         with self._lock:

@@ -40,6 +40,18 @@ def bslz4_chunk(frame: np.ndarray) -> bytes:
     return struct.pack(">QI", frame.nbytes, BLOCK_BYTES) + bslz4_blocks(frame)
 
 
+def corrupt_first_match(chunk: bytes) -> bytes:
+    """``chunk`` (32008) with its first block's first match offset set to 0xffff: reaching far before the start of
+    the block, so the chain and sizes stay intact and only parsing the LZ4 sequences tells (issue 14 case 5)."""
+    pos, literals = 12 + 4 + 1, chunk[16] >> 4  # after the chunk header, the block length and the first token
+    if literals == 15:
+        while chunk[pos] == 255:
+            literals, pos = literals + 255, pos + 1
+        literals, pos = literals + chunk[pos], pos + 1
+    at = pos + literals
+    return chunk[:at] + b"\xff\xff" + chunk[at + 2:]
+
+
 def lz4_chunk(frame: np.ndarray, block_bytes: int = BLOCK_BYTES) -> bytes:
     """An HDF5 filter-32004 chunk, as V2 ``lz4`` sends it; incompressible blocks are stored raw."""
     raw = frame.tobytes()

@@ -132,7 +132,6 @@ def test_a_live_view_at_rate_zero_is_off_and_a_negative_rate_is_refused() -> Non
 def test_the_stream_forwards_every_frame_while_the_live_view_is_stuck_decoding(frames: SfxFrames) -> None:
     outbox: FrameQueue[Any] = FrameQueue(64, FullPolicy.DROP)
     forwarder = FrameForwarder(ReceiverStats(), lambda reason, detail: None, lambda end: None)
-    forwarder.start()
     release, rendering = threading.Event(), threading.Event()
 
     def stuck_render(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
@@ -143,10 +142,10 @@ def test_the_stream_forwards_every_frame_while_the_live_view_is_stuck_decoding(f
     view = LiveView(lambda: forwarder.latest, stuck_render, max_rate_hz=100.0)
     view.start()
     try:
-        forwarder.submit(outbox, eiger_frame(frames, 0), lambda: False)
+        forwarder.forward(outbox, eiger_frame(frames, 0))
         assert rendering.wait(10.0)
         for i in range(1, 20):
-            forwarder.submit(outbox, eiger_frame(frames, i), lambda: False)
+            forwarder.forward(outbox, eiger_frame(frames, i))
         forwarded = [outbox.get(timeout_s=10.0).index for _ in range(20)]
         assert forwarded == list(range(20))
         assert forwarder.latest is not None and forwarder.latest.index == 19
@@ -154,7 +153,6 @@ def test_the_stream_forwards_every_frame_while_the_live_view_is_stuck_decoding(f
     finally:
         release.set()
         view.close()
-        forwarder.close(1.0)
 
 
 def agipd_train(product: Product) -> Train:
