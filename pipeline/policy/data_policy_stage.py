@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -38,9 +39,10 @@ from ..writers.exdf_writer import ExdfWriter
 from ..writers.nxmx_writer import NxmxWriter
 from .agipd_red_output import AgipdRedOutput
 from .event_selection import KeepReason, keep_reason
-from .frame_reducer import EigerFrameReducer
+from .frame_reducer import EigerFrameReducer, ReducedFrame
 from .provenance import write_raw_checksums, write_reduction_process, write_retention
 from .reduction_params import ReductionParams
+from .reduction_pool import ReductionPool
 from .reduction_stats import ReductionStats
 from .run_layout import RED_SUBDIRECTORY, ExdfRunLayout, NxmxRunLayout, RunLayout, manifest_path, raw_master_link
 from .run_manifest import describe_files, manifest_document, write_manifest
@@ -107,9 +109,11 @@ class DataPolicyStage:
         self.run: RedRun | None = None  # the run prepared or being written, then the last one finished
         self._in_series = False
         self._reducer: EigerFrameReducer | None = None
+        self._reductions: ReductionPool[tuple[Frame, KeepReason]] | None = None  # kept frames being reduced
         self._red_writer: NxmxWriter | None = None
         self._sparse: SparseFramesFile | None = None
         self._agipd: AgipdRedOutput | None = None
+        self._logged_reasons: set[str] = set()
 
     def configure(self, *, params: ReductionParams | None = None, saving: SavingParams | None = None) -> None:
         if self._in_series:
@@ -166,7 +170,8 @@ class DataPolicyStage:
         if self._agipd is not None:
             self._agipd.start(start)
             return
-        self._reducer = EigerFrameReducer(run.params, start, self.stats)
+        self._reducer = EigerFrameReducer(run.params, start)
+        self._reductions = ReductionPool()
         red_start = self._reducer.red_start(start)
         if run.params.sparse:
             assert self._reducer.bins is not None and red_start.config is not None
@@ -203,16 +208,41 @@ class DataPolicyStage:
                 self._write_red(run, item, reason)
 
     def _write_red(self, run: RedRun, frame: Frame, reason: KeepReason) -> None:
-        assert self._reducer is not None
-        reduced = self._reducer.reduce(frame, len(run.kept_frames))
-        if isinstance(reduced, Frame):
+        """Hands the kept frame to the reduction threads, then writes every reduced frame ready, in frame order."""
+        assert self._reducer is not None and self._reductions is not None
+        self._reductions.submit(partial(self._reducer.reduce, frame), (frame, reason))
+        self._write_reduced(run)
+
+    def _write_reduced(self, run: RedRun, *, wait_all: bool = False) -> None:
+        """RED frames are numbered as they are written, so a kept frame whose reduction was rejected leaves no
+        hole in the RED stack and ``kept_frames`` still maps each RED frame to its raw frame."""
+        assert self._reductions is not None
+        for outcome, (frame, reason) in self._reductions.done(wait_all=wait_all):
+            try:
+                if isinstance(outcome, FrameRejected):
+                    raise outcome
+                self._write_one(run, frame, reason, outcome)
+            except FrameRejected as err:
+                self._count_rejected(frame, err)
+
+    def _write_one(self, run: RedRun, frame: Frame, reason: KeepReason, reduced: ReducedFrame) -> None:
+        reduced.count_into(self.stats)
+        if isinstance(reduced.red, Frame):
             assert self._red_writer is not None
-            self._red_writer.process(reduced)
-            self.stats.bytes_red += reduced.nbytes_encoded
+            self._red_writer.process(replace(reduced.red, index=len(run.kept_frames)))
+            self.stats.bytes_red += reduced.red.nbytes_encoded
         else:
             assert self._sparse is not None
-            self.stats.bytes_red += self._sparse.append(reduced, frame.triage.peaks if frame.triage else None)
+            self.stats.bytes_red += self._sparse.append(reduced.red, frame.triage.peaks if frame.triage else None)
         run.keep(frame.index, reason)
+
+    def _count_rejected(self, frame: Frame, err: FrameRejected) -> None:
+        """A kept frame that could not be reduced (its chunk does not decode) or written: counted as the stage
+        runner counts what ``process`` raises, since it comes back after ``process`` has returned."""
+        self.stats.rejected[err.reason] += 1
+        if err.reason not in self._logged_reasons:
+            self._logged_reasons.add(err.reason)
+            log.warning("kept frame %d could not be reduced: %s (further ones counted only)", frame.index, err)
 
     def finish(self, end: EndOfSeries) -> None:
         """Hands the end to the raw writer first (it closes in parallel), then closes the RED files with their
@@ -222,6 +252,9 @@ class DataPolicyStage:
         self._in_series = False
         if run is None or not started:
             return  # a series ended before its start arrived (aborted while arming): nothing was opened
+        if self._reductions is not None:
+            self._write_reduced(run, wait_all=True)
+            self._reductions.close()
         run.end_date = _now()
         if self._agipd is not None:
             self._agipd.finish(end)
@@ -233,18 +266,20 @@ class DataPolicyStage:
         if self._sparse is not None:
             self._write_provenance(self._sparse.h5, run)
             self._sparse.close()
-        self._red_writer = self._sparse = self._reducer = self._agipd = None
+        self._red_writer = self._sparse = self._reducer = self._agipd = self._reductions = None
 
     def abort(self, reason: str) -> None:
         """Leaves the RED files valid and ends the raw series too, so no file stays open."""
         self._in_series = False
+        if self._reductions is not None:
+            self._reductions.close()  # the frames still being reduced are not written
         if self._red_writer is not None:
             self._red_writer.abort(reason)
         if self._sparse is not None:
             self._sparse.close()
         if self._agipd is not None:
             self._agipd.abort(reason)
-        self._red_writer = self._sparse = self._reducer = self._agipd = None
+        self._red_writer = self._sparse = self._reducer = self._agipd = self._reductions = None
         if self.run is not None:
             self._forward_raw(EndOfSeries(self.run.series_id, EndReason.ERROR, detail=reason))
 

@@ -2,7 +2,8 @@
 then bitshuffle-LZ4, in the order of reduction_params.
 
 When no step changes pixels (event selection only), a kept frame's chunk is copied as the detector
-compressed it, never decoded. Otherwise the chunk is decoded once and re-compressed once, with the same
+compressed it, never decoded. ``reduce`` is pure (it returns what the frame adds to the run's metrics instead of
+counting it), so the data policy stage reduces several kept frames at once on its reduction threads. Otherwise the chunk is decoded once and re-compressed once, with the same
 chunk layout as the detector's (12-byte header, 8192-byte blocks), so RED files read like raw ones.
 Dropped pixels (outside the kept modules/ROIs) hold the Eiger masked-pixel value 2**bits − 1 and bit 8
 ("user-defined mask") of the RED ``pixel_mask``, so every NXmx reader already ignores them.
@@ -10,7 +11,7 @@ Dropped pixels (outside the kept modules/ROIs) hold the Eiger masked-pixel value
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,7 +22,7 @@ from ..core.series import DetectorConfig, SeriesStart
 from ..eiger.panels import eiger_panels
 from .pixel_binning import bin2x2, bin_pixel_mask
 from .pixel_selection import kept_pixel_mask, select_pixels
-from .precision_rounding import round_precision
+from .precision_rounding import RoundingError, round_precision
 from .reduction_params import ReductionParams
 from .reduction_stats import ReductionStats
 from .sparse_frames import RadialBins, SparseFrame, sparsify
@@ -38,16 +39,33 @@ def _radius_map(config: DetectorConfig) -> NDArray[np.float32]:
     return np.hypot(rows, cols).astype(np.float32)
 
 
+@dataclass(slots=True)
+class ReducedFrame:
+    """One kept frame reduced (``red``: a RED frame or its sparse form), and what it adds to the run's metrics."""
+
+    red: Frame | SparseFrame
+    bytes_kept_uncompressed: int
+    pixels_considered: int
+    pixels_dropped: int = 0
+    rounding: RoundingError | None = None
+
+    def count_into(self, stats: ReductionStats) -> None:
+        stats.bytes_kept_uncompressed += self.bytes_kept_uncompressed
+        stats.pixels_considered += self.pixels_considered
+        stats.pixels_dropped += self.pixels_dropped
+        if self.rounding is not None:
+            stats.rounding.merge(self.rounding)
+
+
 class EigerFrameReducer:
     """Reduces the kept frames of one series (pure: the same frame always gives the same bytes)."""
 
-    def __init__(self, params: ReductionParams, start: SeriesStart, stats: ReductionStats) -> None:
+    def __init__(self, params: ReductionParams, start: SeriesStart) -> None:
         if start.config is None:
             raise ValueError("a RED series needs the detector configuration (image shape); the stream sent none "
                              "and the detector's REST config was not read")
         self.params = params
         self.config = start.config
-        self.stats = stats
         self.masked_value = masked_pixel_value(self.config.dtype)
         shape = self.config.shape
         self.valid: NDArray[np.bool_] = (np.ones(shape, dtype=bool) if start.pixel_mask is None
@@ -91,27 +109,27 @@ class EigerFrameReducer:
             )
         return replace(start, config=config, pixel_mask=mask)
 
-    def reduce(self, frame: Frame, red_index: int) -> Frame | SparseFrame:
-        """Frame ``red_index`` of the RED stack (or its sparse form) made from a kept raw frame."""
-        self.stats.bytes_kept_uncompressed += frame.nbytes_uncompressed
-        self.stats.pixels_considered += self._valid_pixels
+    def reduce(self, frame: Frame) -> ReducedFrame:
+        """The RED frame (or its sparse form) made from a kept raw frame; it keeps the raw frame's index until the
+        stage numbers it in the RED stack."""
+        counts = {"bytes_kept_uncompressed": frame.nbytes_uncompressed, "pixels_considered": self._valid_pixels}
         if not self.changes_pixels:
-            return replace(frame, index=red_index)  # the detector's chunk as it is: no copy
+            return ReducedFrame(frame, **counts)  # the detector's chunk as it is: no copy
         pixels = decode_chunk_pixels(frame.encoding, frame.blob, frame.shape, frame.dtype)
-        self.stats.pixels_dropped += self._dropped_pixels
         if self.kept is not None:
             pixels = select_pixels(pixels, self.kept, self.masked_value)
         if self.bins is not None:
             sparse = sparsify(pixels, self.bins, threshold_sigma=self.params.sparse_threshold_sigma,
                               noise=self.params.sparse_noise, masked_value=self.masked_value)
-            self.stats.pixels_dropped += self._valid_pixels - self._dropped_pixels - int(sparse.index.size)
-            return sparse
+            return ReducedFrame(sparse, **counts, pixels_dropped=self._valid_pixels - int(sparse.index.size))
+        rounding = None
         if self.params.rounds:
             rounded = round_precision(pixels, mantissa_bits=self.params.mantissa_bits,
                                       step_exponent=self.params.rounding_exponent, masked_value=self.masked_value)
-            self.stats.rounding.add(pixels, rounded, self.valid, masked_value=self.masked_value)
+            rounding = RoundingError.of(pixels, rounded, self.valid, masked_value=self.masked_value)
             pixels = rounded
         if self.params.binning == 2:
             pixels = bin2x2(pixels, masked_value=self.masked_value)
-        return replace(frame, index=red_index, shape=(int(pixels.shape[0]), int(pixels.shape[1])),
-                       encoding=Encoding.BSLZ4, blob=bslz4_chunk(pixels))
+        red = replace(frame, shape=(int(pixels.shape[0]), int(pixels.shape[1])),
+                      encoding=Encoding.BSLZ4, blob=bslz4_chunk(pixels))
+        return ReducedFrame(red, **counts, pixels_dropped=self._dropped_pixels, rounding=rounding)

@@ -238,6 +238,25 @@ class RoundingError:
         masked_value: int | float | None = None,
     ) -> None:
         """Count one frame: ``original`` and ``rounded`` in photons, ``valid_mask`` True = count the pixel."""
+        self.merge(RoundingError.of(original, rounded, valid_mask, masked_value=masked_value))
+
+    def merge(self, other: RoundingError) -> None:
+        """Add the pixels and errors ``other`` counted (one frame, reduced on another thread)."""
+        self.pixels += other.pixels
+        self.sum_sq_photons += other.sum_sq_photons
+        self.sum_sq_sigma += other.sum_sq_sigma
+        self.max_abs_photons = max(self.max_abs_photons, other.max_abs_photons)
+
+    @classmethod
+    def of(
+        cls,
+        original: np.ndarray,
+        rounded: np.ndarray,
+        valid_mask: np.ndarray | None = None,
+        *,
+        masked_value: int | float | None = None,
+    ) -> RoundingError:
+        """The error of one frame (``add``'s arguments), as a new count: pure, so frames are measured in parallel."""
         original = np.ascontiguousarray(original).reshape(-1)
         rounded = np.ascontiguousarray(rounded).reshape(-1)
         if rounded.size != original.size:
@@ -257,11 +276,7 @@ class RoundingError:
             pixels -= int(np.count_nonzero(kept & (original == masked_value)))
         changed_pixels, sum_sq, sum_sq_sigma, max_abs = _accumulate_error(
             original, rounded, np.flatnonzero(counted & ~same), has_mask, float(masked_value) if has_mask else 0.0)
-        pixels += changed_pixels
-        self.pixels += int(pixels)
-        self.sum_sq_photons += float(sum_sq)
-        self.sum_sq_sigma += float(sum_sq_sigma)
-        self.max_abs_photons = max(self.max_abs_photons, float(max_abs))
+        return cls(int(pixels + changed_pixels), float(sum_sq), float(sum_sq_sigma), float(max_abs))
 
     @property
     def rms_photons(self) -> float:

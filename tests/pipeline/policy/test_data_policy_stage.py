@@ -17,9 +17,11 @@ from detpipe.pipeline.core.errors import ConfigError, TargetFileExists
 from detpipe.pipeline.core.frame import Encoding
 from detpipe.pipeline.policy.event_selection import KeepReason
 from detpipe.pipeline.policy.offline_reduction import reduce_series
+from detpipe.pipeline.policy.precision_rounding import round_precision
 from detpipe.pipeline.policy.provenance import read_reduction_config
 from detpipe.pipeline.policy.reduction_params import Policy, ReductionParams
 from tests.pipeline.red_runs import SeriesFrames, online_run, series_frames
+from tests.pipeline.stream_messages import corrupt_first_match
 
 FRAMES = 160
 SEED = 8  # SfxFrames("4M", seed=8, hit_fraction=0.05): 7 true hits in 160 frames
@@ -135,6 +137,29 @@ def test_rounding_and_roi_change_pixels_only_as_configured(series, tmp_path):
     assert 0.9 < stage.stats.pixels_dropped_fraction < 1.0
     assert stage.stats.rounding.rms_photons > 0  # peak pixels above 8 counts lose bits
     assert not (tmp_path / "run" / "raw").exists()
+
+
+def test_a_kept_frame_that_does_not_decode_is_counted_and_leaves_no_hole_in_the_red_stack(series, tmp_path):
+    """Kept frames are reduced several at once (reduction_pool.py) and written in frame order: the second true hit
+    arrives with a corrupt chunk, is counted ``corrupt_payload``, and every other hit is RED frame k, in order,
+    its raw frame rounded to 8 significant bits."""
+    corrupt = series.true_hits[1]
+    frames = tuple(replace(f, blob=corrupt_first_match(bytes(f.blob))) if f.index == corrupt else f
+                   for f in series.frames)
+    params = ReductionParams.from_mapping(dict(policy="red", hits_only=True, miss_fraction=0.0, mantissa_bits=8))
+    stage, _ = online_run(tmp_path / "run", replace(series, frames=frames), params)
+    assert stage.stats.rejected == {"corrupt_payload": 1}
+    expected = [i for i in series.true_hits if i != corrupt]
+    with h5py.File(stage.run.red_master, "r") as handle:
+        kept = handle["/entry/process_02/kept_frames"][()]
+        red = handle["/entry/data/data"]
+        assert list(kept) == expected and red.shape[0] == len(expected)
+        for row, index in enumerate(kept):
+            frame = series.frames[int(index)]
+            raw = decode_chunk_pixels(frame.encoding, frame.blob, frame.shape, frame.dtype)
+            rounded = round_precision(raw, mantissa_bits=8, step_exponent=params.rounding_exponent,
+                                      masked_value=series.sfx.masked_value)
+            np.testing.assert_array_equal(red[row], rounded, err_msg=f"RED frame {row} (raw frame {index})")
 
 
 def test_policy_raw_writes_no_red_files_but_a_manifest(series, tmp_path):
