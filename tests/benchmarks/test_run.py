@@ -1,5 +1,6 @@
-"""``make bench`` cannot break unseen: every benchmark runs once on a few frames (``--smoke``), as a user runs it,
-and reports every key the README's table promises."""
+"""``make bench`` cannot break unseen: every benchmark runs on a few frames (``--smoke``), as a user runs it,
+reports every key the README's table promises, and no ratio falls below half its goal (the regression guard:
+the run exits 1 naming it)."""
 
 from __future__ import annotations
 
