@@ -44,7 +44,8 @@ class NexusWriter(DetpipeDevice):
     BufferFrames = device_property(
         dtype=int, default_value=256,
         doc="Frames (EIGER) or trains (AGIPD) the ingress queue holds before further ones are dropped (and "
-            "counted); ~2-3 MB per 4M frame, ~270 MB per 64-cell train",
+            "counted); ~2-3 MB per 4M frame, ~270 MB per 64-cell train. Up to 64 frames or 1 train more wait "
+            "between the frame check and the writer thread",
     )
     TrainsPerSequence = device_property(
         dtype=int, default_value=256, doc="AGIPD runs: trains per sequence file (EuXFEL S00000, S00001, ...)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,9 +14,11 @@ from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.peak_list import FrameTriage, PeakList
 from detpipe.pipeline.core.saving_target import SavingParams
 from detpipe.pipeline.core.series import EndOfSeries, SeriesStart
+from detpipe.pipeline.core.stage_stats import StageStats
 from detpipe.pipeline.writers import checked_writer
 from detpipe.pipeline.writers.checked_writer import CheckedWriter
 from detpipe.pipeline.writers.nxmx_writer import NxmxWriter
+from tests.pipeline.agipd_trains import make_train
 from tests.pipeline.frames_for_writer_tests import config, frame, pixels, read_stack
 from tests.pipeline.stream_messages import corrupt_first_match
 from tests.waiting import wait_until
@@ -138,3 +142,48 @@ def test_either_thread_failing_is_the_chains_failure(tmp_path: Path, monkeypatch
     assert chain.rejected == {"stage_failed": 1}
     chain.reset()
     assert chain.failure is None
+
+
+def test_agipd_trains_wait_in_the_inbox_not_between_the_check_and_a_slow_writer(tmp_path: Path) -> None:
+    """A train has nothing to check and weighs ~270 MB: at most ``TRAINS_AHEAD`` wait for the writer past the
+    check, so the inbox's BufferFrames stays the bound on what a slow writer holds in memory."""
+    writer = SlowSink()
+    inbox: FrameQueue = FrameQueue(64, FullPolicy.DROP)
+    chain = CheckedWriter(writer, inbox)
+    chain.start()
+    try:
+        inbox.put(SeriesStart(series_id=1))
+        for i in range(6):
+            inbox.put(make_train(i))
+        wait_until(lambda: writer.seen, lambda n: n >= 1, 10, "first train at the writer")
+        time.sleep(0.3)  # time for the check to forward everything it may
+        assert inbox.size >= 6 - 1 - checked_writer.TRAINS_AHEAD - 1  # in the writer, past the check, being checked
+        writer.release.set()
+        inbox.put(EndOfSeries(1))
+        assert chain.series_done.wait(10)
+    finally:
+        writer.release.set()
+        chain.close()
+    assert writer.seen == 6
+
+
+class SlowSink:
+    """A writer that holds its first train until released."""
+
+    def __init__(self) -> None:
+        self.stats = StageStats()
+        self.seen = 0
+        self.release = threading.Event()
+
+    def start_series(self, start) -> None:
+        """Nothing to open."""
+
+    def process(self, item) -> None:
+        self.seen += 1
+        self.release.wait(10)
+
+    def finish(self, end) -> None:
+        """Nothing to close."""
+
+    def abort(self, reason: str) -> None:
+        """Nothing to close."""
