@@ -1,29 +1,33 @@
 """AGIPD: our receiver + EXDF writer vs a bare ``karabo_bridge.Client`` loop on the same unpaced 64-cell
-raw stream (simulator in its own process, REQ/REP)."""
+raw stream (simulator in its own process, REQ/REP).
+
+Each arm runs in a fresh process (agipd_arm.py) with the environment it has for real: ours as ``detpipe
+server`` starts itself, with glibc's huge-page tunable (devices/cli/huge_page_buffers.py); the bare client
+as a user's script, without it (``agipd.ratio_vs_bare_client``, the goal). A third arm runs the bare client
+with the tunable too (``agipd.ratio_vs_tuned_bare_client``): how close we are to receiving alone, once the
+page faults the tunable removes are gone from both.
+"""
 
 from __future__ import annotations
 
-import shutil
+import os
+import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from karabo_bridge import Client
-
 from detpipe.devices.cli.embedded_database import free_tcp_port
+from detpipe.devices.cli.huge_page_buffers import HUGE_PAGE_TUNABLE, TUNABLES, with_huge_page_buffers
 from detpipe.devices.cli.managed_process import ManagedProcess
-from detpipe.pipeline.agipd.receiver import AgipdReceiver
-from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
-from detpipe.pipeline.core.saving_target import SavingParams
-from detpipe.pipeline.core.stage_runner import StageRunner
-from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 
 from .bench_size import BenchSize
 from .rounds import Measured, interleaved_times, rate, ratio
 
 CELLS = 64
-KEYS = ("agipd.trains_per_s", "agipd.bare_client_trains_per_s", "agipd.ratio_vs_bare_client")
+KEYS = ("agipd.trains_per_s", "agipd.bare_client_trains_per_s", "agipd.ratio_vs_bare_client",
+        "agipd.tuned_bare_client_trains_per_s", "agipd.ratio_vs_tuned_bare_client")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def bench_agipd(size: BenchSize) -> dict[str, Measured]:
@@ -35,56 +39,38 @@ def bench_agipd(size: BenchSize) -> dict[str, Measured]:
          "--product", "raw", "--cells", str(CELLS), "--unpaced", "--seed", "3"],
         ready_marker="AGIPD simulator ready",
     )
+    stock, server = _stock_environment(os.environ), with_huge_page_buffers(os.environ)
     with simulator, tempfile.TemporaryDirectory(prefix="detpipe-agipd-") as tmp:
-        _bare_client(endpoint, 2)  # warm-up: the simulator builds its constants and background pools
+        _arm(stock, "bare", endpoint, 1)  # warm-up: the simulator builds its constants and background pools
         runs = iter(range(1000))
-        bare_s, ours_s = interleaved_times([
-            lambda: _bare_client(endpoint, trains),
-            lambda: _receive_and_write(endpoint, Path(tmp), next(runs) + 1, trains),
-        ], size.agipd_rounds)
+        measurements: list[Callable[[], float]] = [
+            lambda: _arm(stock, "bare", endpoint, trains),
+            lambda: _arm(server, "ours", endpoint, trains, "--root", tmp, "--run", str(2 * next(runs) + 1)),
+            lambda: _arm(server, "bare", endpoint, trains),
+        ]
+        bare_s, ours_s, tuned_bare_s = interleaved_times(measurements, size.agipd_rounds)
     return {
         "agipd.trains_per_s": rate(trains, ours_s),
         "agipd.bare_client_trains_per_s": rate(trains, bare_s),
         "agipd.ratio_vs_bare_client": ratio(bare_s, ours_s),
+        "agipd.tuned_bare_client_trains_per_s": rate(trains, tuned_bare_s),
+        "agipd.ratio_vs_tuned_bare_client": ratio(tuned_bare_s, ours_s),
     }
 
 
-def _bare_client(endpoint: str, trains: int) -> float:
-    with Client(endpoint, sock="REQ", timeout=30) as client:
-        t0 = time.perf_counter()
-        for _ in range(trains):
-            client.next()
-        return time.perf_counter() - t0
+def _stock_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` as a user's script gets it: without the huge-page tunable, whatever this shell set."""
+    env = dict(environ)
+    kept = [t for t in env.pop(TUNABLES, "").split(":") if t and t.split("=", 1)[0] != HUGE_PAGE_TUNABLE]
+    if kept:
+        env[TUNABLES] = ":".join(kept)
+    return env
 
 
-def _receive_and_write(endpoint: str, root: Path, run_number: int, trains: int) -> float:
-    writer = ExdfWriter(SavingParams(directory=root, data_roots=(root,)), trains_per_sequence=256)
-    inbox: FrameQueue = FrameQueue(4, FullPolicy.DROP)
-    runner = StageRunner("writer", writer, inbox)
-    receiver = AgipdReceiver(endpoint)
-    runner.start()
-    receiver.start()
-    try:
-        writer.prepare(run_number)
-        t0 = time.perf_counter()
-        receiver.listen(run_number, inbox, max_trains=trains)
-        if not runner.series_done.wait(300):
-            raise TimeoutError("run not written within 300 s")
-        elapsed = time.perf_counter() - t0
-        assert writer.stats.frames_written == trains * CELLS, writer.stats
-    finally:
-        receiver.close()
-        runner.close()
-        _remove_run(root)
-    return elapsed
-
-
-def _remove_run(root: Path) -> None:
-    """Each round starts with the page cache the last one filled freed: ten 268 MB trains a round, left on a
-    memory-backed /tmp or in the cache, made each later round slower than the one before (0.4–1.2 of the bare
-    client in one run)."""
-    for path in root.iterdir():
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+def _arm(env: Mapping[str, str], *args: str | int) -> float:
+    """Seconds one arm took for its trains, in a process of its own (its start-up is not counted)."""
+    command = [sys.executable, "-m", "benchmarks.agipd_arm", *map(str, args)]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return float(done.stdout.split()[-1])

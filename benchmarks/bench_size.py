@@ -29,6 +29,6 @@ class BenchSize:
 
 FULL = BenchSize()
 # Big enough for the regression guard (goals.py): each ratio the median of 3 rounds of a few tenths of a second.
-SMOKE = BenchSize(frames=300, writer_frames=500, rounds=3, triage_frames=20, triage_rounds=1, agipd_trains=2,
+SMOKE = BenchSize(frames=300, writer_frames=500, rounds=3, triage_frames=20, triage_rounds=1, agipd_trains=4,
                   agipd_rounds=3, red_frames=100, red_realistic_frames=40, kernel_repeats=1, accuracy_frames=4,
                   accuracy_trains=1)

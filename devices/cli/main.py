@@ -38,8 +38,10 @@ def _sim(args: argparse.Namespace) -> int:
 def _server(args: argparse.Namespace) -> int:
     from ..server import run_server
     from ..server_names import SERVER_NAME
+    from .huge_page_buffers import restart_with_huge_page_buffers
     from .server_checks import check_server_can_start
 
+    restart_with_huge_page_buffers()  # before any check opens a socket: the process is replaced
     server_name = getattr(args, "server_name", SERVER_NAME)
     check_server_can_start(server_name, args.instance, args.tango_args, host=args.host, port=args.port)
     run_server(args.instance, args.tango_args, host=args.host, port=args.port, server_name=server_name)

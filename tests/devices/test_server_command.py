@@ -3,6 +3,7 @@ it; Starter can run it under the name it looks for."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,6 @@ def test_detpipe_server_runs_the_instance_registered_under_its_own_name_as_start
             admin = tango.DeviceProxy(f"tango://{database.tango_host}/dserver/DetpipeServer/lab")
             assert writer.name in admin.QueryDevice()[0]
             assert db.get_device_info("dserver/DetpipeServer/lab").pid == server.pid
+            if platform.libc_ver()[0] == "glibc":  # restarted once with huge-page receive buffers, same PID
+                environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+                assert any(b.startswith(b"GLIBC_TUNABLES=") and b"glibc.malloc.hugetlb=1" in b for b in environ)
