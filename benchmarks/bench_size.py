@@ -21,6 +21,7 @@ class BenchSize:
     # 4M frames through the data policy stage: a series long enough that writing the RED master's provenance
     # (~60 ms a series) weighs what it does in a real one
     red_frames: int = 1000
+    scale_frames: int = 200  # 4M frames in each of the 8 raw series reduced on Dask (scale_bench.py)
     red_realistic_frames: int = 160  # triaged `realistic` frames whose Bragg signal the RED data must keep
     kernel_repeats: int = 8  # rounds of the peakfinder8 kernel timings (median kept)
     accuracy_frames: int = 120  # EIGER2 4M frames scored per difficulty preset (30 % hits)
@@ -30,5 +31,5 @@ class BenchSize:
 FULL = BenchSize()
 # Big enough for the regression guard (goals.py): each ratio the median of 3 rounds of a few tenths of a second.
 SMOKE = BenchSize(frames=300, writer_frames=500, rounds=3, triage_frames=20, triage_rounds=1, agipd_trains=4,
-                  agipd_rounds=3, red_frames=100, red_realistic_frames=40, kernel_repeats=1, accuracy_frames=4,
+                  agipd_rounds=3, red_frames=100, scale_frames=10, red_realistic_frames=40, kernel_repeats=1, accuracy_frames=4,
                   accuracy_trains=1)

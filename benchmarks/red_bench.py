@@ -48,7 +48,7 @@ DISTINCT_FRAMES = 100  # simulated frames the RED series cycles over (5 hits amo
 POLICY = ReductionParams(policy=Policy.RED, hits_only=True, miss_fraction=0.01, miss_seed=3, mantissa_bits=8)
 
 
-def _series(n_frames: int) -> tuple[SeriesStart, list[Frame]]:
+def series_frames(n_frames: int) -> tuple[SeriesStart, list[Frame]]:
     """``n_frames`` frames cycling over up to ``DISTINCT_FRAMES`` simulated ones (5 % hits), triaged as the simulator's
     truth says."""
     from detpipe.simulators import SfxFrames
@@ -80,7 +80,7 @@ def _seconds(stage: NxmxWriter | DataPolicyStage, start: SeriesStart, frames: li
 
 def bench_red(size: BenchSize) -> dict[str, Measured]:
     """Raw writer and policy stage interleaved, each round into fresh folders removed after it."""
-    start, frames = _series(size.red_frames)
+    start, frames = series_frames(size.red_frames)
     stats: list[ReductionStats] = []
 
     def raw(root: Path) -> float:

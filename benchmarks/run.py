@@ -26,6 +26,7 @@ from . import (
     exdf_compression_bench,
     receiver_bench,
     red_bench,
+    scale_bench,
     triage_accuracy,
     triage_kernel_bench,
     writer_bench,
@@ -47,6 +48,8 @@ BENCHES: tuple[tuple[Bench, tuple[str, ...]], ...] = (
     (triage_accuracy.bench_accuracy, triage_accuracy.KEYS),
     (e2e_bench.bench_triage_e2e, e2e_bench.TRIAGE_KEYS),
     (red_bench.bench_red, red_bench.KEYS),
+    # Last: Dask's client keeps threads for the life of this process, and the end-to-end benchmarks fork servers
+    (scale_bench.bench_scale, scale_bench.KEYS),
 )
 
 

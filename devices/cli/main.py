@@ -51,7 +51,8 @@ def _server(args: argparse.Namespace) -> int:
 def _reduce(args: argparse.Namespace) -> int:
     from .reduce_command import run_reduce
 
-    return run_reduce(args.raw, policy_file=args.policy, config_from=args.config_from, output=args.output)
+    return run_reduce(args.raw, policy_file=args.policy, config_from=args.config_from, output=args.output,
+                      workers=args.workers, scheduler=args.scheduler)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -107,6 +108,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _variable(text: str) -> tuple[str, str]:
     """``NAME=VALUE`` of ``register --var``; the value may itself contain ``=``."""
     name, sep, value = text.partition("=")
@@ -136,12 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("sim_args", nargs=argparse.REMAINDER, help="simulator options (see detpipe sim eiger --help)")
     sim.set_defaults(func=_sim)
 
-    reduce = sub.add_parser("reduce", help="apply a data policy to an archived raw series or run (same code as online)")
-    reduce.add_argument("raw", type=Path, help="Eiger series master <stem>_master.h5, or AGIPD run directory r<run>")
+    reduce = sub.add_parser(
+        "reduce", help="apply a data policy to archived raw series or runs (same code as online), many on Dask",
+        description="Apply a data policy to archived raw series or runs. One RAW is reduced in this process into "
+                    "the run directory -o. Several (RAW given more than once, or as a quoted glob pattern), or "
+                    "--workers/--scheduler, run as one Dask task a series: each series goes to -o/<its name> "
+                    "(the Eiger stem or the AGIPD run directory r<run>), exactly as reducing it alone there would "
+                    "write it. A series that fails is reported with its reason; the others complete (exit 1).")
+    reduce.add_argument("raw", nargs="+", help="Eiger series master <stem>_master.h5, or AGIPD run directory r<run>; "
+                                               "a quoted glob pattern (e.g. 'data/*/raw/*_master.h5') for many")
     source = reduce.add_mutually_exclusive_group(required=True)
     source.add_argument("--policy", type=Path, help="YAML/JSON data policy (DataPolicy attribute names)")
     source.add_argument("--config-from", type=Path, help="a RED file: reuse the policy stored in its NXnote")
-    reduce.add_argument("-o", "--output", type=Path, required=True, help="run directory for red/ and the manifest")
+    reduce.add_argument("-o", "--output", type=Path, required=True,
+                        help="run directory for red/ and the manifest; with many series, the directory of their run "
+                             "directories")
+    cluster = reduce.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                         help="Dask workers of a local cluster on this computer, one process each (default with many "
+                              "series: one per CPU core, at most 8)")
+    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="an existing Dask scheduler, e.g. tcp://host:8786 (its workers must have detpipe installed "
+                              "and see the raw and output paths)")
     reduce.set_defaults(func=_reduce)
 
     report = sub.add_parser("report", help="quick-look HTML page and PNGs of a series or run: hit rate, peaks, "

@@ -47,16 +47,20 @@ class Progress:
         self._finished, self._last_line = done >= total, now
         self._print_line(now, first)
 
+    @property
+    def _units(self) -> str:
+        return self.unit if self.unit.endswith("s") else f"{self.unit}s"  # "frames", and "series" as it is
+
     def _print_line(self, now: float, first: bool) -> None:
         if first and self._done < self._total:
-            print(f"{self.description}: {self._total} {self.unit}s to go", file=self.stream, flush=True)
+            print(f"{self.description}: {self._total} {self._units} to go", file=self.stream, flush=True)
             return
         elapsed = now - self._started
         rate = (self._done - self._first_done) / elapsed if elapsed > 0 else 0.0
         eta = f", about {(self._total - self._done) / rate:.0f} s left" if rate and self._done < self._total else ""
         share = f" ({100 * self._done / self._total:.0f} %)" if self._total else ""
         note = f", {self._note}" if self._note else ""
-        print(f"{self.description}: {self._done}/{self._total} {self.unit}s{share}, {rate:.1f} {self.unit}s/s{eta}"
+        print(f"{self.description}: {self._done}/{self._total} {self._units}{share}, {rate:.1f} {self._units}/s{eta}"
               f"{note}", file=self.stream, flush=True)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from ..core.errors import FrameRejected
+from ..core.file_clock import file_time_utc
 from ..core.saving_target import FLUSH_PERIOD_S, create_h5
 from ..core.software_version import detpipe_version
 from ..core.train import AGIPD_MODULES, MODULE_SHAPE, Product, Train
@@ -133,7 +134,7 @@ def _strings(*values: str) -> np.ndarray:
 def write_metadata(handle: h5py.File, metadata: RunMetadata, sequence: int, source_ids: Sequence[str]) -> None:
     """METADATA as format 1.2 has it; ``source_ids`` are ``INSTRUMENT/<source>/<group>`` entries (may be empty)."""
     group = handle.require_group("METADATA")
-    now = _exdf_time(dt.datetime.now(dt.timezone.utc))
+    now = _exdf_time(file_time_utc())
     group["dataFormatVersion"] = _strings(DATA_FORMAT_VERSION)
     for name, value in (("daqLibrary", metadata.daq_library), ("karaboFramework", ""),
                         ("runType", metadata.run_type), ("sample", metadata.sample)):
@@ -151,7 +152,7 @@ def write_metadata(handle: h5py.File, metadata: RunMetadata, sequence: int, sour
 
 
 def touch_update_date(handle: h5py.File) -> None:
-    handle["METADATA/updateDate"][0] = _exdf_time(dt.datetime.now(dt.timezone.utc))
+    handle["METADATA/updateDate"][0] = _exdf_time(file_time_utc())
 
 
 def write_train_index(handle: h5py.File, trains: Sequence[TrainRecord]) -> None:

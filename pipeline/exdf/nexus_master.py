@@ -19,7 +19,6 @@ chunked sources ~100 times slower (8 frames x 16 modules: ~2 s as one slice, ~20
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..core.file_clock import file_time_s
 from ..core.saving_target import create_h5, rewrite_h5
 from ..core.series import SeriesStart
 from ..core.train import AGIPD_MODULES, Product
+from ..core.virtual_dataset import create_untimed_virtual_dataset
 from ..nexus.nxmx_master import NxmxMaster, iso_time
 from ..nexus.triage_process import TriageProcess
 from .index import RunIndex
@@ -98,7 +99,7 @@ class AgipdNexusMaster:
             write_train_index(handle, [])
             NxmxMaster._write_root(handle)  # noqa: SLF001
             _group(handle, "entry", "NXentry")
-            triage.create(handle, image_path="/entry/data/data", date=iso_time(start.received_s or time.time()))
+            triage.create(handle, image_path="/entry/data/data", date=iso_time(start.received_s or file_time_s()))
         return triage
 
     def write(self, index: RunIndex, product: Product | None, extents: Sequence[ModuleFileExtent], *,
@@ -180,4 +181,4 @@ def _write_stack(group: h5py.Group, key: PixelKey, index: RunIndex, extents: Seq
             target = slice(module * rows, (module + 1) * rows) if slab else module
             layout[frames, target] = source[span.first_row : span.first_row + span.frames]
     name = f"{key.name}_slab" if slab else key.name
-    group.create_virtual_dataset(name, layout, fillvalue=key.dtype.type(VDS_FILL[key.name]))
+    create_untimed_virtual_dataset(group, name, layout, fillvalue=key.dtype.type(VDS_FILL[key.name]))

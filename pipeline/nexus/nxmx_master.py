@@ -20,9 +20,11 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from ..core.file_clock import file_time_local, file_time_s
 from ..core.saving_target import create_h5, rewrite_h5
 from ..core.series import DetectorConfig, SeriesStart
 from ..core.software_version import detpipe_version
+from ..core.virtual_dataset import create_untimed_virtual_dataset
 from .nxmx_data_file import DATASET_PATH, FrameLayout
 from .triage_process import TriageProcess
 
@@ -93,7 +95,7 @@ class NxmxMaster:
         """Writes every metadata group the series start supplies (NXmx required + legacy paths)."""
         with create_h5(self.path, overwrite=overwrite) as handle:
             self._write_root(handle)
-            start_s = start.received_s or dt.datetime.now(dt.timezone.utc).timestamp()
+            start_s = start.received_s or file_time_s()
             entry = _group(handle, "entry", "NXentry")
             entry.attrs["default"] = "data"
             _put(entry, "definition", "NXmx")
@@ -106,7 +108,7 @@ class NxmxMaster:
             _group(entry, "data", "NXdata")
             instrument = _group(entry, "instrument", "NXinstrument")
             _put(instrument, "name", instrument_name)
-            _put(instrument, "time_zone", dt.datetime.now().astimezone().isoformat(timespec="seconds")[-6:])
+            _put(instrument, "time_zone", file_time_local().isoformat(timespec="seconds")[-6:])
             self._write_beam(_group(instrument, "beam", "NXbeam"), cfg)
             detector = _group(instrument, "detector", "NXdetector")
             if cfg is not None:
@@ -123,7 +125,7 @@ class NxmxMaster:
         version = detpipe_version()
         handle.attrs.update({
             "default": "entry", "file_name": str(handle.filename), "creator": "detpipe",
-            "file_time": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "file_time": file_time_local().isoformat(timespec="seconds"),
             "creator_version": version, "HDF5_Version": h5py.version.hdf5_version, "h5py_version": h5py.__version__,
         })
 
@@ -278,7 +280,7 @@ def _write_vds(group: h5py.Group, layout: FrameLayout, extents: Sequence[DataFil
             vds[extent.first_index : extent.first_index + rows] = source[0:rows]
     if "data" in group:
         del group["data"]
-    group.create_virtual_dataset("data", vds, fillvalue=layout.fill_value)
+    create_untimed_virtual_dataset(group, "data", vds, fillvalue=layout.fill_value)
 
 
 def _write_layout(detector: h5py.Group, shape: tuple[int, int], bit_depth: int) -> None:

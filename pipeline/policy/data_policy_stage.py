@@ -16,7 +16,6 @@ each frame and the policy, so the same raw data gives the same RED bytes online 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ import h5py
 import numpy as np
 
 from ..core.errors import AcquisitionStateError, FrameRejected, TargetFileExists
+from ..core.file_clock import file_time_utc
 from ..core.frame import Frame
 from ..core.frame_queue import FrameQueue
 from ..core.saving_target import SavingParams, claim_series_files, rewrite_h5, series_file_names
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return file_time_utc().isoformat()
 
 
 @dataclass

@@ -18,7 +18,6 @@ bit-identical to ``densify_from_file``, float32 ones within 2e-6 (its Cython den
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from types import TracebackType
 
@@ -28,6 +27,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ..core.errors import ConfigError, TargetFileExists
+from ..core.file_clock import file_time_local
 from ..core.peak_list import PeakList
 from ..core.saving_target import create_h5
 from ..core.software_version import detpipe_version
@@ -142,7 +142,7 @@ class SparseFramesFile:
         self.h5.attrs.update({
             "NX_class": "NXroot", "default": "entry", "file_name": str(self.path), "creator": "detpipe",
             "creator_version": detpipe_version(),
-            "file_time": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "file_time": file_time_local().isoformat(timespec="seconds"),
         })
         entry = _group(self.h5, "entry", "NXentry")
         entry.attrs.update({"default": "sparse_frames", "pyFAI_sparse_frames": SPARSE_PATH})

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core.errors import AcquisitionStateError, FrameRejected
+from ..core.file_clock import file_time_s
 from ..core.frame import Frame
 from ..core.saving_target import OverwritePolicy, SavingParams, SeriesFiles, check_free_space, claim_series_files
 from ..core.series import EndOfSeries, SeriesStart
@@ -227,4 +228,4 @@ class NxmxWriter:
 
     def _finalise(self, series: _Series) -> None:
         series.master.finalise(series.layout, sorted(series.extents, key=lambda e: e.number),
-                               series.highest_index + 1, time.time())
+                               series.highest_index + 1, file_time_s())

@@ -94,6 +94,11 @@ CASES = {
                                            "{tmp}/out"], None, "none.yaml"),
     "reduce of a series that does not exist": (["reduce", "{tmp}/x_master.h5", "--policy", "{tmp}/red.yaml", "-o",
                                                 "{tmp}/out"], None, "x_master.h5 does not exist"),
+    "reduce of a pattern that matches nothing": (["reduce", "{tmp}/none/*_master.h5", "--policy", "{tmp}/red.yaml",
+                                                 "-o", "{tmp}/out"], None, "no raw series matches"),
+    "reduce on a Dask scheduler nobody runs": (["reduce", "{tmp}/red.yaml", "--policy", "{tmp}/red.yaml", "-o",
+                                                "{tmp}/out", "--scheduler", "tcp://127.0.0.1:9"], None,
+                                               "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
     "geom of a file that is no master": (["geom", "{tmp}/red.yaml"], None, "red.yaml is not a readable HDF5 file"),
     "geom of a folder without a run": (["geom", "{tmp}/earlier"], None, "is a folder without one AGIPD run master"),
     "recover of something that is no series": (["recover", "{tmp}/red.yaml"], None, "is neither a <stem>_master.h5"),
@@ -132,7 +137,9 @@ def test_the_traceback_is_shown_only_with_debug(files: Path) -> None:
 @pytest.mark.parametrize(("argv", "error"), [
     (["demo", "--model", "4m"], "detpipe demo: error: argument --model: invalid choice: '4m'"),
     (["geom", "x_master.h5", "--clen=-1"], "detpipe geom: error: argument --clen: needs a positive number, got '-1'"),
-], ids=["demo model", "geom distance"])
+    (["reduce", "x_master.h5", "--policy", "p.yaml", "-o", "out", "--workers", "0"],
+     "detpipe reduce: error: argument --workers: needs a whole number of at least 1, got '0'"),
+], ids=["demo model", "geom distance", "reduce workers"])
 def test_an_invalid_value_is_argparse_usage_and_one_error_line(argv: list[str], error: str) -> None:
     run = run_detpipe(argv)
     assert run.returncode == 2 and "Traceback" not in run.stderr
