@@ -23,6 +23,7 @@ from detpipe.pipeline.policy.batch_reduction import (
 from detpipe.pipeline.policy.offline_reduction import reduce_series
 from detpipe.pipeline.policy.provenance import read_reduction_config
 from detpipe.pipeline.policy.reduction_params import ReductionParams
+from detpipe.pipeline.policy.run_manifest import frames_kept_of
 
 from .progress import Progress
 from .user_error import UserError
@@ -82,8 +83,13 @@ def _reduce_alone(raw: Path, params: ReductionParams, output: Path) -> int:
         raise UserError(str(err)) from err
     finally:
         progress.close()
-    print(f"RED written; manifest {manifest}")
+    print(f"RED written, {_kept(manifest)}; manifest {manifest}")
     return 0
+
+
+def _kept(manifest: Path) -> str:
+    kept, frames_in = frames_kept_of(manifest)
+    return f"{kept} of {frames_in} frames kept"
 
 
 def _reduce_batch(raws: list[Path], params: ReductionParams, output: Path, *, workers: int | None,
@@ -129,7 +135,8 @@ def _report(outcomes: list[ReductionOutcome]) -> int:
     failed = [o for o in outcomes if o.manifest is None]
     for outcome in outcomes:
         name = series_name(outcome.job.raw)
-        print(f"{name}: RED written; manifest {outcome.manifest}" if outcome.manifest is not None
+        print(f"{name}: RED written, {_kept(outcome.manifest)}; manifest {outcome.manifest}"
+              if outcome.manifest is not None
               else f"{name}: FAILED ({outcome.job.raw}): {outcome.error}")
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} series reduced" + (f", {len(failed)} failed"
                                                                                if failed else ""))

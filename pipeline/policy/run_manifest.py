@@ -72,3 +72,9 @@ def write_manifest(path: Path, document: Mapping[str, Any]) -> None:
             sink.write("\n")
     except FileExistsError as err:
         raise TargetFileExists(path) from err
+
+
+def frames_kept_of(manifest: Path) -> tuple[int, int]:
+    """(frames kept, frames in) as a written manifest states them: what a reduction's one-line summary says."""
+    document = json.loads(manifest.read_text(encoding="utf-8"))
+    return int(document["DataPolicy_frames_kept"]), int(document["DataPolicy_frames_in"])

@@ -5,6 +5,7 @@ processes, as a user runs them: Dask's client keeps threads of its own for the l
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -92,6 +93,10 @@ def test_each_series_reduced_on_dask_is_byte_identical_to_reducing_it_alone(
     lines = run.stdout.splitlines()
     assert lines[-1] == "4 of 4 series reduced"
     assert [line.split(":")[0] for line in lines[-5:-1]] == names  # reported in the order given
+    for name, line in zip(names, lines[-5:-1], strict=True):
+        manifest = json.loads((out / name / f"{name}_manifest.json").read_text())
+        kept, frames_in = manifest["DataPolicy_frames_kept"], manifest["DataPolicy_frames_in"]
+        assert f": RED written, {kept} of {frames_in} frames kept; manifest " in line and 0 < kept < frames_in
     assert "reduce 4 series: 4/4 series (100 %)" in run.stderr  # the progress, as plain lines in a pipe
 
 
