@@ -208,7 +208,8 @@ class DataPolicyStage:
                 self._write_red(run, item, reason)
 
     def _write_red(self, run: RedRun, frame: Frame, reason: KeepReason) -> None:
-        """Hands the kept frame to the reduction threads, then writes every reduced frame ready, in frame order."""
+        """Hands the kept frame to the reduction threads, then writes, in frame order, the oldest reduced frames
+        beyond the pool's ``IN_FLIGHT``."""
         assert self._reducer is not None and self._reductions is not None
         self._reductions.submit(partial(self._reducer.reduce, frame), (frame, reason))
         self._write_reduced(run)

@@ -22,7 +22,10 @@ from ..core.thread_names import name_this_thread_for_the_kernel
 from .frame_reducer import ReducedFrame
 
 REDUCTION_THREADS = min(4, os.cpu_count() or 1)
-IN_FLIGHT_PER_THREAD = 2  # frames queued per thread before ``submit``'s caller waits for the oldest: bounded memory
+# Kept frames in flight before the oldest is waited for and written: bounded memory. A constant, never the thread
+# count or whichever reduction happens to be done: RED files are then written at the same points on any machine
+# and under any load, which a reduction repeated byte for byte (SOURCE_DATE_EPOCH) needs.
+IN_FLIGHT = 8
 
 Tag = TypeVar("Tag")
 
@@ -40,7 +43,6 @@ class ReductionPool(Generic[Tag]):
     def __init__(self, threads: int = REDUCTION_THREADS) -> None:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="detpipe-reduce", initializer=_reduction_thread)
         self._in_flight: deque[tuple[Future[ReducedFrame], Tag]] = deque()
-        self._limit = threads * IN_FLIGHT_PER_THREAD
 
     @property
     def pending(self) -> int:
@@ -50,9 +52,9 @@ class ReductionPool(Generic[Tag]):
         self._in_flight.append((self._executor.submit(reduction), tag))
 
     def done(self, *, wait_all: bool = False) -> Iterator[tuple[ReducedFrame | FrameRejected, Tag]]:
-        """The outcomes ready at the head of the queue; the oldest is waited for while more than the limit are in
-        flight (or, with ``wait_all``, until none is)."""
-        while self._in_flight and (wait_all or len(self._in_flight) > self._limit or self._in_flight[0][0].done()):
+        """The oldest outcomes while more than ``IN_FLIGHT`` are in flight (with ``wait_all``, every one), each
+        waited for: which ones come out depends only on how many were submitted, never on timing."""
+        while self._in_flight and (wait_all or len(self._in_flight) > IN_FLIGHT):
             future, tag = self._in_flight.popleft()
             try:
                 outcome: ReducedFrame | FrameRejected = future.result()
