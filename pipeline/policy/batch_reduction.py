@@ -1,8 +1,9 @@
 """Many archived raw series or runs reduced at once, one ``reduce_series`` per series, on a Dask cluster.
 
 Dask schedules; each task is the single-process reduction of one series into a directory of its own, so a
-series reduced on a cluster is the same file, byte for byte, as one reduced alone (times aside, unless
-``SOURCE_DATE_EPOCH`` fixes them: ``core/file_clock.py``). A series that fails is reported with its reason
+series reduced on a cluster is decided and written as one reduced alone: the same data files byte for byte,
+the same master content (times aside, unless ``SOURCE_DATE_EPOCH`` fixes them: ``core/file_clock.py``; one
+master's chunk placement once differed, docs/scale_out.md). A series that fails is reported with its reason
 and the others go on: a task never raises, it returns its outcome. The cluster is the caller's: a
 ``LocalCluster`` on this computer or a client of a facility's scheduler (dask-jobqueue on a batch system).
 """
