@@ -1,42 +1,41 @@
 """Tango face of an EIGER: SIMPLON control plus the stream receiver, in LImA's vocabulary.
 
 Frames go from the receiver straight into the writer device's queue in the same process; only
-settings, counters and State travel through Tango.
+settings, counters and State travel through Tango. With ``Receivers``, the stream goes instead to a fan-out
+that spreads it over EigerReceiver devices in other servers (fan_out_coordinator.py, docs/scale_out.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-import numpy as np
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
 
 from detpipe.pipeline.core.errors import DetectorFailed, DetectorRefused, DetectorUnreachable
-from detpipe.pipeline.core.frame_queue import FrameQueue
-from detpipe.pipeline.core.live_view import frame_picture
 from detpipe.pipeline.core.series import EndReason
-from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.eiger.acquisition import EigerAcquisition, Phase, SeriesIdMismatch
 from detpipe.pipeline.eiger.acquisition_params import COMPRESSIONS, TriggerMode
+from detpipe.pipeline.eiger.frame_forwarder import ItemSink
 from detpipe.pipeline.eiger.simplon_client import SimplonClient
+from detpipe.pipeline.eiger.stream_fan_out import StreamFanOut
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 from detpipe.pipeline.triage.setup import DetectorKind
 
 from .data_policy import DataPolicy
-from .detector_device import DetectorDevice
-from .detpipe_device import CLOSE_WAIT_S, in_background, settle
-from .live_view_device import LIVE_MAX_HEIGHT, LIVE_MAX_WIDTH
+from .detpipe_device import in_background, settle
+from .fan_out_coordinator import FanOutCoordinator
 from .parameter_attribute import choice_attribute
+from .receiver_group import ReceiverReading, ReceiverUnavailable
+from .stream_device import StreamDevice
 
 DCU_READ_WAIT_S = 1.0
 TRIGGER_MODES = [mode.value for mode in TriggerMode]
 """acq_trigger_mode's labels, in LImA's spelling."""
 
 
-class EigerDetector(DetectorDevice):
+class EigerDetector(StreamDevice):
     """Controls one EIGER/EIGER2 over SIMPLON REST and receives its ZMQ stream (V1 or V2, detected).
 
     Sequence: set acq_* attributes, Prepare (configure + arm in the background: MOVING, then STANDBY), Start
@@ -69,14 +68,28 @@ class EigerDetector(DetectorDevice):
     )
     HttpTimeout = device_property(dtype=float, default_value=10.0,
                                   doc="Seconds allowed for an ordinary REST request (arm and trigger get 300 s)")
+    Receivers = device_property(
+        dtype=(str,), default_value=[],
+        doc="EigerReceiver devices (in any server, on any host) that share this detector's stream, in blocks of "
+            "their writers' saving_frame_per_file; one FanOutEndpoints entry each. Empty: this server receives "
+            "the whole stream itself")
+    FanOutEndpoints = device_property(
+        dtype=(str,), default_value=[],
+        doc="With Receivers: the ZMQ endpoint this device binds for each receiver, in the same order "
+            "(tcp://<this host's interface>:<port>); each receiver's StreamEndpoint connects to its own")
 
     async def init_device(self) -> None:
         await super().init_device()
-        self._receiver = StreamReceiver(self.StreamEndpoint)
-        self._receiver.start()
-        forwarder = self._receiver.forwarder
-        self.start_live_view(lambda: forwarder.latest, lambda frame: frame_picture(frame, forwarder.series_start),
-                             lambda frame: frame.index)
+        self._coordinator: FanOutCoordinator | None = None
+        problem = self._fan_out_problem()
+        if self.Receivers and not problem:
+            try:
+                fan_out = StreamFanOut(self.StreamEndpoint, list(zip(self.Receivers, self.FanOutEndpoints)))
+            except OSError as err:
+                problem = str(err)
+            else:
+                self._coordinator = FanOutCoordinator(fan_out, self.Receivers)
+        self.start_stream(self._coordinator.fan_out if self._coordinator else StreamReceiver(self.StreamEndpoint))
         self._acq = EigerAcquisition(
             SimplonClient(self.DetectorUrl, timeout_s=self.HttpTimeout), self._receiver,
             stream_timeout_s=self.StreamTimeout,
@@ -84,11 +97,20 @@ class EigerDetector(DetectorDevice):
         self._acq.request(stream_format=self.StreamFormat, header_detail=self.HeaderDetail)
         self._summary = "Connecting to the detector"
         self.start_monitor()
-        self.connect()
+        if problem:
+            self.set_fault(f"{problem}; correct the properties, then Init")
+        else:
+            self.connect()
 
-    async def delete_device(self) -> None:
-        await super().delete_device()
-        await settle([in_background(self._receiver.close)], CLOSE_WAIT_S)  # ends a series still armed
+    def _fan_out_problem(self) -> str:
+        """Why ``Receivers``/``FanOutEndpoints`` cannot work as configured; empty when they can."""
+        if len(self.Receivers) != len(self.FanOutEndpoints):
+            return (f"Receivers names {len(self.Receivers)} devices and FanOutEndpoints {len(self.FanOutEndpoints)} "
+                    "endpoints: give one endpoint per receiver")
+        if self.Receivers and (self.HitFinderDevice or self.DataPolicyDevice):
+            return ("with Receivers, each receiver's server triages and writes its share: leave HitFinderDevice "
+                    "and DataPolicyDevice of the controlling device empty")
+        return ""
 
     @property
     def armed(self) -> bool:
@@ -138,9 +160,11 @@ class EigerDetector(DetectorDevice):
             return DevState.STANDBY, (f"Armed series {acq.series_id}: {acq.frames_expected} frames; waiting for Start"
                                       f"{self._dcu_notes()}")
         if self.acquiring:
+            where = (f"queue {queue_fill:.0f}% full" if self._coordinator is None else
+                     f"spread over {len(self.Receivers)} receivers{_note(self._coordinator.losses())}")
             return self.running_state(stats.frames_dropped_total), (
                 f"Acquiring series {acq.series_id}: {stats.frames_received}/{acq.frames_expected} frames received, "
-                f"{stats.frames_dropped_total} dropped, queue {queue_fill:.0f}% full{self.ending_note()}"
+                f"{stats.frames_dropped_total} dropped, {where}{self.ending_note()}"
             )
         if stats.frames_dropped_total or stats.rejected_total or stats.frames_missing or self.frames_lost:
             return DevState.ALARM, self._summary
@@ -158,14 +182,7 @@ class EigerDetector(DetectorDevice):
         return "".join(f"; {note}" for note in notes)
 
     def event_values(self) -> dict[str, Any]:
-        stats = self._receiver.stats
-        return {
-            "last_image_acquired": stats.last_image_acquired,
-            "frames_received": stats.frames_received,
-            "frames_dropped": stats.frames_dropped_total,
-            "receive_rate": stats.rates()[1],
-            "acq_status": self.acquisition_status(),
-        }
+        return self.stream_event_values()
 
     # --- acquisition settings (LImA names, memorized) ---
     def _request(self, **changes: object) -> None:
@@ -227,84 +244,40 @@ class EigerDetector(DetectorDevice):
         put=lambda device, compression: device._request(compression=compression))
 
     # --- counters and identity ---
-    @attribute(label="Last image acquired",
-               dtype=int, unit="frame", format="%d", description="Index of the last frame received; -1 before the first")
-    async def last_image_acquired(self) -> int:
-        return self._receiver.stats.last_image_acquired
-
-    @attribute(dtype=((np.uint32,),), max_dim_x=LIVE_MAX_WIDTH, max_dim_y=LIVE_MAX_HEIGHT, unit="count",
-               format="%d", label="Live image", data_ready_event_implemented=True,
-               description="The newest frame received, at most live_image_max_rate times per second, in counts; "
-                           "gap and masked pixels 0 (live_image_mask); its frame index in live_image_frame")
-    async def live_image(self) -> np.ndarray:
-        picture = self.live_picture()
-        return picture.pixels.astype(np.uint32) if picture is not None else np.zeros((1, 1), np.uint32)
-
-    @attribute(label="Frames received",
-               dtype=int, unit="frame", format="%d", description="Frames received in this series")
-    async def frames_received(self) -> int:
-        return self._receiver.stats.frames_received
-
-    @attribute(label="Frames dropped", dtype=int, unit="frame", format="%d",
-               description="Frames received but dropped because the writer queue was full")
-    async def frames_dropped(self) -> int:
-        return self._receiver.stats.frames_dropped_total
-
-    @attribute(label="Frames rejected", dtype=int, unit="message", format="%d",
-               description="Stream messages rejected (malformed, other series...); see rejection_reasons")
-    async def frames_rejected(self) -> int:
-        return self._receiver.stats.rejected_total
-
-    @attribute(label="Rejections, by reason", dtype=str, description="Rejected stream messages by reason, as JSON")
-    async def rejection_reasons(self) -> str:
-        return json.dumps(dict(self._receiver.stats.rejected))
-
-    @attribute(label="Late messages", dtype=int, unit="message", format="%d",
-               description="Messages of an earlier series read and discarded in this series (leftovers of a series "
-                           "aborted, refused or re-initialised away; a second end message at disarm); not an error")
-    async def late_messages(self) -> int:
-        return self._receiver.stats.late_messages
 
     @attribute(label="Frames missing",
                dtype=int, unit="frame", format="%d", description="Holes in the frame numbering: sent but never received")
     async def frames_missing(self) -> int:
         return self._receiver.stats.frames_missing
 
-    @attribute(label="Receive rate",
-               dtype=float, unit="MB/s", format="%.1f", description="Compressed stream rate over the last second")
-    async def receive_rate(self) -> float:
-        return self._receiver.stats.rates()[1]
-
-    @attribute(label="Receive frame rate",
-               dtype=float, unit="frame/s", format="%.1f", description="Frames received per second over the last second")
-    async def receive_frame_rate(self) -> float:
-        return self._receiver.stats.rates()[0]
-
-    @attribute(label="Decode time (last)",
-               dtype=float, unit="ms", format="%.3f", description="Time to decode the last stream message")
-    async def decode_time_last(self) -> float:
-        return self._receiver.stats.time_last_ms
-
-    @attribute(label="Decode time (mean)",
-               dtype=float, unit="ms", format="%.3f", description="Mean time to decode one stream message")
-    async def decode_time_mean(self) -> float:
-        return self._receiver.stats.time_mean_ms
-
-    @attribute(label="Decode time (max)",
-               dtype=float, unit="ms", format="%.3f", description="Longest time to decode one stream message")
-    async def decode_time_max(self) -> float:
-        return self._receiver.stats.time_max_ms
-
     @attribute(label="Series id",
                dtype=int, format="%d", description="Series (sequence) id returned by the last arm; -1 before")
     async def series_id(self) -> int:
         return -1 if self._acq.series_id is None else self._acq.series_id
 
-    @attribute(label="Stream format",
-               dtype=str, description="Stream format detected from the messages: legacy (V1), cbor (V2) or unknown")
-    async def stream_format(self) -> str:
-        fmt = self._receiver.decoder.stream_format
-        return fmt.value if fmt is not None else "unknown"
+
+    @attribute(label="Receivers' status", dtype=(str,), max_dim_x=64,
+               description="With Receivers: one line per receiver, its State and counters (received, written, "
+                           "dropped, hits) or why it does not answer; empty without Receivers")
+    async def receivers_status(self) -> list[str]:
+        return [reading.line() for reading in await self._receiver_readings()]
+
+    @attribute(label="Frames written by receivers", dtype=int, unit="frame", format="%d",
+               description="With Receivers: frames of this series the receivers' writers have on disk, summed "
+                           "(receivers that do not answer count 0); 0 without Receivers")
+    async def receivers_frames_written(self) -> int:
+        return sum(reading.counters.get("frames_written", 0) for reading in await self._receiver_readings())
+
+    @attribute(label="Hits found by receivers", dtype=int, unit="frame", format="%d",
+               description="With Receivers: hits among this series' frames, summed over the receivers' hit "
+                           "finders; 0 without Receivers")
+    async def receivers_hits(self) -> int:
+        return sum(reading.counters.get("hits", 0) for reading in await self._receiver_readings())
+
+    async def _receiver_readings(self) -> list[ReceiverReading]:
+        if self._coordinator is None:
+            return []
+        return await asyncio.to_thread(self._coordinator.group.readings)
 
     @attribute(label="SIMPLON API version",
                dtype=str, description="SIMPLON API version of the DCU, from its version endpoint or, where it has "
@@ -343,29 +316,74 @@ class EigerDetector(DetectorDevice):
         requested = self._acq.requested
         series_id = await self.engine_call(lambda: self._acq.prepare(requested, self._claim))
         await self.expect_series(self._acq.rest_config, self._acq.pixel_mask)
+        if self._coordinator is not None:
+            await self._coordinator.wait_armed(lambda step: setattr(self, "_chain_step", step))
         self._summary = f"Series {series_id} prepared"
 
-    def _claim(self, series_id: int) -> FrameQueue[Item]:
+    def _claim(self, series_id: int) -> ItemSink:
+        if self._coordinator is not None:
+            return self._coordinator.claim(series_id, self._writer())
         sink = self.data_sink()
         sink.prepare(series_id)
         return self.claimed(sink, series_id, DetectorKind.EIGER)
 
     async def acquire_series(self) -> None:
-        series_id = self._acq.series_id
+        series_id, coordinator = self._acq.series_id, self._coordinator
         try:
+            if coordinator is not None:
+                await self._start_receivers(coordinator)
             end = await asyncio.to_thread(self._acq.acquire)
+        except (DetectorUnreachable, DetectorFailed, DetectorRefused, TimeoutError, SeriesIdMismatch,
+                ReceiverUnavailable) as err:
+            if coordinator is not None:
+                await self._stitched_note(coordinator)  # the receivers' files get their master all the same
+            self.set_fault(f"Series {series_id} failed: {err}")
+            return
+        try:
             note = await self.wait_series_written()
-        except (DetectorUnreachable, DetectorFailed, DetectorRefused, TimeoutError, SeriesIdMismatch) as err:
+        except TimeoutError as err:
             self.set_fault(f"Series {series_id} failed: {err}")
             return
         stats = self._receiver.stats
-        lost = self.unwritten_note(stats.frames_received - stats.frames_dropped_total)
+        lost = "" if coordinator else self.unwritten_note(stats.frames_received - stats.frames_dropped_total)
         self._summary = (
             f"Series {series_id} done ({end.reason.value}): {stats.frames_received} frames received, "
             f"{stats.frames_dropped_total} dropped, {stats.rejected_total} rejected, {stats.frames_missing} missing"
             f"{f', {stats.late_messages} late messages of earlier series' if stats.late_messages else ''}{lost}{note}"
             f"{self._dcu_notes()}"
         )
+
+    async def wait_series_written(self) -> str:
+        """With Receivers, the series is written once every receiver has closed its files and the master is
+        stitched over them (also for a series stopped before Start: its master has no frames)."""
+        note = await super().wait_series_written()
+        if self._coordinator is not None:
+            note += await self._stitched_note(self._coordinator)
+        return note
+
+    async def _start_receivers(self, coordinator: FanOutCoordinator) -> None:
+        """Start every receiver before the detector; one that refuses ends the armed series (disarm, the
+        fan-out's end to the others) before the error reaches Status."""
+        try:
+            await coordinator.start()
+        except ReceiverUnavailable:
+            await asyncio.to_thread(self._acq.abort)
+            raise
+
+    async def _stitched_note(self, coordinator: FanOutCoordinator) -> str:
+        """Once every receiver closed its files: the master stitched over them, and a Status note of what it
+        holds; frames no receiver wrote are this series' ``frames_lost`` (ALARM), each receiver named."""
+        received = self._receiver.stats.frames_received
+        try:
+            stitched = await coordinator.finish(self._writer())
+        except (OSError, ValueError, KeyError) as err:
+            self.frames_lost = received
+            return f"; no master stitched over the receivers' files: {err}"
+        self.frames_lost = max(0, received - stitched.frames_written)
+        by = ", ".join(f"{name} {count}" for name, count in stitched.written_by.items())
+        left_out = f"; files left out: {len(stitched.left_out)}" if stitched.left_out else ""
+        return (f", {stitched.frames_written} written by the receivers ({by}), {self.frames_lost} lost"
+                f"{_note(coordinator.losses())}{left_out}; master {stitched.master}")
 
     def abandon_engine(self) -> None:
         self._acq.abandon()
@@ -385,3 +403,7 @@ class EigerDetector(DetectorDevice):
         self.clear_fault()
         self._receiver.stats.reset()
         self.connect()
+
+
+def _note(text: str) -> str:
+    return f"; {text}" if text else ""

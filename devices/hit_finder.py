@@ -120,6 +120,11 @@ class HitFinder(DetpipeDevice):
         return self._dispatcher.in_series
 
     @property
+    def hits_in_series(self) -> int:
+        """Hits of the last (or current) series, for a receiver's account to the controlling device."""
+        return self._dispatcher.stats.hits
+
+    @property
     def ready_for_series(self) -> bool:
         """Workers started (kernels compiled) and no series still being triaged: a Prepare can connect."""
         return self._dispatcher.pool.ready and not self._dispatcher.in_series

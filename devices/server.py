@@ -12,12 +12,13 @@ from tango.server import run
 from .agipd_detector import AgipdDetector
 from .data_policy import DataPolicy
 from .eiger_detector import EigerDetector
+from .eiger_receiver import EigerReceiver
 from .hit_finder import HitFinder
 from .nexus_writer import NexusWriter
 from .server_names import SERVER_NAME
 
 # Writers and hit finders first: detectors look them up when they prepare.
-DEVICE_CLASSES = (NexusWriter, DataPolicy, HitFinder, EigerDetector, AgipdDetector)
+DEVICE_CLASSES = (NexusWriter, DataPolicy, HitFinder, EigerReceiver, EigerDetector, AgipdDetector)
 
 
 def run_server(instance: str, tango_args: Sequence[str] = (), *, host: str | None = None, port: int = 0,

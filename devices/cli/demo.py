@@ -31,6 +31,8 @@ from .user_error import UserError, make_output_directory
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # the checkout's config/, next to devices/
 DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitfinder/1"
+RECEIVER_WRITER = "eiger/receiver-writer/{}"  # config/demo-eiger-receivers.yaml
+DEMO_RECEIVERS = (1, 2)  # the whole stream in one server, or the two-receiver topology
 AGIPD, AGIPD_WRITER = "spb/agipd1m/1", "spb/writer/1"
 EXPO_TIME_S = 0.002
 AGIPD_RAW_FRAME_BYTES = 16 * 2 * 512 * 128 * 2  # 16 modules of analog + digital uint16 512 × 128 pixels
@@ -80,16 +82,29 @@ def new_output_directory(output: Path | None) -> Path:
     return make_output_directory(output, "--output")
 
 
+def demo_config(detector: str, receivers: int) -> Path:
+    if receivers not in DEMO_RECEIVERS:
+        raise UserError(f"--receivers {receivers}: the demo runs 1 or 2 receivers (config/demo-eiger-receivers.yaml "
+                        "is the two-receiver topology; copy it for more)")
+    if detector == "agipd":
+        if receivers > 1:
+            raise UserError("--receivers 2 spreads an EIGER stream; AGIPD module groups are not built yet "
+                            "(docs/scale_out.md)")
+        return config_file("demo-agipd.yaml")
+    return config_file("demo-eiger.yaml" if receivers == 1 else "demo-eiger-receivers.yaml")
+
+
 def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detector: str = "eiger",
-             trains: int = 20, cells: int = 64) -> int:
+             trains: int = 20, cells: int = 64, receivers: int = 1) -> int:
     check_counts(frames=frames, trains=trains, cells=cells)
-    config = config_file("demo-eiger.yaml" if detector == "eiger" else "demo-agipd.yaml")
+    config = demo_config(detector, receivers)
     output = new_output_directory(output)
     data_root = output / "data"
     data_root.mkdir()
     detpipe = [sys.executable, "-m", "detpipe.devices.cli"]
     ports = {"EIGER_REST_PORT": free_tcp_port(), "EIGER_STREAM_PORT": free_tcp_port(),
-             "AGIPD_BRIDGE_PORT": free_tcp_port()}
+             "AGIPD_BRIDGE_PORT": free_tcp_port(), "FAN_OUT_PORT_1": free_tcp_port(),
+             "FAN_OUT_PORT_2": free_tcp_port()}
     if detector == "eiger":
         simulator = [*detpipe, "sim", "eiger", "--model", model, "--rest-port", str(ports["EIGER_REST_PORT"]),
                      "--stream-port", str(ports["EIGER_STREAM_PORT"]), "--seed", "1", "--hit-fraction", "0.1"]
@@ -105,11 +120,18 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
             **{name: str(port) for name, port in ports.items()}, "DATA_ROOT": str(data_root)}))
         print(f"[demo] TANGO_HOST={db.tango_host}; starting the {detector} simulator", flush=True)
         stack.enter_context(ManagedProcess(simulator, ready_marker=ready))
-        print("[demo] starting device server detpipe/demo (listening on 127.0.0.1 only)", flush=True)
-        stack.enter_context(ManagedProcess([*detpipe, "server", "demo", "--host", "127.0.0.1"],
-                                           ready_marker="Ready to accept request", env={"TANGO_HOST": db.tango_host}))
+        for instance in [*(f"receiver-{k}" for k in range(1, receivers + 1) if receivers > 1), "demo"]:
+            print(f"[demo] starting device server detpipe/{instance} (listening on 127.0.0.1 only)", flush=True)
+            stack.enter_context(ManagedProcess([*detpipe, "server", instance, "--host", "127.0.0.1"],
+                                               ready_marker="Ready to accept request",
+                                               env={"TANGO_HOST": db.tango_host}))
         os.environ["TANGO_HOST"] = db.tango_host
-        summary = acquire(frames, data_root) if detector == "eiger" else acquire_agipd(trains, cells, data_root)
+        if detector == "agipd":
+            summary = acquire_agipd(trains, cells, data_root)
+        elif receivers > 1:
+            summary = acquire_spread(frames, receivers, data_root)
+        else:
+            summary = acquire(frames, data_root)
     print(f"[demo] writing the quick-look report of {summary.run.name}", flush=True)
     progress = Progress("[demo] report", "frame", sys.stdout)
     try:
@@ -125,14 +147,22 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
     return 0 if summary.ok else 1
 
 
-def acquire(frames: int, data_root: Path) -> DemoSummary:
-    detector, writer, hit_finder = (tango.DeviceProxy(name) for name in (DETECTOR, WRITER, HIT_FINDER))
-    writer.saving_directory = str(data_root)
-    writer.saving_prefix = "demo_$id"
-    writer.saving_frame_per_file = 100
+def set_up_series(detector: tango.DeviceProxy, writer: tango.DeviceProxy, frames: int, directory: Path) -> None:
+    configure_writer(writer, directory)
     detector.acq_nb_frames = frames
     detector.acq_expo_time = EXPO_TIME_S
     detector.compression_type = "bslz4"
+
+
+def configure_writer(writer: tango.DeviceProxy, directory: Path) -> None:
+    writer.saving_directory = str(directory)
+    writer.saving_prefix = "demo_$id"
+    writer.saving_frame_per_file = 100
+
+
+def acquire(frames: int, data_root: Path) -> DemoSummary:
+    detector, writer, hit_finder = (tango.DeviceProxy(name) for name in (DETECTOR, WRITER, HIT_FINDER))
+    set_up_series(detector, writer, frames, data_root)
     progress = Progress("[demo] series", "frame", sys.stdout)
     elapsed = prepare_and_run(detector, lambda: progress(writer.frames_written, frames,
                                                           f"{writer.bytes_written / 1e6:.0f} MB written"))
@@ -147,6 +177,30 @@ def acquire(frames: int, data_root: Path) -> DemoSummary:
         ("hits", f"{hit_finder.hits} ({100.0 * hit_finder.hits / max(frames, 1):.1f}%; simulated 10%)"),
         ("MB written", f"{writer.bytes_written / 1e6:.1f}"),
         ("compression ratio", f"{writer.compression_ratio:.2f}"),
+        ("frames/s", f"{written / elapsed if elapsed > 0 else 0.0:.1f}"),
+        ("master file", writer.master_file),
+    ), ok=written == frames, run=Path(writer.master_file))
+
+
+def acquire_spread(frames: int, receivers: int, data_root: Path) -> DemoSummary:
+    """The two-receiver topology: each receiver's writer in its own folder, the master in ``data_root``."""
+    detector, writer = tango.DeviceProxy(DETECTOR), tango.DeviceProxy(WRITER)
+    set_up_series(detector, writer, frames, data_root)
+    for k in range(1, receivers + 1):
+        configure_writer(tango.DeviceProxy(RECEIVER_WRITER.format(k)), data_root / f"receiver-{k}")
+    progress = Progress("[demo] series", "frame", sys.stdout)
+    elapsed = prepare_and_run(detector, lambda: progress(detector.receivers_frames_written, frames,
+                                                          f"over {receivers} receivers"))
+    progress.close()
+    for line in detector.receivers_status:
+        _say(line)
+    received, written, hits = detector.frames_received, detector.receivers_frames_written, detector.receivers_hits
+    return DemoSummary(rows=(
+        ("receivers", str(receivers)),
+        ("frames acquired", str(received)),
+        ("frames written", str(written)),
+        ("frames lost", str(frames - written)),
+        ("hits", f"{hits} ({100.0 * hits / max(frames, 1):.1f}%; simulated 10%)"),
         ("frames/s", f"{written / elapsed if elapsed > 0 else 0.0:.1f}"),
         ("master file", writer.master_file),
     ), ok=written == frames, run=Path(writer.master_file))

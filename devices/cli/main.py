@@ -22,7 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(output=args.output, frames=args.frames, model=args.model, detector=args.detector,
-                    trains=args.trains, cells=args.cells)
+                    trains=args.trains, cells=args.cells, receivers=args.receivers)
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="EIGER2 model of the simulator (default 4M)")
     demo.add_argument("--trains", type=int, default=20, help="AGIPD: trains to acquire (default 20)")
     demo.add_argument("--cells", type=int, default=64, help="AGIPD: memory cells per train (default 64)")
+    demo.add_argument("--receivers", type=int, default=1,
+                      help="EIGER: 2 spreads the stream over two receiver servers, each writing its own files, "
+                           "under one stitched master (config/demo-eiger-receivers.yaml; default 1)")
     demo.set_defaults(func=_demo)
 
     sim = sub.add_parser("sim", help="run a detector simulator (eiger, agipd)")

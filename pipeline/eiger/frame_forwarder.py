@@ -12,14 +12,21 @@ decodes is verified by whoever reads it next: the writer's frame-check thread be
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from ..core.frame import Frame
-from ..core.frame_queue import FrameQueue
 from ..core.receiver_stats import ReceiverStats
 from ..core.series import EndOfSeries, SeriesStart
 from ..core.stage import Item
 
 Reject = Callable[[str, str], None]
+
+
+class ItemSink(Protocol):
+    """Where the receive thread puts the series' items: the engine's ``FrameQueue``, or a fan-out's receivers.
+    ``put`` returns False when the item could not be taken (a full queue)."""
+
+    def put(self, item: Item) -> bool: ...
 
 
 class FrameForwarder:
@@ -36,7 +43,7 @@ class FrameForwarder:
         self.latest: Frame | None = None  # the newest frame forwarded, for the live view: a reference, no copy
         self.series_start: SeriesStart | None = None  # of the newest series (its pixel mask), for the live view
 
-    def forward(self, outbox: FrameQueue[Item], item: Item) -> None:
+    def forward(self, outbox: ItemSink, item: Item) -> None:
         if isinstance(item, Frame):
             self._forward_frame(outbox, item)
         elif isinstance(item, SeriesStart):
@@ -44,7 +51,7 @@ class FrameForwarder:
         else:
             self._forward_end(outbox, item)
 
-    def _forward_start(self, outbox: FrameQueue[Item], start: SeriesStart) -> None:
+    def _forward_start(self, outbox: ItemSink, start: SeriesStart) -> None:
         self._enter(start.series_id)
         self.series_start = start
         self._frames_expected = start.config.frames_expected if start.config is not None else 0
@@ -57,12 +64,12 @@ class FrameForwarder:
         self._frames_expected = 0
         self._seen = {}
 
-    def _forward_end(self, outbox: FrameQueue[Item], end: EndOfSeries) -> None:
+    def _forward_end(self, outbox: ItemSink, end: EndOfSeries) -> None:
         self._series_id = None
         outbox.put(end)
         self._on_series_end(end)
 
-    def _forward_frame(self, outbox: FrameQueue[Item], frame: Frame) -> None:
+    def _forward_frame(self, outbox: ItemSink, frame: Frame) -> None:
         if frame.series_id != self._series_id:
             self._enter(frame.series_id)
         if self._frames_expected and frame.index >= self._frames_expected:

@@ -30,12 +30,11 @@ import zmq
 
 from ..core.errors import FrameRejected
 from ..core.frame import Frame
-from ..core.frame_queue import FrameQueue
 from ..core.receiver_stats import ReceiverStats
 from ..core.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
 from ..core.thread_names import pipeline_thread
-from .frame_forwarder import FrameForwarder
+from .frame_forwarder import FrameForwarder, ItemSink
 from .stream_decoder import EigerStreamDecoder, ForeignSeries
 from .stream_socket import StreamSocket
 
@@ -66,7 +65,7 @@ class StreamReceiver:
         self._forwarder = FrameForwarder(self.stats, self._reject, self._series_ended)
         self.last_message_monotonic = 0.0
         self._receive_buffer_messages = receive_buffer_messages
-        self._outbox: FrameQueue[Item] | None = None
+        self._outbox: ItemSink | None = None
         self._series_id: int | None = None
         self._fallback_config: DetectorConfig | None = None
         self._fallback_pixel_mask: np.ndarray | None = None
@@ -107,7 +106,7 @@ class StreamReceiver:
     def active_series(self) -> int | None:
         return self._series_id
 
-    def listen(self, series_id: int, outbox: FrameQueue[Item], fallback_config: DetectorConfig | None,
+    def listen(self, series_id: int, outbox: ItemSink, fallback_config: DetectorConfig | None,
                fallback_pixel_mask: np.ndarray | None = None) -> None:
         """Forward series ``series_id`` to ``outbox``. ``fallback_config`` (read over REST) fills a series
         header that carries no config (V1 header_detail=none), so the master file still gets its metadata;

@@ -208,7 +208,7 @@ def _config(handle: h5py.File, first_data_file: Path | None) -> DetectorConfig |
     if "omega_start" not in header and "goniometer" not in header and isinstance(omega, h5py.Dataset) and omega.size:
         header["goniometer"] = {"omega": {"start": float(omega[0]),
                                           "increment": _value(handle, f"{_OMEGA}/omega_increment_set")}}
-    shape, dtype, encoding = _frame_layout(first_data_file) if first_data_file is not None else (
+    shape, dtype, encoding = stored_frame_layout(first_data_file) if first_data_file is not None else (
         (_number(specific, "y_pixels_in_detector", int) or 0, _number(specific, "x_pixels_in_detector", int) or 0),
         np.dtype(f"uint{_number(detector, 'bit_depth_image', int) or 16}"), None)
     energy = _number(specific, "photon_energy")
@@ -234,7 +234,7 @@ def _config(handle: h5py.File, first_data_file: Path | None) -> DetectorConfig |
         **{key: value for key, value in defaulted.items() if value is not None})
 
 
-def _frame_layout(path: Path) -> tuple[tuple[int, int], np.dtype, Encoding]:
+def stored_frame_layout(path: Path) -> tuple[tuple[int, int], np.dtype, Encoding]:
     """Shape, dtype and encoding of the stored frames (the master's layout fields follow the frames too)."""
     with h5py.File(path, "r") as handle:
         dataset = handle[DATASET_PATH]

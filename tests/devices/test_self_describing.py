@@ -17,6 +17,7 @@ from detpipe.devices.agipd_detector import AgipdDetector
 from detpipe.devices.cli.embedded_database import free_tcp_port
 from detpipe.devices.data_policy import DataPolicy
 from detpipe.devices.eiger_detector import TRIGGER_MODES, EigerDetector
+from detpipe.devices.eiger_receiver import EigerReceiver
 from detpipe.devices.hit_finder import HitFinder
 from detpipe.devices.nexus_writer import NexusWriter
 from detpipe.devices.server import DEVICE_CLASSES
@@ -61,6 +62,7 @@ def start_properties(data_root: Path) -> dict[type[Device], dict[str, object]]:
         HitFinder: {"Workers": 1},
         EigerDetector: {"DetectorUrl": f"http://127.0.0.1:{free_tcp_port()}",
                         "StreamEndpoint": f"tcp://127.0.0.1:{free_tcp_port()}", "WriterDevice": WRITER},
+        EigerReceiver: {"StreamEndpoint": f"tcp://127.0.0.1:{free_tcp_port()}", "WriterDevice": WRITER},
         AgipdDetector: {"BridgeEndpoint": f"tcp://127.0.0.1:{free_tcp_port()}", "WriterDevice": WRITER},
     }
 

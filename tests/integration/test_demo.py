@@ -126,6 +126,21 @@ def test_the_default_demo_works_with_default_client_timeouts_on_a_busy_machine_w
     assert (summary["frames written"], summary["frames lost"]) == ("10", "0"), run.stdout
 
 
+def test_the_two_receiver_demo_spreads_the_stream_and_loses_nothing(tmp_path: Path) -> None:
+    frames = 6  # blocks of 100 frames: receiver 1 writes them all, receiver 2 listens; test_receivers.py spreads
+    run, sockets = run_demo_watching_sockets("--output", str(tmp_path), "--frames", str(frames), "--model", "1M",
+                                             "--receivers", "2")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not on_wildcards(sockets), "the fan-out and every server listen on 127.0.0.1 only"
+    summary = demo_summary(run.stdout)
+    assert summary["receivers"] == "2" and summary["frames written"] == str(frames) and summary["frames lost"] == "0"
+    assert "[demo] eiger/receiver/2: ON, 0 received, 0 written" in run.stdout
+    (master,) = (tmp_path / "data").glob("*_master.h5")
+    assert summary["master file"] == str(master)
+    with EigerSimulator("1M", seed=1, hit_fraction=0.1) as truth, h5py.File(master) as f:
+        np.testing.assert_array_equal(f["/entry/data/data"][frames - 1], truth.frames.pixels(frames - 1))
+
+
 def test_agipd_demo_writes_a_run_extra_data_opens(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "detpipe.devices.cli", "demo", "--detector", "agipd", "--output", str(tmp_path),
