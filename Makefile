@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/detpipe demo $(if $(OUTPUT),--output $(OUTPUT)) $(if $(DETECTOR),--detector $(DETECTOR))
+	$(BIN)/detpipe demo $(if $(OUTPUT),--output $(OUTPUT)) $(if $(DETECTOR),--detector $(DETECTOR)) $(if $(RECEIVERS),--receivers $(RECEIVERS))
 
 test: $(STAMP)
 	$(BIN)/lint-imports

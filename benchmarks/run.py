@@ -23,6 +23,7 @@ from pathlib import Path
 from . import (
     agipd_bench,
     e2e_bench,
+    eiger_scale_bench,
     exdf_compression_bench,
     receiver_bench,
     red_bench,
@@ -48,6 +49,7 @@ BENCHES: tuple[tuple[Bench, tuple[str, ...]], ...] = (
     (triage_accuracy.bench_accuracy, triage_accuracy.KEYS),
     (e2e_bench.bench_triage_e2e, e2e_bench.TRIAGE_KEYS),
     (red_bench.bench_red, red_bench.KEYS),
+    (eiger_scale_bench.bench_eiger_scale, eiger_scale_bench.KEYS),
     # Last: Dask's client keeps threads for the life of this process, and the end-to-end benchmarks fork servers
     (scale_bench.bench_scale, scale_bench.KEYS),
 )

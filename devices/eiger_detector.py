@@ -107,6 +107,9 @@ class EigerDetector(StreamDevice):
         if len(self.Receivers) != len(self.FanOutEndpoints):
             return (f"Receivers names {len(self.Receivers)} devices and FanOutEndpoints {len(self.FanOutEndpoints)} "
                     "endpoints: give one endpoint per receiver")
+        if self.Receivers and self.HeaderDetail == "none":
+            return ("with Receivers, every receiver takes the series' configuration from the stream header: set "
+                    "HeaderDetail to all (or basic)")
         if self.Receivers and (self.HitFinderDevice or self.DataPolicyDevice):
             return ("with Receivers, each receiver's server triages and writes its share: leave HitFinderDevice "
                     "and DataPolicyDevice of the controlling device empty")

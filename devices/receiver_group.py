@@ -103,4 +103,7 @@ class ReceiverGroup:
             values = proxy.read_attributes(list(COUNTERS))
         except DevFailed as err:
             return ReceiverReading(name, None, ReceiverUnavailable(name, "", err).args[0].split(": ", 1)[-1], {})
-        return ReceiverReading(name, state, status, {c: int(v.value) for c, v in zip(COUNTERS, values)})
+        counters = {c: int(v.value) for c, v in zip(COUNTERS, values) if not v.has_failed and v.value is not None}
+        if unread := [c for c in COUNTERS if c not in counters]:
+            log.warning("receiver %s: %s not readable", name, ", ".join(unread))
+        return ReceiverReading(name, state, status, counters)
