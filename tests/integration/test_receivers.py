@@ -28,6 +28,7 @@ from detpipe.devices.tangodb.config_model import load_database_config
 from detpipe.devices.tangodb.server_config import register
 from detpipe.pipeline.nexus.series_stitching import WRITTEN_PATH
 from detpipe.simulators import EigerSimulator
+from detpipe.simulators.eiger_acquisition import DetectorState
 from tests.waiting import wait_until
 
 DETPIPE = [sys.executable, "-m", "detpipe.devices.cli"]
@@ -175,3 +176,8 @@ def test_a_receiver_killed_mid_series_is_counted_lost_named_in_alarm_and_the_mas
             if index in lost:
                 expected = np.full_like(expected, np.iinfo(expected.dtype).max)  # the fill value
             np.testing.assert_array_equal(stack[index], expected)
+    # The next Prepare needs every receiver: it fails at once naming the dead one, and nothing stays armed.
+    detector.Prepare()
+    wait_until(detector.State, lambda state: state == tango.DevState.FAULT, 60, "Prepare refused")
+    assert "receiver eiger/receiver/2 refused series" in detector.Status()
+    assert topology.simulator.state is DetectorState.IDLE  # disarmed again
