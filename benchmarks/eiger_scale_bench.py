@@ -145,7 +145,8 @@ def _topology(frames: int) -> Iterator[_Topology]:
         db = stack.enter_context(EmbeddedTangoDatabase(root / "tango.db"))
         ports = [free_tcp_port(), free_tcp_port()]
         register(db.client(), load_database_config(config_file("demo-eiger-receivers.yaml"), {
-            "EIGER_REST_PORT": sim.rest_url.rsplit(":", 1)[1], "EIGER_STREAM_PORT": sim.stream_endpoint.rsplit(":", 1)[1],
+            "EIGER_REST_PORT": sim.rest_url.rsplit(":", 1)[1],
+            "EIGER_STREAM_PORT": sim.stream_endpoint.rsplit(":", 1)[1],
             "FAN_OUT_PORT_1": str(ports[0]), "FAN_OUT_PORT_2": str(ports[1]), "DATA_ROOT": str(data)}))
         client = db.client()
         for k in (1, 2):  # queues that hold the series: the chain's rate is measured, and no frame skips triage

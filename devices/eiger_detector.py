@@ -8,7 +8,6 @@ that spreads it over EigerReceiver devices in other servers (fan_out_coordinator
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from tango import AttrWriteType, DevState
 from tango.server import attribute, command, device_property
@@ -43,7 +42,6 @@ class EigerDetector(StreamDevice):
     Abort closes files as they are. The device connects in the background too (INIT until the DCU answered).
     """
 
-    EVENT_ATTRIBUTES = ("last_image_acquired", "frames_received", "frames_dropped", "receive_rate", "acq_status")
     detector_kind = DetectorKind.EIGER
 
     DetectorUrl = device_property(
@@ -184,9 +182,6 @@ class EigerDetector(StreamDevice):
             notes.append(acq.pixel_mask_note)
         return "".join(f"; {note}" for note in notes)
 
-    def event_values(self) -> dict[str, Any]:
-        return self.stream_event_values()
-
     # --- acquisition settings (LImA names, memorized) ---
     def _request(self, **changes: object) -> None:
         if self.preparing or self._acq.phase is not Phase.IDLE:
@@ -247,7 +242,6 @@ class EigerDetector(StreamDevice):
         put=lambda device, compression: device._request(compression=compression))
 
     # --- counters and identity ---
-
     @attribute(label="Frames missing",
                dtype=int, unit="frame", format="%d", description="Holes in the frame numbering: sent but never received")
     async def frames_missing(self) -> int:
@@ -257,7 +251,6 @@ class EigerDetector(StreamDevice):
                dtype=int, format="%d", description="Series (sequence) id returned by the last arm; -1 before")
     async def series_id(self) -> int:
         return -1 if self._acq.series_id is None else self._acq.series_id
-
 
     @attribute(label="Receivers' status", dtype=(str,), max_dim_x=64,
                description="With Receivers: one line per receiver, its State and counters (received, written, "

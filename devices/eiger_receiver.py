@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from tango import DevState
 from tango.server import attribute, command, device_property
@@ -32,7 +31,6 @@ class EigerReceiver(StreamDevice):
     claims the files and listens (MOVING, then STANDBY); Start waits for the series (RUNNING) until the
     fan-out's end has reached the writer, then ON, or ALARM when frames were dropped here."""
 
-    EVENT_ATTRIBUTES = ("last_image_acquired", "frames_received", "frames_dropped", "receive_rate", "acq_status")
     detector_kind = DetectorKind.EIGER
 
     StreamEndpoint = device_property(
@@ -76,9 +74,6 @@ class EigerReceiver(StreamDevice):
         if stats.frames_dropped_total or stats.rejected_total or self.frames_lost:
             return DevState.ALARM, self._summary
         return DevState.ON, self._summary
-
-    def event_values(self) -> dict[str, Any]:
-        return self.stream_event_values()
 
     # --- what the controlling device reads ---
     @attribute(label="Frames written", dtype=int, unit="frame", format="%d",

@@ -16,7 +16,7 @@ from pathlib import Path
 from tango import DevState
 
 from detpipe.pipeline.core.file_clock import file_time_s
-from detpipe.pipeline.core.series import EndOfSeries, SeriesStart
+from detpipe.pipeline.core.series import SeriesStart
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.eiger.stream_fan_out import StreamFanOut
 from detpipe.pipeline.nexus.series_stitching import ReceiverShare, StitchedSeries, stitch_series
@@ -33,17 +33,15 @@ _BUSY = (DevState.MOVING, DevState.RUNNING)
 
 
 class SeriesBoundaries:
-    """The fan-out's local outbox: it keeps the series start and end it saw (the frames went to the receivers)."""
+    """The fan-out's local outbox: it keeps the series start for the master (the frames went to the receivers;
+    the end reaches the acquisition through the receive thread's callback)."""
 
     def __init__(self) -> None:
         self.start: SeriesStart | None = None
-        self.end: EndOfSeries | None = None
 
     def put(self, item: Item) -> bool:
         if isinstance(item, SeriesStart):
             self.start = item
-        elif isinstance(item, EndOfSeries):
-            self.end = item
         return True
 
 
@@ -60,7 +58,6 @@ class FanOutCoordinator:
         self.fan_out = fan_out
         self.group = ReceiverGroup(receivers)
         self._series: _Series | None = None
-        self.last: StitchedSeries | None = None
         self.unanswered: list[str] = []  # receivers that did not finish the last series: "name (why)"
 
     def claim(self, series_id: int, writer: NexusWriter) -> SeriesBoundaries:
@@ -74,23 +71,19 @@ class FanOutCoordinator:
             raise
         self.fan_out.distribute(block_frames)
         self._series = _Series(series_id, master, shares, SeriesBoundaries())
-        self.last, self.unanswered = None, []
+        self.unanswered = []
         return self._series.boundaries
 
     async def wait_armed(self, on_step: Callable[[str], None]) -> None:
         """Until every receiver is listening (STANDBY); raises with the Status of one that failed."""
         for name in self.group.names:
             on_step(f"waiting for receiver {name} to be ready")
-            reading: list[ReceiverReading] = []
-
-            def armed(name: str = name) -> bool:
-                reading[:] = [r for r in self.group.readings() if r.name == name]
-                return reading[0].state not in (DevState.MOVING, DevState.ON)
-
-            if not await _polled(armed, RECEIVER_READY_TIMEOUT_S):
+            reading = await self._reading_when(name, lambda r: r.state not in (DevState.MOVING, DevState.ON),
+                                               RECEIVER_READY_TIMEOUT_S)
+            if reading is None:
                 raise TimeoutError(f"receiver {name} not ready after {RECEIVER_READY_TIMEOUT_S:.0f}s")
-            if reading[0].state != DevState.STANDBY:
-                raise ReceiverUnavailable(name, "could not prepare", RuntimeError(reading[0].status))
+            if reading.state != DevState.STANDBY:
+                raise ReceiverUnavailable(name, "could not prepare", RuntimeError(reading.status))
         on_step("")
 
     async def start(self) -> None:
@@ -102,24 +95,30 @@ class FanOutCoordinator:
         series = self._series
         assert series is not None
         for name in self.group.names:
-            done = await _polled(lambda name=name: self._finished(name), RECEIVER_DRAIN_TIMEOUT_S)
-            if not done:
+            reading = await self._reading_when(name, lambda r: r.state not in (*_BUSY, DevState.STANDBY),
+                                               RECEIVER_DRAIN_TIMEOUT_S)
+            if reading is None:
                 self.unanswered.append(f"{name} (still writing after {RECEIVER_DRAIN_TIMEOUT_S:.0f}s)")
+            elif reading.state is None:
+                self.unanswered.append(f"{name} ({reading.status})")
         stats, boundaries = self.fan_out.stats, series.boundaries
         start = boundaries.start or SeriesStart(series.series_id)
         params = writer.saving_params
-        self.last = await asyncio.to_thread(
+        return await asyncio.to_thread(
             stitch_series, series.master, start, series.shares, stats.last_image_acquired + 1,
             instrument_name=params.instrument_name, source_name=params.source_name, end_s=file_time_s())
-        return self.last
 
-    def _finished(self, name: str) -> bool:
-        reading = next(r for r in self.group.readings() if r.name == name)
-        if reading.state is None:
-            if not any(u.startswith(f"{name} ") for u in self.unanswered):
-                self.unanswered.append(f"{name} ({reading.status})")
-            return True
-        return reading.state not in _BUSY and reading.state != DevState.STANDBY
+    async def _reading_when(self, name: str, done: Callable[[ReceiverReading], bool],
+                            timeout_s: float) -> ReceiverReading | None:
+        """Receiver ``name``'s reading once ``done`` holds for it or it does not answer (its state None);
+        None after ``timeout_s``. The Tango reads run in a worker thread."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            reading = await asyncio.to_thread(self.group.reading, name)
+            if reading.state is None or done(reading):
+                return reading
+            await asyncio.sleep(POLL_S)
+        return None
 
     def losses(self) -> str:
         """The receivers that lost frames and why, for Status; empty when none did."""
@@ -127,13 +126,3 @@ class FanOutCoordinator:
                 for link in self.fan_out.gone]
         gone += [f"{entry} did not finish the series" for entry in self.unanswered]
         return "; ".join(gone)
-
-
-async def _polled(condition: Callable[[], bool], timeout_s: float) -> bool:
-    """``condition`` (blocking Tango reads) polled in a worker thread until true or ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(condition):
-            return True
-        await asyncio.sleep(POLL_S)
-    return False

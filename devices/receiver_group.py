@@ -23,10 +23,16 @@ CLIENT_TIMEOUT_MS = 2500  # every receiver command returns at once; a slower ans
 COUNTERS = ("frames_received", "frames_written", "frames_dropped", "hits")
 
 
+def _reason(err: Exception) -> str:
+    """One line: a DevFailed's first description line (its others are CORBA detail), else the message."""
+    if isinstance(err, DevFailed) and err.args:
+        return str(err.args[0].desc).strip().splitlines()[0]
+    return str(err)
+
+
 class ReceiverUnavailable(RuntimeError):
-    def __init__(self, name: str, what: str, err: DevFailed | Exception) -> None:
-        reason = err.args[0].desc.strip().splitlines()[0] if isinstance(err, DevFailed) and err.args else str(err)
-        super().__init__(f"receiver {name} {what}: {reason}")
+    def __init__(self, name: str, what: str, err: Exception) -> None:
+        super().__init__(f"receiver {name} {what}: {_reason(err)}")
         self.name = name
 
 
@@ -94,15 +100,15 @@ class ReceiverGroup:
                 log.warning("receiver %s: Abort during cleanup failed: %s", name, err)
 
     def readings(self) -> list[ReceiverReading]:
-        return [self._reading(name) for name in self.names]
+        return [self.reading(name) for name in self.names]
 
-    def _reading(self, name: str) -> ReceiverReading:
+    def reading(self, name: str) -> ReceiverReading:
         try:
             proxy = self._proxy(name)
             state, status = proxy.State(), proxy.Status()
             values = proxy.read_attributes(list(COUNTERS))
         except DevFailed as err:
-            return ReceiverReading(name, None, ReceiverUnavailable(name, "", err).args[0].split(": ", 1)[-1], {})
+            return ReceiverReading(name, None, _reason(err), {})
         counters = {c: int(v.value) for c, v in zip(COUNTERS, values) if not v.has_failed and v.value is not None}
         if unread := [c for c in COUNTERS if c not in counters]:
             log.warning("receiver %s: %s not readable", name, ", ".join(unread))

@@ -20,6 +20,7 @@ from .live_view_device import LIVE_MAX_HEIGHT, LIVE_MAX_WIDTH
 class StreamDevice(DetectorDevice):
     """A detector device whose frames arrive on one ``StreamReceiver`` (started by ``start_stream``)."""
 
+    EVENT_ATTRIBUTES = ("last_image_acquired", "frames_received", "frames_dropped", "receive_rate", "acq_status")
     _receiver: StreamReceiver
 
     def start_stream(self, receiver: StreamReceiver) -> None:
@@ -34,8 +35,7 @@ class StreamDevice(DetectorDevice):
         await super().delete_device()
         await settle([in_background(self._receiver.close)], CLOSE_WAIT_S)  # ends a series still armed
 
-    def stream_event_values(self) -> dict[str, object]:
-        """The counters every stream device pushes change events for."""
+    def event_values(self) -> dict[str, object]:
         stats = self._receiver.stats
         return {
             "last_image_acquired": stats.last_image_acquired,

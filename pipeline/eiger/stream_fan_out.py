@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cbor2
+import numpy as np
 import zmq
 
 from ..core.frame import Frame
-from ..core.series import EndOfSeries, SeriesStart
+from ..core.series import DetectorConfig, EndOfSeries, SeriesStart
 from ..core.stage import Item
 from .frame_forwarder import ItemSink
 from .stream_decoder import StreamFormat
@@ -92,9 +93,10 @@ class StreamFanOut(StreamReceiver):
         for link in self.links:
             link.reset()
 
-    def listen(self, series_id: int, outbox: ItemSink, *args: object, **kwargs: object) -> None:
+    def listen(self, series_id: int, outbox: ItemSink, fallback_config: DetectorConfig | None,
+               fallback_pixel_mask: np.ndarray | None = None) -> None:
         """As ``StreamReceiver.listen``; the series start and end reach ``outbox`` too, the frames do not."""
-        super().listen(series_id, _Distribution(self, outbox), *args, **kwargs)  # type: ignore[arg-type]
+        super().listen(series_id, _Distribution(self, outbox), fallback_config, fallback_pixel_mask)
 
     @property
     def gone(self) -> list[ReceiverLink]:
@@ -141,11 +143,8 @@ class StreamFanOut(StreamReceiver):
         return link
 
     def _send(self, link: ReceiverLink, parts: Sequence[zmq.Frame | bytes]) -> bool:
-        try:
-            link.socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.Again:
-            pass
+        """Sends at once when the link has room (the poll answers at once then), else waits up to
+        ``stall_timeout_s`` for some; a receiver that made none in that time is gone."""
         if link.socket.poll(int(self.stall_timeout_s * 1000), zmq.POLLOUT):
             link.socket.send_multipart(parts, copy=False)
             return True

@@ -38,6 +38,11 @@ TRIAGE_BLOCK_ROWS = 1024  # rows read from a receiver's master at a time (its wr
 _STEM_SUFFIX = "_master.h5"
 
 
+def series_files_of(master: Path) -> SeriesFiles:
+    """The file set whose master is ``master`` (``<stem>_master.h5``)."""
+    return SeriesFiles(master.parent, master.name.removesuffix(_STEM_SUFFIX))
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverShare:
     """One receiver's part of a series: its name (for messages) and the master its writer claimed."""
@@ -47,7 +52,7 @@ class ReceiverShare:
 
     @property
     def files(self) -> SeriesFiles:
-        return SeriesFiles(self.master.parent, self.master.name.removesuffix(_STEM_SUFFIX))
+        return series_files_of(self.master)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +97,9 @@ def stitch_series(master: Path, start: SeriesStart, shares: Sequence[ReceiverSha
         written[item.first_index : item.first_index + len(rows)] |= rows
         written_by[item.share.name] += int(rows.sum())
     triage = _triage_of(master, shares)
-    files = ReceiverShare("", master).files
     nxmx = NxmxMaster(master, triage=triage)
-    nxmx.create(start, instrument_name=instrument_name, source_name=source_name, sample_name=files.stem,
-                overwrite=False)
+    nxmx.create(start, instrument_name=instrument_name, source_name=source_name,
+                sample_name=series_files_of(master).stem, overwrite=False)
     if triage is not None:
         _merge_triage(triage, stored)
     extents = [DataFileExtent(f.number, os.path.relpath(f.path, master.parent), f.first_index, f.n_rows)
