@@ -99,10 +99,14 @@ def bench_eiger_scale(size: BenchSize) -> dict[str, Measured]:
 
 
 class _Topology:
-    def __init__(self, data: Path, servers: dict[str, int], endpoints: list[str]) -> None:
-        self.data, self.servers, self.endpoints = data, servers, endpoints
-        self.detector = tango.DeviceProxy(DETECTOR)
-        self.database = tango.Database()
+    def __init__(self, db: EmbeddedTangoDatabase, data: Path, servers: dict[str, int], endpoints: list[str]) -> None:
+        self.tango_host, self.data, self.servers, self.endpoints = db.tango_host, data, servers, endpoints
+        self.database = db.client()
+        self.detector = self.proxy(DETECTOR)
+
+    def proxy(self, name: str) -> tango.DeviceProxy:
+        """By full name: a bare name would tie this process's Tango client to this database for good."""
+        return tango.DeviceProxy(f"tango://{self.tango_host}/{name}")
 
     def use_receivers(self, n: int) -> None:
         """The controlling device's Receivers and FanOutEndpoints, in the database, then Init."""
@@ -133,7 +137,6 @@ class _Topology:
 
 @contextmanager
 def _topology(frames: int) -> Iterator[_Topology]:
-    previous_host = os.environ.get("TANGO_HOST")
     with tempfile.TemporaryDirectory(prefix="detpipe-scale-online-") as tmp, ExitStack() as stack:
         root = Path(tmp)
         data = root / "data"
@@ -158,22 +161,15 @@ def _topology(frames: int) -> Iterator[_Topology]:
                 [*_DETPIPE, "server", instance, "--host", "127.0.0.1"], ready_marker="Ready to accept request",
                 env={"TANGO_HOST": db.tango_host}))
             pids[instance] = process.pid
-        os.environ["TANGO_HOST"] = db.tango_host
-        try:
-            for finder in HIT_FINDERS:
-                wait_while_state(tango.DeviceProxy(finder), {tango.DevState.INIT}, START_TIMEOUT_S)
-            topology = _Topology(data, pids, [f"tcp://127.0.0.1:{port}" for port in ports])
-            block = max(1, frames // 12)
-            for proxy, directory in [(tango.DeviceProxy(WRITER), data), *(
-                    (tango.DeviceProxy(RECEIVER_WRITER.format(k)), data / f"receiver-{k}") for k in (1, 2))]:
-                proxy.saving_directory, proxy.saving_frame_per_file = str(directory), block
-            topology.detector.acq_nb_frames, topology.detector.acq_expo_time = frames, 0.002
-            yield topology
-        finally:
-            if previous_host is None:
-                os.environ.pop("TANGO_HOST", None)
-            else:
-                os.environ["TANGO_HOST"] = previous_host
+        topology = _Topology(db, data, pids, [f"tcp://127.0.0.1:{port}" for port in ports])
+        for finder in HIT_FINDERS:
+            wait_while_state(topology.proxy(finder), {tango.DevState.INIT}, START_TIMEOUT_S)
+        block = max(1, frames // 12)
+        for proxy, directory in [(topology.proxy(WRITER), data), *(
+                (topology.proxy(RECEIVER_WRITER.format(k)), data / f"receiver-{k}") for k in (1, 2))]:
+            proxy.saving_directory, proxy.saving_frame_per_file = str(directory), block
+        topology.detector.acq_nb_frames, topology.detector.acq_expo_time = frames, 0.002
+        yield topology
 
 
 _DETPIPE = [sys.executable, "-m", "detpipe.devices.cli"]

@@ -43,6 +43,15 @@ class Topology:
     simulator: EigerSimulator
     servers: dict[str, ManagedProcess] = field(default_factory=dict)
 
+    def proxy(self, name: str) -> tango.DeviceProxy:
+        """By full name: the Tango client keeps the first database it resolved a bare name through for the
+        life of the process, and later tests bring databases of their own."""
+        return tango.DeviceProxy(f"tango://{self.tango_host}/{name}")
+
+    def database(self) -> tango.Database:
+        host, port = self.tango_host.rsplit(":", 1)
+        return tango.Database(host, int(port))
+
 
 def start_server(instance: str, tango_host: str) -> ManagedProcess:
     return ManagedProcess([*DETPIPE, "server", instance, "--host", "127.0.0.1"],
@@ -64,25 +73,24 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         found = Topology(db.tango_host, data, simulator)
         for instance in (*RECEIVERS, "demo"):
             found.servers[instance] = stack.enter_context(start_server(instance, db.tango_host))
-        os.environ["TANGO_HOST"] = db.tango_host
-        detector = tango.DeviceProxy(DETECTOR)
+        detector = found.proxy(DETECTOR)
         wait_until(detector.State, lambda state: state != tango.DevState.INIT, 60, "the detector connected")
         yield found
 
 
 def set_up(topology: Topology, prefix: str, frames: int, expo_time_s: float) -> tango.DeviceProxy:
-    detector, writer = tango.DeviceProxy(DETECTOR), tango.DeviceProxy(WRITER)
+    detector, writer = topology.proxy(DETECTOR), topology.proxy(WRITER)
     for proxy, directory in [(writer, topology.data), *(
-            (tango.DeviceProxy(RECEIVER_WRITER.format(k)), topology.data / f"receiver-{k}") for k in (1, 2))]:
+            (topology.proxy(RECEIVER_WRITER.format(k)), topology.data / f"receiver-{k}") for k in (1, 2))]:
         proxy.saving_directory, proxy.saving_prefix, proxy.saving_frame_per_file = str(directory), prefix, BLOCK
     detector.acq_nb_frames, detector.acq_expo_time = frames, expo_time_s
     return detector
 
 
-def use_stream_format(stream_format: str) -> None:
+def use_stream_format(topology: Topology, stream_format: str) -> None:
     """The controlling device's StreamFormat property, as Jive sets it: in the database, then Init."""
-    tango.Database().put_device_property(DETECTOR, {"StreamFormat": [stream_format]})
-    detector = tango.DeviceProxy(DETECTOR)
+    topology.database().put_device_property(DETECTOR, {"StreamFormat": [stream_format]})
+    detector = topology.proxy(DETECTOR)
     detector.Init()
     wait_until(detector.State, lambda state: state == tango.DevState.ON, 60, f"the detector on {stream_format}")
 
@@ -91,7 +99,7 @@ def use_stream_format(stream_format: str) -> None:
 def test_two_receivers_share_the_stream_and_the_master_reads_back_every_frame(
         topology: Topology, stream_format: str) -> None:
     frames = 3 * BLOCK + 2  # blocks to receiver 1, 2, 1, and a short last block to 2
-    use_stream_format(stream_format)
+    use_stream_format(topology, stream_format)
     detector = set_up(topology, f"{stream_format}_$id", frames, 0.005)
     prepare(detector, 300)
     detector.Start()
@@ -129,7 +137,7 @@ def test_a_series_stopped_before_start_ends_on_every_receiver_and_gets_its_maste
 def test_receivers_that_cannot_work_together_are_refused_by_name(topology: Topology) -> None:
     """A fan-out endpoint missing, then receivers whose files are split differently: FAULT with the reason,
     nothing armed; correcting them and Init or Reset brings the device back."""
-    db, detector = tango.Database(), tango.DeviceProxy(DETECTOR)
+    db, detector = topology.database(), topology.proxy(DETECTOR)
     endpoints = db.get_device_property(DETECTOR, "FanOutEndpoints")["FanOutEndpoints"]
     db.put_device_property(DETECTOR, {"FanOutEndpoints": list(endpoints)[:1]})
     detector.Init()
@@ -139,7 +147,7 @@ def test_receivers_that_cannot_work_together_are_refused_by_name(topology: Topol
     detector.Init()
     wait_until(detector.State, lambda state: state == tango.DevState.ON, 60, "the detector back")
     set_up(topology, "refused_$id", 8, 0.005)
-    tango.DeviceProxy(RECEIVER_WRITER.format(2)).saving_frame_per_file = BLOCK + 1
+    topology.proxy(RECEIVER_WRITER.format(2)).saving_frame_per_file = BLOCK + 1
     detector.Prepare()
     wait_until(detector.State, lambda state: state == tango.DevState.FAULT, 60, "Prepare refused")
     assert "saving_frame_per_file is eiger/receiver/1 4, eiger/receiver/2 5" in detector.Status()
@@ -155,7 +163,7 @@ def test_a_receiver_killed_mid_series_is_counted_lost_named_in_alarm_and_the_mas
     detector = set_up(topology, "killed_$id", frames, 0.05)
     prepare(detector, 300)
     detector.Start()
-    first_writer = tango.DeviceProxy(RECEIVER_WRITER.format(2))
+    first_writer = topology.proxy(RECEIVER_WRITER.format(2))
     wait_until(lambda: first_writer.frames_written, lambda n: n >= BLOCK + 1, 60, "receiver 2 writing its 2nd block")
     os.kill(topology.servers["receiver-2"].pid, signal.SIGKILL)
     assert wait_until_saved(detector, 120) == "Ready", detector.Status()
