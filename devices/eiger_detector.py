@@ -150,8 +150,8 @@ class EigerDetector(StreamDevice):
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         stats, acq = self._receiver.stats, self._acq
-        if self._receiver.failure:
-            return DevState.FAULT, f"{self._receiver.failure}; Init starts a new receiver"
+        if fault := self.stream_fault():
+            return fault
         queue_fill = self._writer_queue_fill()
         if self.preparing:
             return DevState.MOVING, f"Preparing a series: {self.prepare_step}"
@@ -319,9 +319,7 @@ class EigerDetector(StreamDevice):
     def _claim(self, series_id: int) -> ItemSink:
         if self._coordinator is not None:
             return self._coordinator.claim(series_id, self._writer())
-        sink = self.data_sink()
-        sink.prepare(series_id)
-        return self.claimed(sink, series_id, DetectorKind.EIGER)
+        return self.claim_series(series_id)
 
     async def acquire_series(self) -> None:
         series_id, coordinator = self._acq.series_id, self._coordinator

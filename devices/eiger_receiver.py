@@ -14,10 +14,8 @@ import json
 from tango import DevState
 from tango.server import attribute, command, device_property
 
-from detpipe.pipeline.core.frame_queue import FrameQueue
 from detpipe.pipeline.core.saving_target import series_file_names
 from detpipe.pipeline.core.series import EndReason
-from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.eiger.acquisition import Phase
 from detpipe.pipeline.eiger.stream_follower import StreamFollower
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
@@ -61,8 +59,8 @@ class EigerReceiver(StreamDevice):
     # --- State ---
     def assess(self) -> tuple[DevState, str]:
         stats = self._receiver.stats
-        if self._receiver.failure:
-            return DevState.FAULT, f"{self._receiver.failure}; Init starts a new receiver"
+        if fault := self.stream_fault():
+            return fault
         if self.preparing:
             return DevState.MOVING, f"Preparing to receive series {self._next_series_id}: {self.prepare_step}"
         if self.armed:
@@ -110,14 +108,9 @@ class EigerReceiver(StreamDevice):
         await self.wait_for_chain()
         series_id = self._next_series_id
         assert series_id is not None
-        await self.engine_call(lambda: self._follower.prepare(series_id, self._claim))
+        await self.engine_call(lambda: self._follower.prepare(series_id, self.claim_series))
         await self.expect_series(None)
         self._summary = f"Series {series_id} prepared"
-
-    def _claim(self, series_id: int) -> FrameQueue[Item]:
-        sink = self.data_sink()
-        sink.prepare(series_id)
-        return self.claimed(sink, series_id, DetectorKind.EIGER)
 
     async def acquire_series(self) -> None:
         series_id = self._follower.series_id

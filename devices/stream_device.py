@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from tango import DevState
 from tango.server import attribute
 
+from detpipe.pipeline.core.frame_queue import FrameQueue
 from detpipe.pipeline.core.live_view import frame_picture
+from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 
 from .detector_device import DetectorDevice
@@ -34,6 +37,18 @@ class StreamDevice(DetectorDevice):
     async def delete_device(self) -> None:
         await super().delete_device()
         await settle([in_background(self._receiver.close)], CLOSE_WAIT_S)  # ends a series still armed
+
+    def claim_series(self, series_id: int) -> FrameQueue[Item]:
+        """In the engine's thread: the sink claims the files of ``series_id``; returns where its frames go."""
+        sink = self.data_sink()
+        sink.prepare(series_id)
+        return self.claimed(sink, series_id, self.detector_kind)
+
+    def stream_fault(self) -> tuple[DevState, str] | None:
+        """FAULT when the receive thread died (it never does by one message); None while it runs."""
+        if self._receiver.failure:
+            return DevState.FAULT, f"{self._receiver.failure}; Init starts a new receiver"
+        return None
 
     def event_values(self) -> dict[str, object]:
         stats = self._receiver.stats
