@@ -1,7 +1,9 @@
 """Tango face of an AGIPD-1M fed by a Karabo bridge: receiver, optional correction, run control.
 
 Trains go from the receiver (and the correction stage, when constants are configured) straight into
-the writer device's queue in this process; Tango carries settings, counters and State only.
+the writer device's queue in this process; Tango carries settings, counters and State only. With ``Modules`` the
+device receives and writes one module group; with ``ModuleGroups`` too, it runs the other groups' devices with its
+own run and writes the run's master over every group's files (module_group_coordinator.py, docs/scale_out.md).
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ from detpipe.pipeline.agipd.acquisition import AgipdAcquisition
 from detpipe.pipeline.agipd.constants import load_constants
 from detpipe.pipeline.agipd.correction import AgipdCorrection
 from detpipe.pipeline.agipd.receiver import AgipdReceiver
+from detpipe.pipeline.core.errors import ConfigError
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.live_view import TrainView
+from detpipe.pipeline.core.saving_target import OverwritePolicy
 from detpipe.pipeline.core.series import EndReason
 from detpipe.pipeline.core.stage import Item
 from detpipe.pipeline.core.stage_runner import StageRunner
 from detpipe.pipeline.core.train import AGIPD_MODULES
+from detpipe.pipeline.exdf.module_groups import check_modules
 from detpipe.pipeline.triage.setup import DetectorKind
 
 from .detector_device import DetectorDevice
 from .detpipe_device import CLOSE_WAIT_S, in_background, settle, unusable_file
 from .live_view_device import LIVE_MAX_HEIGHT, LIVE_MAX_WIDTH
+from .module_group_coordinator import ModuleGroupCoordinator
+from .receiver_group import ReceiverUnavailable
 
 CORRECTION_QUEUE_TRAINS = 4
 MEMORY_CELLS = 352  # AGIPD's analog memory: the most frames a train can hold
@@ -67,23 +74,37 @@ class AgipdDetector(DetectorDevice):
             "bridge is waited for, never asked again: the bridge takes a train off its queue when asked, so a "
             "request given up would lose it. A request still unanswered when a run ends counts as a lost train",
     )
+    Modules = device_property(
+        dtype=(int,), default_value=[],
+        doc="The modules (0..15) this device's bridge serves and its writer writes: one module group of a run "
+            "written by several groups into one run directory (docs/scale_out.md). Empty: all 16. A group has no "
+            "HitFinderDevice or DataPolicyDevice: triage needs all 16 modules of a frame",
+    )
+    ModuleGroups = device_property(
+        dtype=(str,), default_value=[],
+        doc="With Modules: the AgipdDetector devices (any server, any host) of the run's other module groups. "
+            "This device prepares, starts, stops and aborts them with its own run (same run_number and "
+            "acq_nb_trains), and writes the run's master over every group's files once all have closed them",
+    )
 
     async def init_device(self) -> None:
         await super().init_device()
+        self._modules, self._property_problem = self._module_group()  # a problem: this device alone stays in FAULT
+        self._groups = ModuleGroupCoordinator(self.ModuleGroups) if self.ModuleGroups else None
+        self._group_losses = ""  # groups that did not finish the last run, or lost modules of its frames
         self._receiver = AgipdReceiver(self.BridgeEndpoint, socket_type=self.BridgeSocket.upper(),
-                                       request_timeout_s=self.RequestTimeout)
+                                       request_timeout_s=self.RequestTimeout, modules=self._modules)
         self._receiver.start()
         self._train_view = TrainView()
         receiver = self._receiver
         self.start_live_view(lambda: receiver.latest, self._train_view.render, lambda train: train.train_id)
         self._acq = AgipdAcquisition(self._receiver, stream_timeout_s=self.StreamTimeout)
         self._correction: StageRunner | None = None
-        self._constants_problem = ""  # a ConstantsFile that cannot be used: this device alone stays in FAULT
         if self.ConstantsFile:
             try:
                 constants = load_constants(Path(self.ConstantsFile))
             except Exception as err:  # noqa: BLE001 - any unreadable file: one line in Status, the server stays up
-                self._constants_problem = unusable_file("ConstantsFile", self.ConstantsFile, err)
+                self._property_problem = unusable_file("ConstantsFile", self.ConstantsFile, err)
             else:
                 self._correction_inbox: FrameQueue[Item] = FrameQueue(CORRECTION_QUEUE_TRAINS, FullPolicy.DROP)
                 self._correction = StageRunner("correction", AgipdCorrection(constants), self._correction_inbox,
@@ -94,6 +115,24 @@ class AgipdDetector(DetectorDevice):
         self.preload_triage(DetectorKind.AGIPD, None)
         self.refresh(force=True)
         self.start_monitor()
+
+    def _module_group(self) -> tuple[tuple[int, ...], str]:
+        """The modules this device receives, and why ``Modules``/``ModuleGroups`` cannot work as configured
+        (empty when they can)."""
+        try:
+            modules = check_modules(self.Modules or range(AGIPD_MODULES))
+        except ConfigError as err:
+            return (), f"Modules: {err}; correct the property, then Init"
+        if self.ModuleGroups and not self.Modules:
+            return modules, "ModuleGroups needs Modules, the modules of this device's own group; set it, then Init"
+        if self._in_group(modules) and (self.HitFinderDevice or self.DataPolicyDevice):
+            return modules, ("a module group (Modules) has no HitFinderDevice or DataPolicyDevice: triage and data "
+                             "reduction need all 16 modules of a frame; leave them empty, then Init")
+        return modules, ""
+
+    def _in_group(self, modules: tuple[int, ...]) -> bool:
+        """One module group of a run written by several (its writer claims its modules' files, writes no master)."""
+        return bool(self.ModuleGroups) or len(modules) < AGIPD_MODULES
 
     async def delete_device(self) -> None:
         await super().delete_device()
@@ -119,8 +158,8 @@ class AgipdDetector(DetectorDevice):
         stats = self._receiver.stats
         if self._receiver.failure:
             return DevState.FAULT, f"{self._receiver.failure}; Init starts a new receiver"
-        if self._constants_problem:
-            return DevState.FAULT, self._constants_problem
+        if self._property_problem:
+            return DevState.FAULT, self._property_problem
         if self.preparing:
             return DevState.MOVING, f"Preparing run {self._run_number}: {self.prepare_step}"
         if self._acq.prepared:
@@ -132,7 +171,7 @@ class AgipdDetector(DetectorDevice):
                 f"{self._slow_bridge_note()}{self.ending_note()}"
             )
         if (stats.frames_dropped_total or stats.rejected_total or stats.trains_missing or self.frames_lost
-                or stats.requests_unanswered or sum(stats.modules_missing.values())):
+                or stats.requests_unanswered or sum(stats.modules_missing.values()) or self._group_losses):
             return DevState.ALARM, self._summary
         return DevState.ON, self._summary
 
@@ -206,6 +245,15 @@ class AgipdDetector(DetectorDevice):
         picture = self.live_picture()
         return picture.pixels if picture is not None else np.zeros((1, 1), np.float32)
 
+    @attribute(label="Module groups' status", dtype=(str,), max_dim_x=16,
+               description="With ModuleGroups: one line per other module group's device, its State and counters "
+                           "(trains and frames received, frames dropped, trains missing) or why it does not "
+                           "answer; empty without ModuleGroups")
+    async def module_groups_status(self) -> list[str]:
+        if self._groups is None:
+            return []
+        return [reading.line() for reading in await asyncio.to_thread(self._groups.group.readings)]
+
     # --- counters ---
     @attribute(label="Trains received", dtype=int, unit="train", format="%d", description="Trains received in this run")
     async def trains_received(self) -> int:
@@ -273,12 +321,22 @@ class AgipdDetector(DetectorDevice):
         finder and correction."""
         await self.wait_for_chain()
         run, trains = self._run_number, self._nb_trains
+        self._group_losses = ""
         await self.engine_call(lambda: self._acq.prepare(run, trains, self._claim))
+        if self._groups is not None:
+            await self._groups.group.wait_armed(lambda step: setattr(self, "_chain_step", step))
         await self.expect_series(None)
 
     def _claim(self, run: int) -> FrameQueue[Item]:
         sink = self.data_sink()
-        sink.prepare_run(run)
+        if not self._in_group(self._modules):
+            sink.prepare_run(run)
+        else:  # a module group: no data policy (Init refuses one), its writer claims only its modules' files
+            writer = self._writer()
+            directory = writer.prepare_run(run, modules=self._modules)
+            if self._groups is not None:
+                overwrite = writer.saving_params.overwrite_policy is OverwritePolicy.OVERWRITE
+                self._groups.claim(run, self._nb_trains, directory, overwrite=overwrite)
         outbox = self.claimed(sink, run, DetectorKind.AGIPD)
         if self._correction is None:
             return outbox
@@ -286,8 +344,16 @@ class AgipdDetector(DetectorDevice):
         return self._correction_inbox
 
     async def acquire_series(self) -> None:
-        run = self._run_number
-        end = await asyncio.to_thread(self._acq.acquire)
+        run, groups = self._run_number, self._groups
+        try:
+            if groups is not None:
+                await self._start_groups(groups)
+            end = await asyncio.to_thread(self._acq.acquire)
+        except TimeoutError:
+            if groups is not None:  # the bridge of this group went silent: the others' files get their master
+                await asyncio.to_thread(groups.end, EndReason.ABORT)
+                await self._group_master_note(groups)
+            raise
         note = await self.wait_series_written()
         stats = self._receiver.stats
         lost = self.unwritten_note(stats.frames_received - stats.frames_dropped_total)
@@ -297,6 +363,39 @@ class AgipdDetector(DetectorDevice):
                          f"{stats.frames_received} frames, {stats.frames_dropped_total} dropped, "
                          f"{stats.trains_missing} trains missing{unanswered}{lost}{note}")
 
+    async def wait_series_written(self) -> str:
+        """With ModuleGroups, the run is written once every group has closed its files and the run's master is
+        written over them (a run stopped before Start has no files, and no master)."""
+        started = self._written is not None
+        note = await super().wait_series_written()
+        if self._groups is not None and started:
+            note += await self._group_master_note(self._groups)
+        return note
+
+    async def _start_groups(self, groups: ModuleGroupCoordinator) -> None:
+        """Start the other groups before this one; one that refuses ends the armed run everywhere before the
+        error reaches Status."""
+        try:
+            await groups.start()
+        except ReceiverUnavailable:
+            await asyncio.to_thread(self.end_engine_series, EndReason.ABORT)
+            raise
+
+    async def _group_master_note(self, groups: ModuleGroupCoordinator) -> str:
+        """The run's master over every group's files, and a Status note of what it holds; modules missing from
+        its frames or a group in trouble are this run's ALARM, each group named."""
+        try:
+            master = await groups.finish(self._writer())
+        except (OSError, ValueError, KeyError) as err:
+            self._group_losses = f"no master written over the module groups' files: {err}"
+            return f"; {self._group_losses}"
+        missing = (f"{master.module_frames_missing} module-frames missing (fill value in the master)"
+                   if master.module_frames_missing else "")
+        self._group_losses = "; ".join(filter(None, [missing, *groups.problems, *master.unreadable]))
+        losses = f"; {self._group_losses}" if self._group_losses else ""
+        return (f"; {len(groups.group.names) + 1} module groups, {master.module_files} module files, "
+                f"{master.frames} frames in {master.master.name}{losses}")
+
     def abandon_engine(self) -> None:
         self._acq.abandon()
 
@@ -304,6 +403,8 @@ class AgipdDetector(DetectorDevice):
         if not self._acq.running:
             self._written = None  # a prepared run that never started: nothing reached the writer to close
         self._acq.stop(reason)
+        if self._groups is not None:
+            self._groups.end(reason)
 
     @command
     async def Reset(self) -> None:
@@ -311,4 +412,5 @@ class AgipdDetector(DetectorDevice):
         await self.abort_series(f"Reset of {self.get_name()}")
         self.clear_fault()
         self._receiver.stats.reset()
+        self._group_losses = ""
         self.refresh(force=True)

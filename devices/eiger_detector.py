@@ -313,7 +313,7 @@ class EigerDetector(StreamDevice):
         series_id = await self.engine_call(lambda: self._acq.prepare(requested, self._claim))
         await self.expect_series(self._acq.rest_config, self._acq.pixel_mask)
         if self._coordinator is not None:
-            await self._coordinator.wait_armed(lambda step: setattr(self, "_chain_step", step))
+            await self._coordinator.group.wait_armed(lambda step: setattr(self, "_chain_step", step))
         self._summary = f"Series {series_id} prepared"
 
     def _claim(self, series_id: int) -> ItemSink:

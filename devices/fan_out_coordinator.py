@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from tango import DevState
 
 from detpipe.pipeline.core.file_clock import file_time_s
 from detpipe.pipeline.core.series import SeriesStart
@@ -22,14 +19,9 @@ from detpipe.pipeline.eiger.stream_fan_out import StreamFanOut
 from detpipe.pipeline.nexus.series_stitching import ReceiverShare, StitchedSeries, stitch_series
 
 from .nexus_writer import NexusWriter
-from .receiver_group import ReceiverGroup, ReceiverReading, ReceiverUnavailable
+from .receiver_group import ReceiverGroup, ReceiverUnavailable
 
 log = logging.getLogger(__name__)
-
-RECEIVER_READY_TIMEOUT_S = 600.0  # a receiver's first Prepare may wait for its hit finder to compile peakfinder8
-RECEIVER_DRAIN_TIMEOUT_S = 120.0
-POLL_S = 0.1
-_BUSY = (DevState.MOVING, DevState.RUNNING)
 
 
 class SeriesBoundaries:
@@ -67,24 +59,12 @@ class FanOutCoordinator:
         try:
             shares, block_frames = self.group.prepare(series_id)
         except ReceiverUnavailable:
-            self.group.abort_quietly()  # those that took the series stop listening for it
+            self.group.command_quietly("Abort")  # those that took the series stop listening for it
             raise
         self.fan_out.distribute(block_frames)
         self._series = _Series(series_id, master, shares, SeriesBoundaries())
         self.unanswered = []
         return self._series.boundaries
-
-    async def wait_armed(self, on_step: Callable[[str], None]) -> None:
-        """Until every receiver is listening (STANDBY); raises with the Status of one that failed."""
-        for name in self.group.names:
-            on_step(f"waiting for receiver {name} to be ready")
-            reading = await self._reading_when(name, lambda r: r.state not in (DevState.MOVING, DevState.ON),
-                                               RECEIVER_READY_TIMEOUT_S)
-            if reading is None:
-                raise TimeoutError(f"receiver {name} not ready after {RECEIVER_READY_TIMEOUT_S:.0f}s")
-            if reading.state != DevState.STANDBY:
-                raise ReceiverUnavailable(name, "could not prepare", RuntimeError(reading.status))
-        on_step("")
 
     async def start(self) -> None:
         await asyncio.to_thread(self.group.command_all, "Start")
@@ -94,31 +74,13 @@ class FanOutCoordinator:
         then stitch the master; returns what it holds."""
         series = self._series
         assert series is not None
-        for name in self.group.names:
-            reading = await self._reading_when(name, lambda r: r.state not in (*_BUSY, DevState.STANDBY),
-                                               RECEIVER_DRAIN_TIMEOUT_S)
-            if reading is None:
-                self.unanswered.append(f"{name} (still writing after {RECEIVER_DRAIN_TIMEOUT_S:.0f}s)")
-            elif reading.state is None:
-                self.unanswered.append(f"{name} ({reading.status})")
+        self.unanswered = await self.group.wait_finished()
         stats, boundaries = self.fan_out.stats, series.boundaries
         start = boundaries.start or SeriesStart(series.series_id)
         params = writer.saving_params
         return await asyncio.to_thread(
             stitch_series, series.master, start, series.shares, stats.last_image_acquired + 1,
             instrument_name=params.instrument_name, source_name=params.source_name, end_s=file_time_s())
-
-    async def _reading_when(self, name: str, done: Callable[[ReceiverReading], bool],
-                            timeout_s: float) -> ReceiverReading | None:
-        """Receiver ``name``'s reading once ``done`` holds for it or it does not answer (its state None);
-        None after ``timeout_s``. The Tango reads run in a worker thread."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            reading = await asyncio.to_thread(self.group.reading, name)
-            if reading.state is None or done(reading):
-                return reading
-            await asyncio.sleep(POLL_S)
-        return None
 
     def losses(self) -> str:
         """The receivers that lost frames and why, for Status; empty when none did."""

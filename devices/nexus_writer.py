@@ -4,7 +4,7 @@ Frames and trains arrive in-process from a detector device, never via Tango."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -110,18 +110,21 @@ class NexusWriter(DetpipeDevice):
         """An Eiger series: NXmx files, in ``directory`` when a data policy gives one (``raw/``)."""
         return self._prepare(FileFormat.NXMX, series_id, directory=directory)
 
-    def prepare_run(self, run_number: int, *, directory: Path | None = None) -> Path:
-        """An AGIPD run: an EuXFEL run directory, in ``directory`` when a data policy gives one (``raw/``)."""
-        return self._prepare(FileFormat.EXDF, run_number, directory=directory)
+    def prepare_run(self, run_number: int, *, directory: Path | None = None,
+                    modules: Sequence[int] | None = None) -> Path:
+        """An AGIPD run: an EuXFEL run directory, in ``directory`` when a data policy gives one (``raw/``); with
+        ``modules``, a module group's share of a run directory written by several groups."""
+        return self._prepare(FileFormat.EXDF, run_number, directory=directory, modules=modules)
 
-    def _prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None) -> Path:
+    def _prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None,
+                 modules: Sequence[int] | None = None) -> Path:
         if self._property_problem:
             raise RuntimeError(f"writer is in FAULT: {self._property_problem}")
         if self._runner.failure is not None:
             raise RuntimeError(f"writer is in FAULT ({self._runner.failure}); Reset it first")
         if self._runner.in_series:
             raise RuntimeError("the writer is still writing the previous series; wait or Abort it")
-        path = self._writer.prepare(file_format, series_id, directory=directory)
+        path = self._writer.prepare(file_format, series_id, directory=directory, modules=modules)
         self._runner.reset_counters()
         self._runner.last_end = None
         return path

@@ -8,11 +8,12 @@ Unlike karabo-bridge's simulator, raw data keep the analog/digital axis and ``im
 modules as uint8.
 
 Per module: ``…/DET/{n}CH0:xtdf`` with the module's ``image.data`` (and gain/mask) and the id arrays;
-a missing module's source is left out of that train.
+a missing module's source is left out of that train. A module group's bridge sends only its modules' sources.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,10 @@ from .agipd_frames import AgipdTrainArrays
 from .agipd_layout import MODULES, AgipdLayout, AgipdSources, combined_source, module_source, wire_array
 
 
-def bridge_sources(train: AgipdTrainArrays, *, layout: AgipdLayout, sources: AgipdSources) -> dict[str, dict[str, Any]]:
-    """``{source: {key: value}}`` for the train; arrays are C-contiguous and in the wire ``layout``."""
+def bridge_sources(train: AgipdTrainArrays, *, layout: AgipdLayout, sources: AgipdSources,
+                   modules: Sequence[int] = range(MODULES)) -> dict[str, dict[str, Any]]:
+    """``{source: {key: value}}`` for the train; arrays are C-contiguous and in the wire ``layout``. Per-module
+    sources are those of ``modules`` (a module group's bridge); the combined source always has all 16."""
     images = {"image.data": train.data, "image.gain": train.gain, "image.mask": train.mask}
     ids = {
         "image.cellId": np.ascontiguousarray(train.cell_ids, dtype=np.uint16),
@@ -36,7 +39,7 @@ def bridge_sources(train: AgipdTrainArrays, *, layout: AgipdLayout, sources: Agi
         values["modulesPresent"] = list(train.modules_present)
         return {combined_source(train.product): values}
     result = {}
-    for module in (m for m in range(MODULES) if train.modules_present[m]):
+    for module in (m for m in modules if train.modules_present[m]):
         values = {key: wire_array(a[:, module], layout) for key, a in images.items() if a is not None}
         values.update(ids)
         result[module_source(module)] = values

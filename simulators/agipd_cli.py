@@ -1,7 +1,8 @@
 """``detpipe sim agipd``: serve simulated AGIPD-1M trains on a Karabo bridge until SIGTERM or SIGINT.
 
 Prints exactly one line to stdout once the socket listens, so a parent process (a test, ``make demo``)
-can wait for it and read the port: ``AGIPD simulator ready endpoint=tcp://127.0.0.1:PORT``.
+can wait for it and read the port: ``AGIPD simulator ready endpoint=tcp://127.0.0.1:PORT`` (with
+``--group-ports``, the groups' endpoints separated by spaces).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", default="2.2", choices=_values(BridgeProtocol))
     parser.add_argument("--product", default="raw", choices=_values(AgipdProduct))
     parser.add_argument("--layout", default="file", choices=_values(AgipdLayout))
-    parser.add_argument("--sources", default="combined", choices=_values(AgipdSources))
+    parser.add_argument("--sources", choices=_values(AgipdSources),
+                        help="combined (one source of 16 modules, the default) or modules (one source each; the "
+                             "default with --group-ports)")
+    parser.add_argument("--group-ports", type=tcp_port, nargs="+", default=[], metavar="PORT",
+                        help="serve the modules in equal groups, one bridge per PORT instead of --port (2 ports: "
+                             "modules 0-7 and 8-15), as per-module sources: the module-group topology")
     parser.add_argument("--cells", type=int, default=64, help="memory cells (frames) per train, 1 … 352")
     parser.add_argument("--unpaced", action="store_true", help="send trains as fast as possible, not at 10 Hz")
     parser.add_argument("--reply-delay", type=float, default=0.0, metavar="SECONDS",
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("cannot write the constants file: %s", err)
             return 2
         with simulator:
-            print(f"AGIPD simulator ready endpoint={simulator.endpoint}", flush=True)
+            print(f"AGIPD simulator ready endpoint={' '.join(simulator.endpoints)}", flush=True)
             stop.wait()
     return 0
 
@@ -82,7 +88,7 @@ def _build(args: argparse.Namespace) -> AgipdSimulator | None:
             protocol=args.protocol,
             product=args.product,
             layout=args.layout,
-            sources=args.sources,
+            sources=args.sources or (AgipdSources.MODULES if args.group_ports else AgipdSources.COMBINED),
             cells=args.cells,
             paced=not args.unpaced,
             first_train_id=args.first_train_id,
@@ -92,6 +98,7 @@ def _build(args: argparse.Namespace) -> AgipdSimulator | None:
             peaks_per_hit=tuple(args.peaks_per_hit),
             reply_delay_s=args.reply_delay,
             difficulty=args.difficulty,
+            group_ports=args.group_ports,
         )
     except (OSError, ValueError) as err:
         log.error("cannot start the AGIPD simulator: %s", err)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -64,6 +67,10 @@ class AgipdSimulator:
     ``reply_delay_s`` (REP) answers each request that long after it came: a bridge slower than the trains.
     ``difficulty`` is a preset name (``easy``, ``realistic``, ``hard``) or a scene of one's own
     (``agipd_difficulty``, docs/simulators.md).
+    ``group_ports`` serves the modules in that many equal groups (2: modules 0–7 and 8–15), each on its own
+    bridge at its port instead of ``port``, with per-module sources (``sources`` must be ``modules``): as
+    EuXFEL bridges configured per module group feed the receivers of a module-group topology
+    (docs/scale_out.md). Every group's bridge sends train ``i`` as its ``i``-th train, built once for all.
     """
 
     def __init__(
@@ -87,6 +94,7 @@ class AgipdSimulator:
         missing_modules: Mapping[int, set[int]] | None = None,
         reply_delay_s: float = 0.0,
         difficulty: SfxDifficulty | str = "easy",
+        group_ports: Sequence[int] = (),
     ) -> None:
         problems: list[str] = []
         try:
@@ -100,21 +108,30 @@ class AgipdSimulator:
         self.sources = _choice(AgipdSources, sources, "sources", problems)
         missing = {int(k): {int(m) for m in v} for k, v in (missing_modules or {}).items()}
         problems += _check_values(cells, first_train_id, n_trains, hit_fraction, peaks_per_hit, lit_pattern, missing)
+        problems += _check_groups(group_ports, self.sources)
         if problems:
             raise ValueError("; ".join(problems))
         self.cells = cells
         self.seed = seed
+        self.module_groups = module_groups(len(group_ports) or 1)
+        self._built = _LastTrains(self._build)
         # Bind first: a busy port is the likeliest failure, and it should not wait for the constants.
-        self._server = KaraboBridgeServer(
-            self._encode_train,
-            socket_type=self.socket_type,
-            host=host,
-            port=port,
-            paced=paced,
-            period_s=TRAIN_PERIOD_S,
-            n_trains=n_trains,
-            reply_delay_s=reply_delay_s,
-        )
+        self._servers: list[KaraboBridgeServer] = []
+        try:
+            for group, group_port in zip(self.module_groups, group_ports or [port]):
+                self._servers.append(KaraboBridgeServer(
+                    partial(self._encode_train, modules=group),
+                    socket_type=self.socket_type,
+                    host=host,
+                    port=group_port,
+                    paced=paced,
+                    period_s=TRAIN_PERIOD_S,
+                    n_trains=n_trains,
+                    reply_delay_s=reply_delay_s,
+                ))
+        except BaseException:
+            self.stop()
+            raise
         try:
             self.constants: AgipdConstants = agipd_constants(seed)
             pool = pixel_pool(seed, self.product, self.difficulty)
@@ -136,24 +153,26 @@ class AgipdSimulator:
                 module_major=self.sources is AgipdSources.MODULES,
             )
         except BaseException:
-            self._server.stop()
+            self.stop()
             raise
         self.truth = AgipdTruth(self._scene, self._frames)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> AgipdSimulator:
         self._frames.warm_up()
-        self._server.start()
+        for server in self._servers:
+            server.start()
         log.info(
             "AGIPD simulator %s: %s %s %s, %d cells, protocol %s, %s, difficulty %s",
-            self.endpoint, self.product.value, self.layout.value, self.sources.value, self.cells,
+            " ".join(self.endpoints), self.product.value, self.layout.value, self.sources.value, self.cells,
             self.protocol.value, self.socket_type.value, self.difficulty.name,
         )
         return self
 
     def stop(self) -> None:
-        """Stop sending (a train in flight is dropped), join the thread, close the socket; idempotent."""
-        self._server.stop()
+        """Stop sending (a train in flight is dropped), join the threads, close the sockets; idempotent."""
+        for server in self._servers:
+            server.stop()
 
     def __enter__(self) -> AgipdSimulator:
         return self.start()
@@ -166,16 +185,23 @@ class AgipdSimulator:
     # -- what tests and benchmarks read --------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return self._server.endpoint
+        """The bridge's endpoint (the first module group's with ``group_ports``)."""
+        return self._servers[0].endpoint
+
+    @property
+    def endpoints(self) -> list[str]:
+        """One endpoint per module group (``module_groups``, in the same order); one without ``group_ports``."""
+        return [server.endpoint for server in self._servers]
 
     @property
     def trains_sent(self) -> int:
-        return self._server.trains_sent
+        """Trains every module group's bridge has sent."""
+        return min(server.trains_sent for server in self._servers)
 
     @property
     def error(self) -> BaseException | None:
-        """Why the sender thread ended early, if it did (it also logged it)."""
-        return self._server.error
+        """Why a sender thread ended early, if one did (it also logged it)."""
+        return next((server.error for server in self._servers if server.error is not None), None)
 
     def train(self, index: int) -> AgipdTrainArrays:
         """The arrays train ``index`` encodes, in canonical file order (``AgipdTrainArrays``)."""
@@ -185,15 +211,63 @@ class AgipdSimulator:
         """The docs/agipd_constants.md file that corrects this simulator's raw data to ``truth.photons``."""
         return self.constants.write(path)
 
-    def _encode_train(self, index: int) -> list[Part]:
+    def _build(self, index: int) -> AgipdTrainArrays:
         t0 = time.perf_counter()
         arrays = self._frames.build(index)
-        data = bridge_sources(arrays, layout=self.layout, sources=self.sources)
+        log.debug("train %d (%d) built in %.0f ms", index, arrays.train_id, 1e3 * (time.perf_counter() - t0))
+        return arrays
+
+    def _encode_train(self, index: int, *, modules: tuple[int, ...]) -> list[Part]:
+        arrays = self._built(index)
+        data = bridge_sources(arrays, layout=self.layout, sources=self.sources, modules=modules)
         now_ns = time.time_ns()
         metadata = {source: source_metadata(source, arrays.train_id, now_ns) for source in data}
-        parts = encode_train(data, metadata, self.protocol)
-        log.debug("train %d (%d) built in %.0f ms", index, arrays.train_id, 1e3 * (time.perf_counter() - t0))
-        return parts
+        return encode_train(data, metadata, self.protocol)
+
+
+def module_groups(count: int) -> list[tuple[int, ...]]:
+    """The 16 modules in ``count`` equal groups of consecutive modules (2: 0–7 and 8–15)."""
+    size = MODULES // count
+    return [tuple(range(g * size, (g + 1) * size)) for g in range(count)]
+
+
+class _LastTrains:
+    """The last two trains built, shared by the module groups' sender threads: each group's bridge sends train
+    ``i`` as its ``i``-th, and one group may be a train ahead of another, so a train is built once, not per group
+    (a 64-cell raw train takes 0.2-0.8 s to build on a 2-core machine). A group asking for a train already built
+    never waits for another's build; builds run one at a time. A group further behind rebuilds, the same arrays."""
+
+    def __init__(self, build: Callable[[int], AgipdTrainArrays]) -> None:
+        self._build = build
+        self._trains: dict[int, Future[AgipdTrainArrays]] = {}
+        self._lock = threading.Lock()
+        self._building = threading.Lock()
+
+    def __call__(self, index: int) -> AgipdTrainArrays:
+        with self._lock:
+            train = self._trains.get(index)
+            builder = train is None
+            if train is None:
+                train = self._trains[index] = Future()
+                for old in sorted(self._trains)[:-2]:
+                    del self._trains[old]
+        if builder:
+            try:
+                with self._building:
+                    train.set_result(self._build(index))
+            except BaseException as err:  # the groups waiting for this train see the same failure
+                train.set_exception(err)
+                raise
+        return train.result()
+
+
+def _check_groups(group_ports: Sequence[int], sources: AgipdSources) -> list[str]:
+    problems = []
+    if group_ports and (MODULES % len(group_ports) or len(group_ports) < 2):
+        problems.append(f"group_ports gives {len(group_ports)} module groups; 16 modules split into 2, 4, 8 or 16")
+    if group_ports and sources is not AgipdSources.MODULES:
+        problems.append("module groups are served as per-module sources: set sources to 'modules'")
+    return problems
 
 
 def _check_values(

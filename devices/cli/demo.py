@@ -34,6 +34,7 @@ DETECTOR, WRITER, HIT_FINDER = "eiger/detector/1", "eiger/writer/1", "eiger/hitf
 RECEIVER_WRITER = "eiger/receiver-writer/{}"  # config/demo-eiger-receivers.yaml
 DEMO_RECEIVERS = (1, 2)  # the whole stream in one server, or the two-receiver topology
 AGIPD, AGIPD_WRITER = "spb/agipd1m/1", "spb/writer/1"
+AGIPD_GROUP_WRITER = "spb/writer/2"  # config/demo-agipd-groups.yaml: the second module group's writer
 EXPO_TIME_S = 0.002
 AGIPD_RAW_FRAME_BYTES = 16 * 2 * 512 * 128 * 2  # 16 modules of analog + digital uint16 512 × 128 pixels
 PROGRESS_EVERY_S = 1.0
@@ -83,15 +84,20 @@ def new_output_directory(output: Path | None) -> Path:
 
 
 def demo_config(detector: str, receivers: int) -> Path:
+    spread = "demo-agipd-groups.yaml" if detector == "agipd" else "demo-eiger-receivers.yaml"
     if receivers not in DEMO_RECEIVERS:
-        raise UserError(f"--receivers {receivers}: the demo runs 1 or 2 receivers (config/demo-eiger-receivers.yaml "
-                        "is the two-receiver topology; copy it for more)")
-    if detector == "agipd":
-        if receivers > 1:
-            raise UserError("--receivers 2 spreads an EIGER stream; AGIPD module groups are not built yet "
-                            "(docs/scale_out.md)")
-        return config_file("demo-agipd.yaml")
-    return config_file("demo-eiger.yaml" if receivers == 1 else "demo-eiger-receivers.yaml")
+        raise UserError(f"--receivers {receivers}: the demo runs 1 or 2 receivers (config/{spread} is the "
+                        "two-receiver topology; copy it for more)")
+    return config_file(spread if receivers > 1 else f"demo-{detector}.yaml")
+
+
+def demo_servers(detector: str, receivers: int) -> list[str]:
+    """The device server instances of the demo's topology, the controlling one last (its devices reach the
+    others at start-up): an EIGER's receivers, or an AGIPD's second module group (the first is the demo's own)."""
+    if receivers == 1:
+        return ["demo"]
+    first = 2 if detector == "agipd" else 1
+    return [*(f"receiver-{k}" for k in range(first, receivers + 1)), "demo"]
 
 
 def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detector: str = "eiger",
@@ -103,14 +109,16 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
     data_root.mkdir()
     detpipe = [sys.executable, "-m", "detpipe.devices.cli"]
     ports = {"EIGER_REST_PORT": free_tcp_port(), "EIGER_STREAM_PORT": free_tcp_port(),
-             "AGIPD_BRIDGE_PORT": free_tcp_port(), "FAN_OUT_PORT_1": free_tcp_port(),
-             "FAN_OUT_PORT_2": free_tcp_port()}
+             "AGIPD_BRIDGE_PORT": free_tcp_port(), "AGIPD_BRIDGE_PORT_2": free_tcp_port(),
+             "FAN_OUT_PORT_1": free_tcp_port(), "FAN_OUT_PORT_2": free_tcp_port()}
     if detector == "eiger":
         simulator = [*detpipe, "sim", "eiger", "--model", model, "--rest-port", str(ports["EIGER_REST_PORT"]),
                      "--stream-port", str(ports["EIGER_STREAM_PORT"]), "--seed", "1", "--hit-fraction", "0.1"]
         ready = "EIGER simulator ready"
     else:
-        simulator = [*detpipe, "sim", "agipd", "--port", str(ports["AGIPD_BRIDGE_PORT"]), "--socket", "REP",
+        bridges = ["--port", str(ports["AGIPD_BRIDGE_PORT"])] if receivers == 1 else \
+            ["--group-ports", str(ports["AGIPD_BRIDGE_PORT"]), str(ports["AGIPD_BRIDGE_PORT_2"])]
+        simulator = [*detpipe, "sim", "agipd", *bridges, "--socket", "REP",
                      "--product", "raw", "--cells", str(cells), "--seed", "1", "--hit-fraction", "0.1"]
         ready = "AGIPD simulator ready"
     with ExitStack() as stack:
@@ -120,14 +128,14 @@ def run_demo(*, output: Path | None, frames: int = 200, model: str = "4M", detec
             **{name: str(port) for name, port in ports.items()}, "DATA_ROOT": str(data_root)}))
         print(f"[demo] TANGO_HOST={db.tango_host}; starting the {detector} simulator", flush=True)
         stack.enter_context(ManagedProcess(simulator, ready_marker=ready))
-        for instance in [*(f"receiver-{k}" for k in range(1, receivers + 1) if receivers > 1), "demo"]:
+        for instance in demo_servers(detector, receivers):
             print(f"[demo] starting device server detpipe/{instance} (listening on 127.0.0.1 only)", flush=True)
             stack.enter_context(ManagedProcess([*detpipe, "server", instance, "--host", "127.0.0.1"],
                                                ready_marker="Ready to accept request",
                                                env={"TANGO_HOST": db.tango_host}))
         os.environ["TANGO_HOST"] = db.tango_host
         if detector == "agipd":
-            summary = acquire_agipd(trains, cells, data_root)
+            summary = acquire_agipd(trains, cells, data_root, receivers)
         elif receivers > 1:
             summary = acquire_spread(frames, receivers, data_root)
         else:
@@ -206,27 +214,36 @@ def acquire_spread(frames: int, receivers: int, data_root: Path) -> DemoSummary:
     ), ok=written == frames, run=Path(writer.master_file))
 
 
-def acquire_agipd(trains: int, cells: int, data_root: Path) -> DemoSummary:
+def acquire_agipd(trains: int, cells: int, data_root: Path, receivers: int) -> DemoSummary:
+    """One run; with two receivers, each module group's writer writes its modules into the same run directory."""
     detector, writer = tango.DeviceProxy(AGIPD), tango.DeviceProxy(AGIPD_WRITER)
-    writer.saving_directory = str(data_root)
+    writers = [writer, *([tango.DeviceProxy(AGIPD_GROUP_WRITER)] if receivers > 1 else [])]
+    for each in writers:
+        each.saving_directory = str(data_root)
     detector.run_number = 1
     detector.acq_nb_trains = trains
     print(f"[demo] run 1: {trains} trains × {cells} cells = {trains * cells} frames, "
           f"{trains * cells * AGIPD_RAW_FRAME_BYTES / 1e9:.1f} GB of raw pixels to write (uncompressed, as the "
-          "European XFEL DAQ writes raw data)", flush=True)
+          f"European XFEL DAQ writes raw data){' by two module groups' if receivers > 1 else ''}", flush=True)
     progress = Progress("[demo] run 1", "train", sys.stdout)
-    elapsed = prepare_and_run(detector, lambda: progress(writer.frames_written // cells, trains,
-                                                          f"{writer.bytes_written / 1e6:.0f} MB written"))
+    elapsed = prepare_and_run(detector, lambda: progress(
+        min(w.frames_written for w in writers) // cells, trains,
+        f"{sum(w.bytes_written for w in writers) / 1e6:.0f} MB written"))
     progress.close()
-    received, written = detector.frames_received, writer.frames_written
+    for line in detector.module_groups_status:
+        _say(line)
+    received, written = detector.frames_received, min(w.frames_written for w in writers)
+    groups = (("module groups", f"{receivers} (modules 0-7 here, 8-15 in detpipe/receiver-2)"),) * (receivers > 1)
     return DemoSummary(rows=(
+        *groups,
         ("trains", str(detector.trains_received)),
         ("frames", str(received)),
         ("frames lost", str(received - written)),
-        ("MB written", f"{writer.bytes_written / 1e6:.1f}"),
+        ("MB written", f"{sum(w.bytes_written for w in writers) / 1e6:.1f}"),
         ("trains/s", f"{detector.trains_received / elapsed if elapsed > 0 else 0.0:.1f}"),
         ("run directory", str(Path(writer.master_file).parent)),
-    ), ok=written == received == trains * cells, run=Path(writer.master_file).parent)
+    ), ok=written == received == trains * cells and detector.State() == tango.DevState.ON,
+        run=Path(writer.master_file).parent)
 
 
 def prepare_and_run(detector: tango.DeviceProxy, on_progress: Callable[[], None]) -> float:

@@ -141,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--trains", type=int, default=20, help="AGIPD: trains to acquire (default 20)")
     demo.add_argument("--cells", type=int, default=64, help="AGIPD: memory cells per train (default 64)")
     demo.add_argument("--receivers", type=int, default=1,
-                      help="EIGER: 2 spreads the stream over two receiver servers, each writing its own files, "
-                           "under one stitched master (config/demo-eiger-receivers.yaml; default 1)")
+                      help="2: EIGER, the stream spread over two receiver servers, each writing its own files, "
+                           "under one stitched master (config/demo-eiger-receivers.yaml); AGIPD, two module groups "
+                           "(modules 0-7, 8-15) on their own bridges and servers, writing one run "
+                           "(config/demo-agipd-groups.yaml). Default 1")
     demo.set_defaults(func=_demo)
 
     sim = sub.add_parser("sim", help="run a detector simulator (eiger, agipd)")

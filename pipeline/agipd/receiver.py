@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import zmq
@@ -37,7 +37,7 @@ from ..core.frame_queue import FrameQueue, FullPolicy
 from ..core.series import EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
 from ..core.thread_names import pipeline_thread
-from ..core.train import Train
+from ..core.train import AGIPD_MODULES, Train
 from .bridge_decoder import decode_bridge_message
 from .layout import Layout
 from .receiver_stats import AgipdReceiverStats
@@ -83,7 +83,8 @@ class AgipdReceiver:
     lets the acquisition detect a silent bridge, as with the Eiger receiver. A message that is not a usable
     train is counted in ``stats.rejected`` under the decoder's or the assembler's reason (bad_msgpack,
     odd_part_count, unknown_content, missing_key, bad_array_header, bad_dtype, truncated_array,
-    unknown_source, wrong_shape, wrong_dtype, train_id_mismatch) and the next one is read.
+    unknown_source, wrong_shape, wrong_dtype, train_id_mismatch) and the next one is read. ``modules`` are those
+    this receiver's bridge serves (a module group's, docs/scale_out.md): only their absence counts as missing.
     """
 
     def __init__(
@@ -96,12 +97,14 @@ class AgipdReceiver:
         detector_id: str | None = None,
         receive_buffer_messages: int = 1,
         on_series_end: Callable[[EndOfSeries], None] | None = None,
+        modules: Sequence[int] = tuple(range(AGIPD_MODULES)),
     ) -> None:
         self.endpoint = endpoint
         self.socket_type = BridgeSocket(socket_type.upper() if isinstance(socket_type, str) else socket_type)
         self.request_timeout_s = request_timeout_s
         self.assembler = AgipdTrainAssembler(layout=layout, detector_id=detector_id)
         self.stats = AgipdReceiverStats()
+        self.modules = tuple(modules)
         self.on_series_end = on_series_end
         self.last_message_monotonic = 0.0
         self._receive_buffer_messages = receive_buffer_messages
@@ -270,7 +273,7 @@ class AgipdReceiver:
         stats.processed += 1
         stats.bytes_processed += train.nbytes
         stats.notes.update(assembled.notes)
-        stats.modules_missing.update(m for m, present in enumerate(train.modules_present) if not present)
+        stats.modules_missing.update(m for m in self.modules if not train.modules_present[m])
         if run.last_train_id is not None:
             if train.train_id > run.last_train_id + 1:
                 stats.trains_missing += train.train_id - run.last_train_id - 1

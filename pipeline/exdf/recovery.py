@@ -39,6 +39,7 @@ class RecoveredRun:
     frames: int
     frames_written: int  # frames with at least one module on disk
     unreadable: tuple[str, ...]
+    module_frames_missing: int = 0  # (frame, module) pairs not on disk: the fill value in the VDS
 
 
 @dataclass
@@ -67,8 +68,9 @@ def is_agipd_run(directory: Path) -> bool:
     return directory.is_dir() and any(_MODULE_FILE.fullmatch(p.name) for p in directory.iterdir())
 
 
-def recover_run(directory: Path) -> RecoveredRun:
-    """Rebuild the run master in ``directory`` from its module sequence files."""
+def recover_run(directory: Path, *, instrument_name: str | None = None, source_name: str | None = None) -> RecoveredRun:
+    """Rebuild the run master in ``directory`` from its module sequence files; the instrument and source names
+    are the writer's defaults unless given (they were configured in the writer that died)."""
     sequences: dict[int, _Sequence] = defaultdict(_Sequence)
     unreadable: list[str] = []
     product, run, metadata = None, None, None
@@ -93,14 +95,16 @@ def recover_run(directory: Path) -> RecoveredRun:
     for number in sorted(sequences):
         _index_sequence(index, number, sequences[number])
     master = directory / master_file_name(run)
-    _write_master(master, index, product, extents, metadata or RunMetadata(proposal=0, run=run))
+    defaults = {f.name: f.default for f in fields(SavingParams)}
+    names = (instrument_name or str(defaults["instrument_name"]), source_name or str(defaults["source_name"]))
+    _write_master(master, index, product, extents, metadata or RunMetadata(proposal=0, run=run), names)
     present = index.modules_present_per_frame()
     with rewrite_h5(master) as handle:
         data = handle["/entry/data"]
         written = data.create_dataset("written", data=present.any(axis=1).astype(np.uint8))
         written.attrs["long_name"] = "1 = at least one module of the frame on disk, 0 = lost"
     return RecoveredRun(master, len(extents), len(index.trains), index.frames, int(present.any(axis=1).sum()),
-                        tuple(unreadable))
+                        tuple(unreadable), int(present.size - np.count_nonzero(present)))
 
 
 def _read_module_file(handle: h5py.File, module: int, sequence: int, name: str) -> _ModuleFile:
@@ -168,7 +172,7 @@ def _index_sequence(index: RunIndex, number: int, sequence: _Sequence) -> None:
 
 
 def _write_master(master: Path, index: RunIndex, product: Product, extents: list[ModuleFileExtent],
-                  metadata: RunMetadata) -> None:
+                  metadata: RunMetadata, names: tuple[str, str]) -> None:
     """A triaged run's master exists (created at the start): it is completed, keeping its triage rows;
     otherwise it is written anew."""
     triage = None
@@ -179,7 +183,6 @@ def _write_master(master: Path, index: RunIndex, product: Product, extents: list
             if PROCESS_PATH in handle:
                 triage = TriageProcess(read_triage_params(handle), master)
     detector = next((m["detector"] for e in extents if (m := _DETECTOR_OF_SOURCE.match(e.source))), "")
-    defaults = {f.name: f.default for f in fields(SavingParams)}  # the configured names died with the writer
     AgipdNexusMaster(master, triage=triage).write(
         index, product, extents, metadata=metadata, detector=detector, overwrite=True,
-        instrument_name=str(defaults["instrument_name"]), source_name=str(defaults["source_name"]))
+        instrument_name=names[0], source_name=names[1])

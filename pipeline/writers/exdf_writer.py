@@ -5,6 +5,10 @@ Layout of run ``R`` under ``params.directory``::
     r{R:04d}/RAW-R{R:04d}-AGIPD{m:02d}-S{s:05d}.h5     (CORR-… for corrected trains), m = 0…15
     r{R:04d}/AGIPD-R{R:04d}-master.h5                  NeXus master with one VDS over all modules
 
+A module group's writer (``prepare(run, modules=…)``, docs/scale_out.md) writes only its modules' files into a run
+directory it shares with the other groups' writers, and no master: the controlling device writes that over every
+group's files once all have closed them (``exdf.module_groups``).
+
 Train k of the run goes to sequence s = k // trains_per_sequence of all 16 modules; the 16 files of a
 sequence are opened at its first train and closed as soon as its last one is written, so a crash costs at
 most the one open sequence. Every module file lists every train of its sequence: a module missing from a
@@ -42,6 +46,7 @@ from ..exdf.module_file import (
     module_file_name,
     module_source,
 )
+from ..exdf.module_groups import check_modules, module_files_pattern
 from ..exdf.nexus_master import AgipdNexusMaster, ModuleFileExtent, master_file_name
 from ..exdf.pixel_compression import PixelCompression
 from ..nexus.triage_process import TriageProcess
@@ -55,11 +60,15 @@ _STALE_FILES = r"((RAW|CORR)-R{run:04d}-AGIPD\d{{2}}-S\d{{5}}\.h5|AGIPD-R{run:04
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A claimed run directory; params are frozen at Prepare so ``configure`` cannot split a run."""
+    """A claimed run directory; params are frozen at Prepare so ``configure`` cannot split a run. ``modules`` are
+    the files this writer writes; a module group's run (``writes_master`` False) leaves the master to its
+    controlling device."""
 
     run: int
     params: SavingParams
     directory: Path
+    modules: tuple[int, ...]
+    writes_master: bool = True
 
 
 @dataclass
@@ -99,10 +108,11 @@ class ExdfWriter:
                  run_number: int | None = None, proposal: int = 0, compression_threads: int | None = None,
                  modules: Sequence[int] | None = None, compression: PixelCompression = PixelCompression.NONE) -> None:
         threads = min(8, os.cpu_count() or 1) if compression_threads is None else compression_threads
-        modules = tuple(range(AGIPD_MODULES)) if modules is None else tuple(sorted(set(modules)))
         problems = []
-        if not modules or not all(0 <= m < AGIPD_MODULES for m in modules):
-            problems.append(f"modules must be a non-empty subset of 0…{AGIPD_MODULES - 1}, got {list(modules)}")
+        try:
+            modules = tuple(range(AGIPD_MODULES)) if modules is None else check_modules(modules)
+        except ConfigError as err:
+            problems += err.problems
         if threads < 1:
             problems.append(f"compression_threads must be >= 1, got {threads}")
         if trains_per_sequence < 1:
@@ -142,31 +152,37 @@ class ExdfWriter:
         self.params = params
         self._prepared = None
 
-    def prepare(self, run_number: int, *, directory: Path | None = None) -> Path:
+    def prepare(self, run_number: int, *, directory: Path | None = None, modules: Sequence[int] | None = None) -> Path:
         """Claims ``r{run:04d}`` in ``directory`` (default ``params.directory``; a data policy gives ``raw/``) and
         resets the counters; returns the run directory.
 
         Raises ``PathOutsideDataRoots``, ``PermissionError``, or ``TargetFileExists`` when the run directory
         exists and is not empty under the ABORT policy. Under OVERWRITE, the old run's EXDF files, master and
-        extra-data cache map are removed (nothing else in the directory is touched).
+        extra-data cache map are removed (nothing else in the directory is touched). With ``modules`` (a module
+        group) the directory is shared with the other groups' writers: only these modules' files are claimed
+        (refused if one exists, removed under OVERWRITE) and the run's master is left to the controlling device.
         """
         self._refuse_while_writing("prepare")
         if not 0 <= run_number <= 9999:
             raise ConfigError([f"run number must be within 0…9999, got {run_number}"])
+        group = None if modules is None else check_modules(modules)
         params = self.params if directory is None else replace(self.params, directory=directory)
         directory = check_directory(params.directory / f"r{run_number:04d}", params.data_roots)
-        if directory.is_dir() and any(directory.iterdir()):
-            if params.overwrite_policy is OverwritePolicy.ABORT:
-                raise TargetFileExists(directory)
-            stale = re.compile(_STALE_FILES.format(run=run_number))
-            for path in sorted(p for p in directory.iterdir() if stale.fullmatch(p.name)):
-                log.info("overwrite policy: removing %s", path)
-                path.unlink()
+        claimed = _STALE_FILES.format(run=run_number) if group is None else module_files_pattern(run_number, group)
+        stale = sorted(p for p in directory.iterdir() if re.fullmatch(claimed, p.name)) if directory.is_dir() else []
+        if params.overwrite_policy is OverwritePolicy.ABORT:
+            if group is None and directory.is_dir() and any(directory.iterdir()):
+                raise TargetFileExists(directory)  # a whole run owns its directory
+            if stale:
+                raise TargetFileExists(stale[0])  # a group owns only its modules' files
+        for path in stale:
+            log.info("overwrite policy: removing %s", path)
+            path.unlink()
         # claim_series_files creates the directory below its data root and proves it writable; the Eiger
         # names it also checks (<stem>_master.h5, <stem>_data_*.h5) are never written here.
         claim_series_files(replace(params, directory=directory, prefix=f"AGIPD-R{run_number:04d}"), run_number)
         self.stats.reset()
-        self._prepared = _Prepared(run_number, params, directory)
+        self._prepared = _Prepared(run_number, params, directory, group or self.modules, writes_master=group is None)
         self.run_directory = directory
         self.master_path = directory / master_file_name(run_number)
         return directory
@@ -184,6 +200,9 @@ class ExdfWriter:
             self.prepare(self._run_number if self._run_number is not None else start.series_id)
         assert self._prepared is not None
         target, self._prepared, self._run_number = self._prepared, None, None
+        if start.triage is not None and not target.writes_master:
+            raise ConfigError([f"run {target.run} is written by module groups: triage needs all 16 modules of a "
+                               "frame, which no group receives (docs/scale_out.md)"])
         if target.run != start.series_id:
             log.info("series %d is written as run %d", start.series_id, target.run)
         metadata = RunMetadata(self.proposal, target.run)
@@ -257,7 +276,7 @@ class ExdfWriter:
     def _open_sequence(self, run: _Run, sequence: int) -> None:
         assert run.product is not None
         try:
-            for module in self.modules:
+            for module in run.target.modules:
                 name = module_file_name(run.product, run.target.run, module, sequence)
                 run.open_files.append(ExdfModuleFile(
                     run.target.directory / name, module=module, source=module_source(self.detector, run.product, module),
@@ -320,6 +339,8 @@ class ExdfWriter:
         return failures
 
     def _write_master(self, run: _Run) -> None:
+        if not run.target.writes_master:
+            return  # a module group's run: the controlling device writes the master over every group's files
         AgipdNexusMaster(run.target.directory / master_file_name(run.target.run), triage=run.triage).write(
             run.index, run.product, run.extents, metadata=run.metadata, detector=self.detector, overwrite=run.overwrite,
             instrument_name=run.target.params.instrument_name, source_name=run.target.params.source_name)

@@ -4,6 +4,7 @@ detector at prepare time (NXmx for an Eiger series, an EuXFEL run directory for 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.frame import Frame
@@ -58,10 +59,13 @@ class WriterSelector:
         for writer in self._writers.values():
             writer.configure(params)
 
-    def prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None) -> Path:
+    def prepare(self, file_format: FileFormat, series_id: int, *, directory: Path | None = None,
+                modules: Sequence[int] | None = None) -> Path:
         """Select the format and claim the series' files (in ``directory`` when given: a data policy's
-        ``raw/``); raises the writer's refusal unchanged."""
+        ``raw/``; only ``modules``' files for an AGIPD module group); raises the writer's refusal unchanged."""
         self.format = file_format
+        if file_format is FileFormat.EXDF:
+            return self.exdf.prepare(series_id, directory=directory, modules=modules)
         return self._active.prepare(series_id, directory=directory)
 
     def start_series(self, start: SeriesStart) -> None:

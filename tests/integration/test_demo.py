@@ -167,3 +167,30 @@ def test_agipd_demo_writes_a_run_extra_data_opens(tmp_path: Path) -> None:
             np.testing.assert_array_equal(np.moveaxis(data[:, k], 0, 1), truth.train(k).data)
     finally:
         truth.stop()
+
+
+def test_the_two_group_agipd_demo_writes_one_run_extra_data_reads_whole(tmp_path: Path) -> None:
+    """Modules 0-7 and 8-15 on their own bridges, received and written by two servers into one run directory:
+    extra-data opens it as one run of 16 modules, every pixel the simulator's, and the run's master covers both."""
+    run, sockets = run_demo_watching_sockets("--detector", "agipd", "--receivers", "2", "--output", str(tmp_path),
+                                             "--trains", "3", "--cells", "8")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not on_wildcards(sockets), "both bridges and both servers listen on 127.0.0.1 only"
+    summary = demo_summary(run.stdout)
+    assert (summary["trains"], summary["frames"], summary["frames lost"]) == ("3", "24", "0")
+    assert "[demo] spb/agipd1m/2: ON, 3 trains_received, 24 received, 0 dropped, 0 trains_missing" in run.stdout
+    assert "2 module groups, 16 module files, 24 frames in AGIPD-R0001-master.h5" in run.stdout
+    run_dir = Path(summary["run directory"])
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)  # extra_data writes a cache file into writable run directories
+    data = AGIPD1M(extra_data.RunDirectory(str(copy)), raw=True, min_modules=16).get_array("image.data").values
+    assert data.shape[:3] == (16, 3, 8)
+    truth = AgipdSimulator(cells=8, seed=1, hit_fraction=0.1, paced=False)  # the demo's simulator settings
+    try:
+        for k in range(3):
+            np.testing.assert_array_equal(np.moveaxis(data[:, k], 0, 1), truth.train(k).data)
+        with h5py.File(run_dir / "AGIPD-R0001-master.h5") as master:
+            assert master["/entry/data/modules_present"][()].all() and master["/entry/data/written"][()].all()
+            np.testing.assert_array_equal(master["/entry/data/data"][23], truth.train(2).data[7])
+    finally:
+        truth.stop()

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from detpipe.simulators import AgipdSimulator
-from tests.simulators.agipd_bridge_helpers import COMBINED_CORRECTED, bridge_client
+from tests.simulators.agipd_bridge_helpers import COMBINED_CORRECTED, bridge_client, module_source
 from tests.simulators.test_eiger_cli import read_line, simulator_process
 
 READY = re.compile(r"^AGIPD simulator ready endpoint=(tcp://127\.0\.0\.1:\d+)$")
@@ -83,3 +84,31 @@ def test_cli_help_names_the_difficulty_presets_and_a_wrong_one_is_one_error_line
     assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
     errors = [line for line in refused.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "argument --difficulty: invalid choice: 'extreme'" in errors[0], refused.stderr
+
+
+def test_cli_group_ports_serve_each_module_group_on_its_own_bridge() -> None:
+    """``--group-ports``: one bridge per module group, each sending train i with its own modules' per-module
+    sources only (modules 0-7, then 8-15), the same train ids and pixels as the whole detector's train i."""
+    command = [sys.executable, "-m", MODULE, "--group-ports", "0", "0", "--cells", "2", "--unpaced", "--seed", "5"]
+    with simulator_process(command) as process:
+        line = read_line(process.stdout, timeout_s=30).strip()  # type: ignore[arg-type]
+        match = re.fullmatch(r"AGIPD simulator ready endpoint=(tcp://\S+) (tcp://\S+)", line)
+        assert match, line
+        received = []
+        for endpoint in match.groups():
+            with bridge_client(endpoint) as client:
+                received.append([client.next() for _ in range(2)])
+        with AgipdSimulator(cells=2, seed=5, sources="modules") as same:
+            for group, modules in zip(received, (range(8), range(8, 16))):
+                for k, (data, meta) in enumerate(group):
+                    assert sorted(data) == sorted(module_source(m) for m in modules)
+                    assert {m["timestamp.tid"] for m in meta.values()} == {same.train(k).train_id}
+                    for m in modules:
+                        np.testing.assert_array_equal(data[module_source(m)]["image.data"], same.train(k).data[:, m])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+
+def test_module_groups_need_per_module_sources_and_an_even_split() -> None:
+    with pytest.raises(ValueError, match="3 module groups.*per-module sources"):
+        AgipdSimulator(group_ports=[0, 0, 0], sources="combined")

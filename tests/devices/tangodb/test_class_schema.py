@@ -151,6 +151,7 @@ def test_from_mapping_checks_the_shape_only() -> None:
     ("demo-agipd.yaml", {"AGIPD_BRIDGE_PORT": "4545", "DATA_ROOT": "/data"}),
     ("demo-eiger-receivers.yaml", {"EIGER_REST_PORT": "80", "EIGER_STREAM_PORT": "9999", "FAN_OUT_PORT_1": "9101",
                                    "FAN_OUT_PORT_2": "9102", "DATA_ROOT": "/data"}),
+    ("demo-agipd-groups.yaml", {"AGIPD_BRIDGE_PORT": "4545", "AGIPD_BRIDGE_PORT_2": "4546", "DATA_ROOT": "/data"}),
 ])
 def test_the_demo_configs_validate_cleanly(name: str, variables: dict[str, str]) -> None:
     config = load_database_config(config_file(name), variables)

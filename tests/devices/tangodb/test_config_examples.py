@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "config" / "examples"
     ("eiger-production.yaml", {"DCU": "10.0.1.20"}, 4),
     ("agipd-production.yaml", {"BRIDGE": "10.253.0.51"}, 4),
     ("eiger-receivers-production.yaml", {"DCU": "10.0.1.20", "CONTROL": "10.0.1.30"}, 8),
+    ("agipd-groups-production.yaml", {"BRIDGE_1": "10.253.0.51", "BRIDGE_2": "10.253.0.52"}, 4),
 ])
 def test_a_production_example_registers_as_it_stands(name: str, variables: dict[str, str], devices: int) -> None:
     config = load_database_config(EXAMPLES / name, variables)  # raises on any unknown name or missing property
