@@ -1,9 +1,9 @@
 """One AGIPD run over two module groups (config/demo-agipd-groups.yaml, registered in a real embedded Tango
 database, two real server processes): the simulator serves modules 0-7 and 8-15 on their own bridges, each group's
 server writes its modules into the same run directory, and the first group's device runs the second with its run.
-Properties that cannot work are refused by name; a group that cannot take the run is named and nothing is left armed; a group killed mid-run leaves its modules
-missing from the trains it lacks, the master valid over what is on disk, and the run in ALARM naming it (that
-test is last: it kills a server the module's other tests use)."""
+Properties that cannot work are refused by name; a group that cannot take the run is named and Reset brings both
+back; a group killed mid-run leaves its modules missing from the trains it lacks, the master valid over what is on
+disk, and the run in ALARM naming it (that test is last: it kills a server the module's other tests use)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ from tests.waiting import wait_until
 
 GROUP_2 = "spb/agipd1m/2"
 CELLS = 8
+Groups = Topology[AgipdSimulator]
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Groups]:
     root = tmp_path_factory.mktemp("module-groups")
     data = root / "data"
     data.mkdir()
@@ -41,7 +42,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         ports = [endpoint.rsplit(":", 1)[1] for endpoint in simulator.endpoints]
         register(db.client(), load_database_config(config_file("demo-agipd-groups.yaml"), {
             "AGIPD_BRIDGE_PORT": ports[0], "AGIPD_BRIDGE_PORT_2": ports[1], "DATA_ROOT": str(data)}))
-        found = Topology(db.tango_host, data, simulator)  # type: ignore[arg-type]
+        found = Groups(db.tango_host, data, simulator)
         for instance in ("receiver-2", "demo"):
             found.servers[instance] = stack.enter_context(start_server(instance, db.tango_host))
         for writer in (AGIPD_WRITER, AGIPD_GROUP_WRITER):
@@ -49,13 +50,13 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         yield found
 
 
-def set_up(topology: Topology, run: int, trains: int) -> tango.DeviceProxy:
+def set_up(topology: Groups, run: int, trains: int) -> tango.DeviceProxy:
     detector = topology.proxy(AGIPD)
     detector.run_number, detector.acq_nb_trains = run, trains
     return detector
 
 
-def test_a_group_that_cannot_take_the_run_is_named_and_reset_brings_both_back(topology: Topology) -> None:
+def test_a_group_that_cannot_take_the_run_is_named_and_reset_brings_both_back(topology: Groups) -> None:
     (topology.data / "r0004").mkdir()
     (topology.data / "r0004" / "RAW-R0004-AGIPD09-S00000.h5").write_bytes(b"")  # group 2's file of run 4
     detector = set_up(topology, 4, 2)
@@ -75,7 +76,7 @@ def test_a_group_that_cannot_take_the_run_is_named_and_reset_brings_both_back(to
     (AGIPD, {"HitFinderDevice": ["spb/hitfinder/1"]}, "a module group (Modules) has no HitFinderDevice"),
 ], ids=["module-16", "hit-finder"])
 def test_module_group_properties_that_cannot_work_are_refused_by_name(
-        topology: Topology, device: str, wrong: dict[str, list[str]], reason: str) -> None:
+        topology: Groups, device: str, wrong: dict[str, list[str]], reason: str) -> None:
     """As Jive sets them: in the database, then Init; FAULT with the reason (Status is Latin-1: "..." for "…"), and
     the right value brings it back."""
     db, proxy = topology.database(), topology.proxy(device)
@@ -94,7 +95,7 @@ def test_module_group_properties_that_cannot_work_are_refused_by_name(
     wait_until(proxy.State, lambda state: state == tango.DevState.ON, 60, f"{device} back")
 
 
-def test_a_group_killed_mid_run_is_named_in_alarm_and_the_master_holds_what_is_on_disk(topology: Topology) -> None:
+def test_a_group_killed_mid_run_is_named_in_alarm_and_the_master_holds_what_is_on_disk(topology: Groups) -> None:
     trains = 30  # 3 s at 10 Hz: the kill lands mid-run
     detector = set_up(topology, 6, trains)
     prepare(detector, 120)

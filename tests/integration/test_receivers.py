@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import h5py
 import hdf5plugin  # noqa: F401 - registers filter 32008 for reading back
@@ -36,11 +37,14 @@ BLOCK = 4  # frames per data file, and per block of the fan-out
 RECEIVERS = ("receiver-1", "receiver-2")
 
 
+Simulator = TypeVar("Simulator")
+
+
 @dataclass
-class Topology:
+class Topology(Generic[Simulator]):
     tango_host: str
     data: Path
-    simulator: EigerSimulator
+    simulator: Simulator
     servers: dict[str, ManagedProcess] = field(default_factory=dict)
 
     def proxy(self, name: str) -> tango.DeviceProxy:
@@ -59,7 +63,7 @@ def start_server(instance: str, tango_host: str) -> ManagedProcess:
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology[EigerSimulator]]:
     root = tmp_path_factory.mktemp("receivers")
     data = root / "data"
     data.mkdir()
