@@ -322,6 +322,10 @@ class AgipdDetector(DetectorDevice):
         await self.wait_for_chain()
         run, trains = self._run_number, self._nb_trains
         self._group_losses = ""
+        if self._groups is not None:  # a run they are still ending (a Prepare again from STANDBY) ends first
+            self._chain_step = "waiting for the other module groups to end their previous run"
+            await self._groups.group.wait_finished()
+            self._chain_step = ""
         await self.engine_call(lambda: self._acq.prepare(run, trains, self._claim))
         if self._groups is not None:
             await self._groups.group.wait_armed(lambda step: setattr(self, "_chain_step", step))

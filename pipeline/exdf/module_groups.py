@@ -19,6 +19,8 @@ from ..core.train import AGIPD_MODULES
 from .nexus_master import master_file_name
 from .recovery import RecoveredRun, recover_run
 
+EXTRA_DATA_CACHE_MAP = "karabo_data_map.json"  # extra-data's index of a run's files, stale once they are replaced
+
 
 def check_modules(modules: Sequence[int]) -> tuple[int, ...]:
     """The modules as a sorted tuple; raises ``ConfigError`` unless they are a non-empty subset of 0…15."""
@@ -36,12 +38,12 @@ def module_files_pattern(run: int, modules: Sequence[int]) -> str:
 
 def claim_run_master(directory: Path, run: int, *, overwrite: bool) -> Path:
     """The master's path in the run directory the groups share; an existing master is refused (``TargetFileExists``)
-    or, with ``overwrite``, removed."""
+    or, with ``overwrite``, removed with extra-data's cache map of the old run's files."""
     master = directory / master_file_name(run)
-    if master.exists():
-        if not overwrite:
-            raise TargetFileExists(master)
-        master.unlink()
+    if master.exists() and not overwrite:
+        raise TargetFileExists(master)
+    for old in (master, directory / EXTRA_DATA_CACHE_MAP):
+        old.unlink(missing_ok=True)
     return master
 
 

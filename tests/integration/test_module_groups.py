@@ -22,7 +22,7 @@ from detpipe.devices.cli.embedded_database import EmbeddedTangoDatabase
 from detpipe.devices.state_wait import prepare, wait_until_saved
 from detpipe.devices.tangodb.config_model import load_database_config
 from detpipe.devices.tangodb.server_config import register
-from detpipe.simulators.agipd_simulator import AgipdSimulator
+from detpipe.simulators.agipd_simulator import FIRST_TRAIN_ID, AgipdSimulator
 from tests.integration.test_receivers import Topology, start_server
 from tests.waiting import wait_until
 
@@ -54,6 +54,13 @@ def set_up(topology: Groups, run: int, trains: int) -> tango.DeviceProxy:
     detector = topology.proxy(AGIPD)
     detector.run_number, detector.acq_nb_trains = run, trains
     return detector
+
+
+def truth_frame(topology: Groups, master: h5py.File, frame: int) -> np.ndarray:
+    """What the simulator sent as ``frame`` of the master's run, found by its train id (the bridges' trains go on
+    from run to run)."""
+    train = int(master["/entry/data/trainId"][frame]) - FIRST_TRAIN_ID
+    return topology.simulator.train(train).data[frame % CELLS]
 
 
 def test_a_group_that_cannot_take_the_run_is_named_and_reset_brings_both_back(topology: Groups) -> None:
@@ -95,6 +102,20 @@ def test_module_group_properties_that_cannot_work_are_refused_by_name(
     wait_until(proxy.State, lambda state: state == tango.DevState.ON, 60, f"{device} back")
 
 
+def test_a_prepare_again_from_standby_re_arms_every_group_and_the_run_is_whole(topology: Groups) -> None:
+    """Prepare twice: the first armed run ends on every group before the second is configured; the run written
+    after Start holds every module of every frame, equal to the simulator's."""
+    detector = set_up(topology, 5, 2)
+    prepare(detector, 120)
+    prepare(detector, 120)
+    assert topology.proxy(GROUP_2).State() == tango.DevState.STANDBY
+    detector.Start()
+    assert wait_until_saved(detector, 60) == "Ready", detector.Status()
+    assert detector.State() == tango.DevState.ON, detector.Status()
+    with h5py.File(topology.data / "r0005" / "AGIPD-R0005-master.h5") as master:
+        assert master["/entry/data/modules_present"][()].all()
+        np.testing.assert_array_equal(master["/entry/data/data"][CELLS], truth_frame(topology, master, CELLS))
+
 def test_a_group_killed_mid_run_is_named_in_alarm_and_the_master_holds_what_is_on_disk(topology: Groups) -> None:
     trains = 30  # 3 s at 10 Hz: the kill lands mid-run
     detector = set_up(topology, 6, trains)
@@ -114,8 +135,7 @@ def test_a_group_killed_mid_run_is_named_in_alarm_and_the_master_holds_what_is_o
         assert present.shape == (trains * CELLS, 16) and present[:, :8].all() and not present[-CELLS:, 8:].any()
         frame = trains * CELLS - 1
         data = master["/entry/data/data"][frame]
-        truth = topology.simulator.train(trains - 1).data[CELLS - 1]
-        np.testing.assert_array_equal(data[:8], truth[:8])
+        np.testing.assert_array_equal(data[:8], truth_frame(topology, master, frame)[:8])
         assert not data[8:].any()  # the fill value where group 2's modules are missing
         assert master["/entry/data/written"][()].all()
     assert sorted(p.name for p in run_dir.glob("RAW-R0006-AGIPD0[0-7]-S*.h5")) == [

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from extra_data.components import AGIPD1M
 
-from detpipe.pipeline.core.errors import TargetFileExists
+from detpipe.pipeline.core.errors import ConfigError, TargetFileExists
 from detpipe.pipeline.core.saving_target import OverwritePolicy
 from detpipe.pipeline.core.series import EndOfSeries, SeriesStart
 from detpipe.pipeline.core.train import AGIPD_MODULES, Train
+from detpipe.pipeline.core.triage_params import TriageParams
 from detpipe.pipeline.exdf.module_groups import claim_run_master, write_group_master
 from tests.pipeline.agipd_trains import make_train, run_stack
 from tests.pipeline.writers.test_exdf_writer import VALIDATE, make_writer, open_run
@@ -84,6 +85,17 @@ def test_a_group_claims_only_its_modules_files_and_the_master_its_own_name(tmp_p
     replace.prepare(1, modules=GROUPS[1])
     assert not list((directory.parent / "r0001").glob("RAW-R0001-AGIPD1[0-5]-*.h5"))  # the group's old files
     assert len(list((directory.parent / "r0001").glob("RAW-R0001-AGIPD0[0-7]-*.h5"))) == 16  # the others' kept
-    write_group_master(directory.parent / "r0001", instrument_name="SPB", source_name="XFEL")
+    run_1 = directory.parent / "r0001"
+    write_group_master(run_1, instrument_name="SPB", source_name="XFEL")
     with pytest.raises(TargetFileExists, match="AGIPD-R0001-master.h5"):
-        claim_run_master(directory.parent / "r0001", 1, overwrite=False)
+        claim_run_master(run_1, 1, overwrite=False)
+    (run_1 / "karabo_data_map.json").write_text("{}")  # extra-data's cache of the old files
+    claim_run_master(run_1, 1, overwrite=True)
+    assert not (run_1 / "AGIPD-R0001-master.h5").exists() and not (run_1 / "karabo_data_map.json").exists()
+
+
+def test_a_group_refuses_a_triaged_run_whose_frames_it_only_partly_has(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path)
+    writer.prepare(1, modules=GROUPS[0])
+    with pytest.raises(ConfigError, match="triage needs all 16 modules"):
+        writer.start_series(SeriesStart(1, triage=TriageParams()))
