@@ -225,21 +225,29 @@ def acquire_agipd(trains: int, cells: int, data_root: Path, receivers: int) -> D
     print(f"[demo] run 1: {trains} trains × {cells} cells = {trains * cells} frames, "
           f"{trains * cells * AGIPD_RAW_FRAME_BYTES / 1e9:.1f} GB of raw pixels to write (uncompressed, as the "
           f"European XFEL DAQ writes raw data){' by two module groups' if receivers > 1 else ''}", flush=True)
+
+    def on_disk() -> tuple[int, float]:
+        """Frames of the run every writer has written (each holds its modules of every frame), and MB in all."""
+        return min(w.frames_written for w in writers), sum(w.bytes_written for w in writers) / 1e6
+
     progress = Progress("[demo] run 1", "train", sys.stdout)
-    elapsed = prepare_and_run(detector, lambda: progress(
-        min(w.frames_written for w in writers) // cells, trains,
-        f"{sum(w.bytes_written for w in writers) / 1e6:.0f} MB written"))
+
+    def report() -> None:
+        frames, megabytes = on_disk()
+        progress(frames // cells, trains, f"{megabytes:.0f} MB written")
+
+    elapsed = prepare_and_run(detector, report)
     progress.close()
     for line in detector.module_groups_status:
         _say(line)
-    received, written = detector.frames_received, min(w.frames_written for w in writers)
+    received, (written, megabytes) = detector.frames_received, on_disk()
     groups = (("module groups", f"{receivers} (modules 0-7 here, 8-15 in detpipe/receiver-2)"),) * (receivers > 1)
     return DemoSummary(rows=(
         *groups,
         ("trains", str(detector.trains_received)),
         ("frames", str(received)),
         ("frames lost", str(received - written)),
-        ("MB written", f"{sum(w.bytes_written for w in writers) / 1e6:.1f}"),
+        ("MB written", f"{megabytes:.1f}"),
         ("trains/s", f"{detector.trains_received / elapsed if elapsed > 0 else 0.0:.1f}"),
         ("run directory", str(Path(writer.master_file).parent)),
     ), ok=written == received == trains * cells and detector.State() == tango.DevState.ON,
