@@ -213,6 +213,14 @@ def check_directory(directory: Path, data_roots: Sequence[Path]) -> Path:
 
 
 _COPY_CHUNK_BYTES = 8 * 2**20
+# HDF5 places a chunk in the file when it leaves the chunk cache, at the latest when its dataset closes, which
+# h5py does when Python frees the dataset object. A sampling profiler (every Dask worker runs one) holds the
+# frames it samples, and with them a dataset a line just dropped, so cached chunks would land wherever the
+# file ended at that moment: the same writes would give different bytes. Without a cache, a chunk is placed by
+# the write that fills it. Writes are whole chunks (frames, written directly) or batches; a writer that appends
+# into compressed chunks frame by frame (sparse RED file, REDU flags file) passes its own ``rdcc_nbytes``,
+# holds its datasets open and flushes them in a fixed order before closing.
+_PLACED_AS_WRITTEN: dict[str, object] = {"rdcc_nbytes": 0}
 
 
 def create_h5(path: Path, *, overwrite: bool, **options: object) -> h5py.File:
@@ -220,13 +228,14 @@ def create_h5(path: Path, *, overwrite: bool, **options: object) -> h5py.File:
     at the moment of creation, because files are opened by name long after the claim: the directory must
     still resolve to itself (not swapped for a symlink pointing elsewhere) and ``path`` must not be a
     symlink (the overwrite policy would truncate its target). Raises ``UnsafeTarget`` or
-    ``TargetFileExists`` (an existing file without the overwrite policy)."""
+    ``TargetFileExists`` (an existing file without the overwrite policy). Chunks are placed as they are
+    written (no chunk cache) unless ``options`` set ``rdcc_nbytes``."""
     if Path(os.path.realpath(path.parent)) != path.parent:
         raise UnsafeTarget(path, f"its directory now resolves to {os.path.realpath(path.parent)}")
     if path.is_symlink():
         raise UnsafeTarget(path, "it is a symbolic link")
     try:
-        return h5py.File(path, "w" if overwrite else "w-", **options)
+        return h5py.File(path, "w" if overwrite else "w-", **{**_PLACED_AS_WRITTEN, **options})
     except FileExistsError as err:
         raise TargetFileExists(path) from err
 
@@ -250,7 +259,7 @@ def rewrite_h5(path: Path) -> Iterator[h5py.File]:
     try:
         with open(fd, "wb") as copy, open(path, "rb", opener=_open_no_follow) as original:
             shutil.copyfileobj(original, copy, _COPY_CHUNK_BYTES)
-        with h5py.File(beside, "r+") as handle:
+        with h5py.File(beside, "r+", **_PLACED_AS_WRITTEN) as handle:
             yield handle
         _fsync_path(beside)
         os.replace(beside, path)

@@ -166,11 +166,11 @@ def write_train_index(handle: h5py.File, trains: Sequence[TrainRecord]) -> None:
 
 
 def create_exdf_file(path: Path, metadata: RunMetadata, sequence: int, group: str, *,
-                     overwrite: bool) -> tuple[h5py.File, h5py.Group]:
+                     overwrite: bool, **options: object) -> tuple[h5py.File, h5py.Group]:
     """A new EXDF file with METADATA naming its one data source group ``INSTRUMENT/<source>/<group>`` and that
     group created; raises ``TargetFileExists`` rather than replace a file unless ``overwrite``. The caller
-    owns the open file and closes it, also when filling the group fails."""
-    handle = create_h5(path, overwrite=overwrite)
+    owns the open file and closes it, also when filling the group fails. ``options`` go to ``create_h5``."""
+    handle = create_h5(path, overwrite=overwrite, **options)
     try:
         write_metadata(handle, metadata, sequence, [f"INSTRUMENT/{group}"])
         return handle, handle.create_group(f"INSTRUMENT/{group}")

@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 REDU_PRODUCT = "DETPIPE_HITFINDER"
 REDU_AGGREGATOR = "REDU00"
 _GROUP = "data"
-_CHUNK_FRAMES = 16384  # 16 KiB (u1) to 128 KiB (u8/i8) a chunk: fits h5py's 1 MiB per-dataset chunk cache
+_CHUNK_FRAMES = 16384  # 16 KiB (u1) to 128 KiB (u8/i8) a chunk: fits the chunk cache below
+# Each train appends to deflated chunks: with a cache a chunk is compressed once, when it leaves the cache, not
+# at every train; the datasets stay open until ``close``, so where the chunks land depends on the writes alone.
+_CHUNK_CACHE_BYTES = 1 << 20
 _DEFLATE = {"compression": "gzip", "compression_opts": 1, "shuffle": True}  # deflate: readable without plugins
 
 # name, dtype, description: one row per frame (per-frame flags and nPeaks).
@@ -82,7 +85,7 @@ class ReduFlagsFile:
         self._rows = 0  # frames of fully written trains; datasets are trimmed to this at close
         self._sequence = sequence
         self._file, group = create_exdf_file(path, metadata, sequence, f"{self.source}/{_GROUP}",
-                                             overwrite=overwrite)
+                                             overwrite=overwrite, rdcc_nbytes=_CHUNK_CACHE_BYTES)
         try:
             self._datasets: dict[str, h5py.Dataset] = {}
             for name, dtype, description in ROW_KEYS:
@@ -150,9 +153,10 @@ class ReduFlagsFile:
         if not self._file.id.valid:
             return
         try:
-            for dataset in self._datasets.values():
+            for dataset in self._datasets.values():  # cached chunks placed in this order, not in h5py's closing one
                 if dataset.shape[0] != self._rows:
                     dataset.resize(self._rows, axis=0)
+                dataset.flush()
             write_train_index(self._file, self._records)
             n = len(self._records)
             group = self._file.create_group(f"INDEX/{self.source}/{_GROUP}")

@@ -128,6 +128,8 @@ class SparseFramesFile:
     def close(self) -> None:
         """Flushes and closes the file; calling it again does nothing."""
         if self.h5.id.valid:
+            for dataset in self._grown.values():  # cached chunks placed in this order, not in h5py's closing one
+                dataset.flush()
             self.h5.close()
 
     def __enter__(self) -> SparseFramesFile:
@@ -149,7 +151,8 @@ class SparseFramesFile:
         group = _group(entry, "sparse_frames", "NXdata")
         group.attrs["signal"] = "background_avg"
         group.attrs["axes"] = np.array([".", "radius"], dtype=h5py.string_dtype())
-        group.create_dataset("frame_ptr", data=np.zeros(1, np.uint32), maxshape=(None,), chunks=(FRAME_CHUNK,))
+        # frame_ptr[0] = 0 is the fill value: nothing written, so no chunk waits in the cache for the dataset to close
+        group.create_dataset("frame_ptr", shape=(1,), maxshape=(None,), dtype=np.uint32, chunks=(FRAME_CHUNK,))
         group.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.uint32, chunks=(PIXEL_CHUNK,), **_BSLZ4)
         group.create_dataset("intensity", shape=(0,), maxshape=(None,), dtype=self.dtype, chunks=(PIXEL_CHUNK,),
                              **_BSLZ4)
@@ -165,6 +168,7 @@ class SparseFramesFile:
         height, width = bins.shape
         mask_rows = min(height, max(1, (1 << 20) // (4 * width)))  # 1 MiB chunks: 126 rows of an Eiger 4M
         mask = group.create_dataset("mask", data=bins.pixel_radius, chunks=(mask_rows, width), **_BSLZ4)
+        mask.flush()  # its last chunks placed now, not when Python frees ``mask`` (a sampling profiler can hold it)
         mask.attrs.update({"unit": radius_unit, "long_name": long_name, "interpretation": "image"})
         group.create_dataset("dummy", data=np.asarray(dummy, dtype=self.dtype))
         group["script"] = _densify_script(integer=self.dtype.kind in "ui")

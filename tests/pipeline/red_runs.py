@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pytest
 
 from detpipe.pipeline.core.chunk_framing import bslz4_chunk
 from detpipe.pipeline.core.errors import FrameRejected
@@ -81,6 +83,24 @@ def online_run(run_directory: Path, series: SeriesFrames, params: ReductionParam
     saving = SavingParams(directory=run_directory, frames_per_file=FRAMES_PER_FILE,
                           data_roots=(run_directory.parent,))
     return run_through_stage(NxmxWriter(saving), SERIES_ID, [series_start(series), *series.frames], params)
+
+
+def files_below(directory: Path) -> dict[Path, bytes]:
+    """Every file below ``directory`` by relative path, with its bytes: two reductions compared byte for byte."""
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def hold_h5py_objects(monkeypatch: pytest.MonkeyPatch) -> list[h5py.HLObject]:
+    """From now on every h5py group and dataset opened or created stays referenced, so h5py closes it with its
+    file rather than when the code drops it: what a sampling profiler (every Dask worker runs one) does to the
+    objects in the frames it samples. Returns the list holding them."""
+    held: list[h5py.HLObject] = []
+    for method in ("create_dataset", "create_group", "__getitem__"):
+        def holding(self: h5py.Group, *args: object, _original=getattr(h5py.Group, method), **kwargs: object):
+            held.append(_original(self, *args, **kwargs))
+            return held[-1]
+        monkeypatch.setattr(h5py.Group, method, holding)
+    return held
 
 
 def run_through_stage(raw_writer: NxmxWriter | ExdfWriter, series_id: int, items: list[Item],

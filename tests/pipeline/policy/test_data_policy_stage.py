@@ -14,13 +14,14 @@ import pytest
 
 from detpipe.pipeline.core.chunk_framing import decode_chunk_pixels
 from detpipe.pipeline.core.errors import ConfigError, TargetFileExists
+from detpipe.pipeline.core.file_clock import SOURCE_DATE_EPOCH
 from detpipe.pipeline.core.frame import Encoding
 from detpipe.pipeline.policy.event_selection import KeepReason
 from detpipe.pipeline.policy.offline_reduction import reduce_series
 from detpipe.pipeline.policy.precision_rounding import round_precision
 from detpipe.pipeline.policy.provenance import read_reduction_config
 from detpipe.pipeline.policy.reduction_params import Policy, ReductionParams
-from tests.pipeline.red_runs import SeriesFrames, online_run, series_frames
+from tests.pipeline.red_runs import SeriesFrames, files_below, hold_h5py_objects, online_run, series_frames
 from tests.pipeline.stream_messages import corrupt_first_match
 
 FRAMES = 160
@@ -217,3 +218,23 @@ def test_bad_policy_values_are_all_reported_in_one_error():
                             ({"binning": 2, "sparse": True}, "exclude")):
         with pytest.raises(ConfigError, match=reason):
             ReductionParams.from_mapping(mapping)
+
+
+@pytest.mark.parametrize("params", [HITS_AND_MISSES, replace(HITS_AND_MISSES, policy=Policy.RED, sparse=True)],
+                         ids=["red", "sparse"])
+def test_reduced_files_are_the_same_bytes_however_long_python_holds_their_h5py_objects(
+        hits_run, params, tmp_path, monkeypatch):
+    """A sampling profiler (every Dask worker runs one) holds the frames it samples, and with them any h5py
+    dataset a line just dropped; the files, masters included, must not depend on when h5py closes an object."""
+    stage, _, run_directory = hits_run
+    raw_master = run_directory / "raw" / f"{stage.run.stem}_master.h5"
+    monkeypatch.setenv(SOURCE_DATE_EPOCH, "1764806400")
+    reduce_series(raw_master, params, tmp_path / "out")
+    (tmp_path / "out").rename(tmp_path / "freed")  # the files name their own path: both reductions write to one
+
+    held = hold_h5py_objects(monkeypatch)
+    reduce_series(raw_master, params, tmp_path / "out")
+    assert len(held) > 100  # every group and dataset, closed with its file rather than when dropped
+    freed, kept_alive = files_below(tmp_path / "freed"), files_below(tmp_path / "out")
+    assert sorted(freed) == sorted(kept_alive)
+    assert [p for p in freed if freed[p] != kept_alive[p]] == []
