@@ -27,16 +27,23 @@ class AcquisitionFailed(RuntimeError):
 
 def wait_while_state(device: tango.DeviceProxy, states: set[tango.DevState], timeout_s: float,
                      on_status: Callable[[str], None] | None = None) -> tango.DevState:
-    """Poll State until it is none of ``states``; ``on_status`` hears each new Status line meanwhile."""
+    """Poll State until it is none of ``states``; ``on_status`` hears each new Status line meanwhile and the
+    one it ends with, each once (a Status read just after State may already be the final one)."""
     deadline = time.monotonic() + timeout_s
     last_status = ""
-    while (state := device.State()) in states:
+
+    def report() -> None:
+        nonlocal last_status
         if on_status is not None and (status := device.Status()) != last_status:
             on_status(status)
             last_status = status
+
+    while (state := device.State()) in states:
+        report()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{device.name()} still {state} after {timeout_s:.0f}s: {device.Status()}")
         time.sleep(POLL_S)
+    report()
     return state
 
 

@@ -260,7 +260,6 @@ def prepare_and_run(detector: tango.DeviceProxy, on_progress: Callable[[], None]
     ``on_progress`` reports what is written, once more when all of it is, so the last line has the final sizes."""
     wait_while_state(detector, {tango.DevState.INIT}, CONNECT_TIMEOUT_S, _say)
     prepare(detector, on_status=_say)
-    _say(detector.Status())
     t0 = time.monotonic()
     detector.Start()
     status = wait_until_saved(detector, ACQUISITION_TIMEOUT_S, on_progress=on_progress,

@@ -80,6 +80,7 @@ def test_demo_acquires_through_a_registered_server_and_loses_nothing(tmp_path: P
     final = last_progress_line(run.stdout, "[demo] series: ")
     assert final.startswith(f"[demo] series: {FRAMES}/{FRAMES} frames (100 %)"), run.stdout
     assert final.endswith(f", {float(summary['MB written']):.0f} MB written"), run.stdout
+    assert run.stdout.count(f"[demo] Armed series 1: {FRAMES} frames; waiting for Start") == 1, run.stdout
     assert (tmp_path / "tango_database.db").exists()
     masters = list((tmp_path / "data").glob("*_master.h5"))
     assert len(masters) == 1
