@@ -323,7 +323,7 @@ class AgipdDetector(DetectorDevice):
         run, trains = self._run_number, self._nb_trains
         self._group_losses = ""
         if self._groups is not None:  # a run they are still ending (a Prepare again from STANDBY) ends first
-            self._chain_step = "waiting for the other module groups to end their previous run"
+            self._chain_step = "checking that the other module groups have ended any previous run"
             await self._groups.group.wait_finished()
             self._chain_step = ""
         await self.engine_call(lambda: self._acq.prepare(run, trains, self._claim))
