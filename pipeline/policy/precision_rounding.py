@@ -90,6 +90,9 @@ def _round_float32_bits(
         out[i] = b if keep else rounded
 
 
+_ROUNDING_BLOCK = 4096  # pixels _round_integers copies before it looks for one to round among them
+
+
 @njit(cache=True, nogil=True)
 def _round_integers(
     values: np.ndarray,  # any integer dtype of <= 32 bits, (N,)
@@ -106,26 +109,37 @@ def _round_integers(
     """Sign-magnitude rounding; out-of-range results and the marker clamp towards zero (module docstring).
 
     Most pixels of a diffraction frame are a few counts, which keep all their bits, or the marker of a gap. A
-    first pass copies every pixel and lists the others; only those are rounded. In one pass the compiler
-    turns the branch-free rounding into a select evaluated for every pixel: 13 ms per EIGER2 4M frame
-    instead of 2.6 ms."""
-    to_round = np.empty(values.size, dtype=np.int32)
-    n = 0
-    for i in range(values.size):
-        v = np.int64(values[i])
-        out[i] = v
-        if not ((0 <= v < unchanged_below) | (has_mask & (v == masked_value))):
-            to_round[n] = i
-            n += 1
-    for k in range(n):
-        i = to_round[k]
-        v = np.int64(values[i])
-        negative = v < 0
-        a = -v if negative else v
-        dropped = min(max(_bit_length(a) - mantissa_bits, step_exponent, 0), 34)
-        r = min(_drop_bits_half_even(a, dropped), negative_cap if negative else positive_cap)
-        rounded = -r if negative else r
-        out[i] = masked_substitute if has_mask & (rounded == masked_value) & (r != 0) else rounded
+    branch-free pass copies a block of pixels and counts the others, and only a block holding one is walked
+    again to round them. Per EIGER2 4M frame: rounding every pixel in one pass (the compiler makes the
+    rounding a select evaluated for every pixel) 13 ms, listing the pixels to round in the copying pass
+    (a store per pixel, not vectorised) 2.1 ms, blocks 0.9 ms."""
+    for start in range(0, values.size, _ROUNDING_BLOCK):
+        block, block_out = values[start : start + _ROUNDING_BLOCK], out[start : start + _ROUNDING_BLOCK]
+        to_round = 0
+        for j in range(block.size):
+            v = np.int64(block[j])
+            block_out[j] = v
+            to_round += np.int64(not ((0 <= v < unchanged_below) | (has_mask & (v == masked_value))))
+        if to_round == 0:
+            continue
+        for j in range(block.size):
+            v = np.int64(block[j])
+            if (0 <= v < unchanged_below) | (has_mask & (v == masked_value)):
+                continue
+            block_out[j] = _rounded_integer(v, mantissa_bits, step_exponent, has_mask, masked_value,
+                                            masked_substitute, positive_cap, negative_cap)
+
+
+@njit(cache=True, nogil=True)
+def _rounded_integer(v: int, mantissa_bits: int, step_exponent: int, has_mask: bool, masked_value: int,
+                     masked_substitute: int, positive_cap: int, negative_cap: int) -> int:  # pragma: no cover
+    """One pixel's sign-magnitude rounding (``_round_integers``' arguments)."""
+    negative = v < 0
+    a = -v if negative else v
+    dropped = min(max(_bit_length(a) - mantissa_bits, step_exponent, 0), 34)
+    r = min(_drop_bits_half_even(a, dropped), negative_cap if negative else positive_cap)
+    rounded = -r if negative else r
+    return masked_substitute if has_mask & (rounded == masked_value) & (r != 0) else rounded
 
 
 def _largest_rounded_at_most(a: int, mantissa_bits: int, step_exponent: int) -> int:
@@ -189,29 +203,53 @@ def _integer_marker(masked_value: int | float | None) -> int | None:
     return int(masked_value)
 
 
+_ERROR_BLOCK = 4096  # pixels _frame_error counts before it looks for a change among them
+
+
 @njit(cache=True, nogil=True)
-def _accumulate_error(
+def _frame_error(
     original: np.ndarray,  # (N,), any numeric dtype, photons
     rounded: np.ndarray,  # (N,), same size
-    changed: np.ndarray,  # int64 indices of the pixels to count whose value rounding changed (or NaN)
+    counted: np.ndarray,  # (N,) bool, True = count the pixel
     has_mask: bool,
-    masked_value: float,
+    masked_value: np.generic,  # in the frame's dtype; ignored without has_mask
 ) -> tuple[int, float, float, float]:  # pragma: no cover - compiled
-    """(pixels, Σ Δ², Σ Δ²/max(I, 1), max |Δ|) over the ``changed`` pixels; NaN and masked ones are skipped."""
+    """(pixels, Σ Δ², Σ Δ²/max(I, 1), max |Δ|) over the counted pixels, NaN and masked ones skipped.
+
+    Rounding leaves most pixels of a diffraction frame unchanged (3 in 100,000 of a simulated EIGER2 4M frame
+    at 8 bits): each block of pixels is counted in a branch-free pass the compiler vectorises, and only a block
+    holding a changed pixel is walked again to measure it: ~1 ms a 4M frame, where numpy's passes took 3.4 ms."""
     pixels = 0
     sum_sq = 0.0
     sum_sq_sigma = 0.0
     max_abs = 0.0
-    for i in changed:
-        o = np.float64(original[i])
-        r = np.float64(rounded[i])
-        if math.isnan(o) or math.isnan(r) or (has_mask and o == masked_value):
+    unmasked = np.int64(not has_mask)
+    for start in range(0, original.size, _ERROR_BLOCK):
+        block, block_rounded = original[start : start + _ERROR_BLOCK], rounded[start : start + _ERROR_BLOCK]
+        block_counted = counted[start : start + _ERROR_BLOCK]
+        changes = 0
+        for j in range(block.size):
+            a = block[j]
+            # a == a is False for NaN only; written as integer products so that the loop vectorises
+            pixels += np.int64(block_counted[j]) * np.int64(a == a) * (np.int64(a != masked_value) | unmasked)
+            changes += np.int64(a != block_rounded[j])
+        if changes == 0:
             continue
-        delta = r - o
-        pixels += 1
-        sum_sq += delta * delta
-        sum_sq_sigma += delta * delta / max(o, 1.0)
-        max_abs = max(max_abs, abs(delta))
+        for j in range(block.size):
+            a = block[j]
+            if a == block_rounded[j] or not block_counted[j] or (has_mask and a == masked_value):
+                continue
+            o = np.float64(a)
+            r = np.float64(block_rounded[j])
+            if math.isnan(o):
+                continue
+            if math.isnan(r):  # counted above, but its error cannot be measured
+                pixels -= 1
+                continue
+            delta = r - o
+            sum_sq += delta * delta
+            sum_sq_sigma += delta * delta / max(o, 1.0)
+            max_abs = max(max_abs, abs(delta))
     return pixels, sum_sq, sum_sq_sigma, max_abs
 
 
@@ -267,16 +305,11 @@ class RoundingError:
             if counted.size != original.size:
                 raise ValueError(f"valid_mask has {counted.size} pixels, the frame {original.size}")
         has_mask = masked_value is not None and not math.isnan(float(masked_value))
-        # Rounding keeps nearly every pixel of a frame: those are only counted, in vectorised passes (NaN != NaN,
-        # so NaN pixels are not among them); the kernel adds the error of the others and skips NaN and masked.
-        same = original == rounded
-        kept = same & counted
-        pixels = int(np.count_nonzero(kept))
-        if has_mask:
-            pixels -= int(np.count_nonzero(kept & (original == masked_value)))
-        changed_pixels, sum_sq, sum_sq_sigma, max_abs = _accumulate_error(
-            original, rounded, np.flatnonzero(counted & ~same), has_mask, float(masked_value) if has_mask else 0.0)
-        return cls(int(pixels + changed_pixels), float(sum_sq), float(sum_sq_sigma), float(max_abs))
+        if has_mask and original.dtype.kind in "iu":  # a marker the dtype cannot hold marks no pixel
+            has_mask = np.iinfo(original.dtype).min <= masked_value <= np.iinfo(original.dtype).max
+        marker = original.dtype.type(masked_value if has_mask else 0)
+        pixels, sum_sq, sum_sq_sigma, max_abs = _frame_error(original, rounded, counted, has_mask, marker)
+        return cls(int(pixels), float(sum_sq), float(sum_sq_sigma), float(max_abs))
 
     @property
     def rms_photons(self) -> float:

@@ -227,3 +227,28 @@ def test_rounding_error_without_pixels_reads_zero() -> None:
     error = RoundingError()
     error.add(np.full(4, np.nan, np.float32), np.full(4, np.nan, np.float32))
     assert (error.pixels, error.rms_photons, error.rms_sigma) == (0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_rounding_error_over_many_blocks_equals_a_plain_numpy_count(dtype: type) -> None:
+    """The kernel counts blocks of pixels and measures only blocks holding a change: checked against the
+    definition on a frame of several blocks and a tail, changes in some blocks only, markers, NaN, invalid."""
+    rng = np.random.default_rng(11)
+    original = rng.poisson(40.0, 3 * 4096 + 123).astype(dtype)
+    marker = 65535
+    original[rng.choice(original.size, 50, replace=False)] = marker
+    rounded = original.copy()
+    changed = np.concatenate([rng.choice(4096, 30, replace=False) + 4096, original.size - 1 - np.arange(5)])
+    rounded[changed] = original[changed] + 3
+    valid = rng.random(original.size) > 0.1
+    if dtype == np.float32:
+        original[7], rounded[4096 + 9] = np.nan, np.nan  # NaN read, and a NaN rounding of a number
+    error = RoundingError.of(original, rounded, valid, masked_value=marker)
+
+    o, r = original.astype(np.float64), rounded.astype(np.float64)
+    counted = valid & ~np.isnan(o) & ~np.isnan(r) & (o != marker)
+    delta = (r - o)[counted]
+    assert error.pixels == np.count_nonzero(counted)
+    assert error.sum_sq_photons == pytest.approx(np.sum(delta**2))
+    assert error.sum_sq_sigma == pytest.approx(np.sum(delta**2 / np.maximum(o[counted], 1.0)))
+    assert error.max_abs_photons == np.max(np.abs(delta)) == 3.0
