@@ -27,7 +27,7 @@ from tests.pipeline.red_runs import (
     SERIES_ID,
     agipd_run_items,
     files_below,
-    hold_h5py_objects,
+    reduce_twice_holding_h5py_objects,
     run_through_stage,
     series_frames,
     series_start,
@@ -102,13 +102,9 @@ def test_an_agipd_run_reduced_twice_is_the_same_bytes_however_long_python_holds_
     """The AGIPD side of what a Dask worker's sampling profiler does (the EIGER side is in the policy tests):
     module files, REDU flags file and master do not depend on when h5py closes an object."""
     monkeypatch.setenv(SOURCE_DATE_EPOCH, "1764806400")
-    policy, out = archive / "policy.yaml", tmp_path / "out"
-    assert run_reduce([str(raw_paths(archive)[-1])], policy_file=policy, config_from=None, output=out) == 0
-    out.rename(tmp_path / "freed")  # the files name their own path: both reductions write to one
-    held = hold_h5py_objects(monkeypatch)
-    assert run_reduce([str(raw_paths(archive)[-1])], policy_file=policy, config_from=None, output=out) == 0
-    assert len(held) > 100
-    freed, kept_alive = files_below(tmp_path / "freed"), files_below(out)
+    freed, kept_alive = reduce_twice_holding_h5py_objects(
+        lambda out: run_reduce([str(raw_paths(archive)[-1])], policy_file=archive / "policy.yaml", config_from=None,
+                               output=out), tmp_path / "out", monkeypatch)
     assert sorted(freed) == sorted(kept_alive) and any(p.name.startswith("CORR-R") for p in freed)
     assert [p for p in freed if freed[p] != kept_alive[p]] == []
 

@@ -7,6 +7,7 @@ policy do not depend on peak finding (``triage/test_accuracy.py`` covers that).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,17 +91,24 @@ def files_below(directory: Path) -> dict[Path, bytes]:
     return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def hold_h5py_objects(monkeypatch: pytest.MonkeyPatch) -> list[h5py.HLObject]:
-    """From now on every h5py group and dataset opened or created stays referenced, so h5py closes it with its
-    file rather than when the code drops it: what a sampling profiler (every Dask worker runs one) does to the
-    objects in the frames it samples. Returns the list holding them."""
+def reduce_twice_holding_h5py_objects(reduce: Callable[[Path], object], out: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> tuple[dict[Path, bytes], dict[Path, bytes]]:
+    """``reduce(out)`` twice into the same path (the files name their own path), the second time with every h5py
+    group and dataset kept referenced, so h5py closes it with its file rather than when the code drops it: what
+    a sampling profiler (every Dask worker runs one) does to the objects in the frames it samples. Returns the
+    files of both runs (``files_below``); the first run's are moved aside to ``out`` + ``.freed``."""
+    reduce(out)
+    freed = out.with_name(out.name + ".freed")
+    out.rename(freed)
     held: list[h5py.HLObject] = []
     for method in ("create_dataset", "create_group", "__getitem__"):
         def holding(self: h5py.Group, *args: object, _original=getattr(h5py.Group, method), **kwargs: object):
             held.append(_original(self, *args, **kwargs))
             return held[-1]
         monkeypatch.setattr(h5py.Group, method, holding)
-    return held
+    reduce(out)
+    assert len(held) > 100, "the reduction opened too few h5py objects to test anything"
+    return files_below(freed), files_below(out)
 
 
 def run_through_stage(raw_writer: NxmxWriter | ExdfWriter, series_id: int, items: list[Item],

@@ -21,7 +21,7 @@ from detpipe.pipeline.policy.offline_reduction import reduce_series
 from detpipe.pipeline.policy.precision_rounding import round_precision
 from detpipe.pipeline.policy.provenance import read_reduction_config
 from detpipe.pipeline.policy.reduction_params import Policy, ReductionParams
-from tests.pipeline.red_runs import SeriesFrames, files_below, hold_h5py_objects, online_run, series_frames
+from tests.pipeline.red_runs import SeriesFrames, online_run, reduce_twice_holding_h5py_objects, series_frames
 from tests.pipeline.stream_messages import corrupt_first_match
 
 FRAMES = 160
@@ -229,12 +229,7 @@ def test_reduced_files_are_the_same_bytes_however_long_python_holds_their_h5py_o
     stage, _, run_directory = hits_run
     raw_master = run_directory / "raw" / f"{stage.run.stem}_master.h5"
     monkeypatch.setenv(SOURCE_DATE_EPOCH, "1764806400")
-    reduce_series(raw_master, params, tmp_path / "out")
-    (tmp_path / "out").rename(tmp_path / "freed")  # the files name their own path: both reductions write to one
-
-    held = hold_h5py_objects(monkeypatch)
-    reduce_series(raw_master, params, tmp_path / "out")
-    assert len(held) > 100  # every group and dataset, closed with its file rather than when dropped
-    freed, kept_alive = files_below(tmp_path / "freed"), files_below(tmp_path / "out")
+    freed, kept_alive = reduce_twice_holding_h5py_objects(lambda out: reduce_series(raw_master, params, out),
+                                                          tmp_path / "out", monkeypatch)
     assert sorted(freed) == sorted(kept_alive)
     assert [p for p in freed if freed[p] != kept_alive[p]] == []
