@@ -90,7 +90,9 @@ def _round_float32_bits(
         out[i] = b if keep else rounded
 
 
-_ROUNDING_BLOCK = 4096  # pixels _round_integers copies before it looks for one to round among them
+# Pixels the kernels below pass over branch-free (vectorised) before they walk the block again, only if it holds
+# a pixel to round (``_round_integers``) or one rounding changed (``_frame_error``).
+_BLOCK_PIXELS = 4096
 
 
 @njit(cache=True, nogil=True)
@@ -113,21 +115,27 @@ def _round_integers(
     again to round them. Per EIGER2 4M frame: rounding every pixel in one pass (the compiler makes the
     rounding a select evaluated for every pixel) 13 ms, listing the pixels to round in the copying pass
     (a store per pixel, not vectorised) 2.1 ms, blocks 0.9 ms."""
-    for start in range(0, values.size, _ROUNDING_BLOCK):
-        block, block_out = values[start : start + _ROUNDING_BLOCK], out[start : start + _ROUNDING_BLOCK]
+    for start in range(0, values.size, _BLOCK_PIXELS):
+        block, block_out = values[start : start + _BLOCK_PIXELS], out[start : start + _BLOCK_PIXELS]
         to_round = 0
         for j in range(block.size):
             v = np.int64(block[j])
             block_out[j] = v
-            to_round += np.int64(not ((0 <= v < unchanged_below) | (has_mask & (v == masked_value))))
+            to_round += np.int64(not _keeps_its_bits(v, unchanged_below, has_mask, masked_value))
         if to_round == 0:
             continue
         for j in range(block.size):
             v = np.int64(block[j])
-            if (0 <= v < unchanged_below) | (has_mask & (v == masked_value)):
+            if _keeps_its_bits(v, unchanged_below, has_mask, masked_value):
                 continue
             block_out[j] = _rounded_integer(v, mantissa_bits, step_exponent, has_mask, masked_value,
                                             masked_substitute, positive_cap, negative_cap)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keeps_its_bits(v: int, unchanged_below: int, has_mask: bool, masked_value: int) -> bool:  # pragma: no cover
+    """A pixel rounding leaves as it is: a small count or the marker."""
+    return (0 <= v < unchanged_below) | (has_mask & (v == masked_value))
 
 
 @njit(cache=True, nogil=True)
@@ -203,9 +211,6 @@ def _integer_marker(masked_value: int | float | None) -> int | None:
     return int(masked_value)
 
 
-_ERROR_BLOCK = 4096  # pixels _frame_error counts before it looks for a change among them
-
-
 @njit(cache=True, nogil=True)
 def _frame_error(
     original: np.ndarray,  # (N,), any numeric dtype, photons
@@ -224,9 +229,9 @@ def _frame_error(
     sum_sq_sigma = 0.0
     max_abs = 0.0
     unmasked = np.int64(not has_mask)
-    for start in range(0, original.size, _ERROR_BLOCK):
-        block, block_rounded = original[start : start + _ERROR_BLOCK], rounded[start : start + _ERROR_BLOCK]
-        block_counted = counted[start : start + _ERROR_BLOCK]
+    for start in range(0, original.size, _BLOCK_PIXELS):
+        block, block_rounded = original[start : start + _BLOCK_PIXELS], rounded[start : start + _BLOCK_PIXELS]
+        block_counted = counted[start : start + _BLOCK_PIXELS]
         changes = 0
         for j in range(block.size):
             a = block[j]
