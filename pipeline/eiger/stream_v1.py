@@ -41,6 +41,7 @@ _CALIBRATION_DTYPES: dict[object, np.dtype] = {
 }
 _NS = 1e-9
 _JSON = json.JSONDecoder()
+_SCAN_ONCE = _JSON.scan_once  # the C scanner: (value, end index) of the value at an index
 
 
 def decode_v1(
@@ -208,11 +209,15 @@ def _appendix(part: ChunkBlob) -> Any:
 def _json_object(part: ChunkBlob, what: str) -> dict[str, Any]:
     """Parse one JSON part that must be an object.
 
-    Parts are UTF-8. Decoding to str first and calling the decoder directly halves the cost of
-    ``json.loads(bytes)`` (2.1 vs 5.5 µs per image-message part), which skips its encoding detection.
+    An image message has three JSON parts, parsed on the receive thread for every frame. The standard
+    library's C scanner is called directly on the part decoded to str: 1.1 µs a part against 2.1 µs through
+    ``JSONDecoder.decode`` (which wraps the same scanner in two regex matches) and 5.5 µs through
+    ``json.loads(bytes)`` (which also guesses the encoding). A part the scanner does not read to its end in
+    one call (surrounding whitespace, extra data, no value) goes through ``decode``, so what is accepted and
+    what is refused, and the refusal's message, are the standard library's.
     """
     try:
-        value = _JSON.decode(str(part, "utf-8"))
+        value = _parsed_whole(str(part, "utf-8"))
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise FrameRejected("bad_json", f"{what}: {err}") from None
     except RecursionError:
@@ -220,6 +225,14 @@ def _json_object(part: ChunkBlob, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FrameRejected("bad_json", f"{what} is a JSON {type(value).__name__}, not an object")
     return value
+
+
+def _parsed_whole(text: str) -> Any:
+    try:
+        value, end = _SCAN_ONCE(text, 0)
+    except StopIteration:  # no value at index 0: leading whitespace, or no JSON at all
+        return _JSON.decode(text)
+    return value if end == len(text) else _JSON.decode(text)
 
 
 def _int(obj: dict[str, Any], key: str, htype: str) -> int:

@@ -181,6 +181,28 @@ def test_image_hash_is_never_checked():
     assert decode_v1(message, 5.0).index == 3
 
 
+@pytest.mark.parametrize("spacing", [(b" ", b""), (b"", b"\n"), (b"\r\n ", b" \t")],
+                         ids=["leading", "trailing", "both"])
+def test_json_parts_with_whitespace_around_them_decode(spacing):
+    """The JSON parts are read by the C scanner in one call; whitespace around an object (a DCU's JSON
+    writer may end a part with a newline) sends them through the standard decoder, which accepts it."""
+    before, after = spacing
+    message = [before + part + after if i != 2 else part for i, part in enumerate(v1_image(7, 3, pixels(SHAPE)))]
+    frame = decode_v1(message, 5.0)
+    assert (frame.index, frame.shape, frame.stop_time_s) == (3, (64, 96), pytest.approx(2_896_000.01))
+
+
+@pytest.mark.parametrize(("part", "what"), [(b'{"htype": "dimage-1.0"} {}', "Extra data"),
+                                            (b"  ", "Expecting value"), (b"", "Expecting value")],
+                         ids=["two_objects", "blank", "empty"])
+def test_json_part_the_scanner_does_not_read_whole_is_refused_with_the_standard_message(part, what):
+    message = v1_image(7, 3, pixels(SHAPE))
+    message[0] = part
+    with pytest.raises(FrameRejected, match=what) as err:
+        decode_v1(message, 1.0)
+    assert err.value.reason == "bad_json"
+
+
 def test_end_message_closes_the_series():
     assert decode_v1(v1_end(7), 5.0) == EndOfSeries(7, EndReason.END_MESSAGE)
 
