@@ -30,6 +30,7 @@ import zmq
 
 from ..core.errors import FrameRejected
 from ..core.frame import Frame
+from ..core.frame_memory import keep_freed_frames_mapped
 from ..core.receiver_stats import ReceiverStats
 from ..core.series import DetectorConfig, EndOfSeries, EndReason, SeriesStart
 from ..core.stage import Item
@@ -44,8 +45,8 @@ POLL_MS = 20  # receive timeout: how promptly a requested end or close is honour
 # The largest part a DCU sends is one uncompressed frame: EIGER2 16M, 32 bit, is 72 MB; with two thresholds
 # in one Stream V2 message 145 MB.
 MAX_MESSAGE_BYTES = 512 * 2**20
-IDLE_BUFFER_BYTES = 256 * 2**20
-MAX_OTHER_SERIES_IDS = 8  # ids of other series kept to name in Status  # messages read while no series is armed (a series header comes at arm)
+IDLE_BUFFER_BYTES = 256 * 2**20  # messages read while no series is armed (a series header comes at arm)
+MAX_OTHER_SERIES_IDS = 8  # ids of other series kept to name in Status
 
 
 class StreamReceiver:
@@ -81,6 +82,7 @@ class StreamReceiver:
         self._thread = pipeline_thread(self._loop, "receiver")
 
     def start(self) -> None:
+        keep_freed_frames_mapped()
         self._thread.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
