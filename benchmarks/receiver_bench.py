@@ -1,51 +1,62 @@
 """Our receive stage (decode, header checks, accounting, queue put) vs a bare pyzmq PULL loop on the same unpaced
-V1 stream. ``receiver.thread_us_per_frame`` is the CPU our receive thread spends per frame,
-``receiver.bare_thread_us_per_frame`` the bare loop's: the difference is what decoding, accounting and the
-hand-off to the next stage cost. (The payload is verified by the writer's frame check: ``writer.checked_ratio``.)"""
+V1 stream.
+
+The bare loop (``bare_pull.py``) runs where a user's script would: in a plain Python process of its own. Our
+receiver runs here, as in ``detpipe server``, with the malloc settings the stream receiver applies
+(``pipeline/core/frame_memory.py``): ``receiver.ratio_vs_bare_pull`` compares the two, the goal.
+``receiver.ratio_vs_same_allocator`` runs the bare loop in this process too, under those settings: it isolates
+what our Python per frame (decoding, accounting, the hand-off to another thread) costs against the loop.
+``receiver.thread_us_per_frame`` is the CPU our receive thread spends per frame,
+``receiver.bare_thread_us_per_frame`` the plain process's loop's. (The payload is verified by the writer's frame
+check: ``writer.checked_ratio``.)"""
 
 from __future__ import annotations
 
-import threading
 import time
 
-import zmq
-
+from detpipe.pipeline.core.frame_memory import keep_freed_frames_mapped
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.eiger.simplon_client import SimplonClient
 from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 
+from .bare_pull import PEER_GONE_S, bare_pull, bare_pull_in_plain_process, triggered
 from .bench_size import BenchSize
 from .cpu_use import thread_cpu_seconds
 from .frames import DISTINCT_FRAMES
 from .rounds import Measured, Spread, interleaved_times, rate, ratio
-from .simulator_process import SEND_TIMEOUT_S, unpaced_simulator
+from .simulator_process import unpaced_simulator
 
-KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull", "receiver.thread_us_per_frame",
-        "receiver.bare_thread_us_per_frame")
-RECEIVE_TIMEOUT_MS = int(2 * SEND_TIMEOUT_S * 1000)
-# Each round connects a new PULL socket to the simulator's PUSH. Until the simulator's ZMQ thread has seen the
-# previous round's socket close, PUSH may still hand it the next series' first messages, which are then lost;
-# on a loaded machine that takes a noticeable time, so each round waits this long after closing (untimed).
-PEER_GONE_S = 1.0
+KEYS = ("receiver.fps", "receiver.bare_pull_fps", "receiver.ratio_vs_bare_pull", "receiver.ratio_vs_same_allocator",
+        "receiver.thread_us_per_frame", "receiver.bare_thread_us_per_frame")
 
 
 def bench_receiver(size: BenchSize) -> dict[str, Measured]:
-    n_frames = size.frames
+    n_frames = size.receiver_frames
     with unpaced_simulator() as sim:
         client = SimplonClient(sim.rest_url)
         configure_series(client, 2 * DISTINCT_FRAMES)
-        _bare_pull(sim.stream_endpoint, client, 2 * DISTINCT_FRAMES)  # warm-up: the simulator caches its blobs
+        # warm-up: the simulator caches its blobs
+        bare_pull_in_plain_process(sim.rest_url, sim.stream_endpoint, 2 * DISTINCT_FRAMES)
         configure_series(client, n_frames)
+        keep_freed_frames_mapped()  # as our receiver's start does, before the first same-allocator round
         thread_s: list[float] = []
         bare_thread_s: list[float] = []
-        bare_s, ours_s = interleaved_times([
-            lambda: _bare_pull(sim.stream_endpoint, client, n_frames, thread_s=bare_thread_s),
+
+        def in_plain_process() -> float:
+            elapsed, cpu_s = bare_pull_in_plain_process(sim.rest_url, sim.stream_endpoint, n_frames)
+            bare_thread_s.append(cpu_s)
+            return elapsed
+
+        bare_s, ours_s, same_allocator_s = interleaved_times([
+            in_plain_process,
             lambda: _our_receiver(sim.stream_endpoint, client, n_frames, thread_s=thread_s),
+            lambda: bare_pull(sim.stream_endpoint, client, n_frames)[0],
         ], size.rounds)
     return {
         "receiver.fps": rate(n_frames, ours_s),
         "receiver.bare_pull_fps": rate(n_frames, bare_s),
         "receiver.ratio_vs_bare_pull": ratio(bare_s, ours_s),
+        "receiver.ratio_vs_same_allocator": ratio(same_allocator_s, ours_s),
         "receiver.thread_us_per_frame": Spread.of(s / n_frames * 1e6 for s in thread_s),
         "receiver.bare_thread_us_per_frame": Spread.of(s / n_frames * 1e6 for s in bare_thread_s),
     }
@@ -61,36 +72,6 @@ def configure_series(client: SimplonClient, n_frames: int, stream_format: str = 
     client.set_config("format", stream_format, module="stream")
 
 
-def _triggered(client: SimplonClient) -> threading.Thread:
-    thread = threading.Thread(target=client.command, args=("trigger",), daemon=True)
-    thread.start()
-    return thread
-
-
-def _bare_pull(endpoint: str, client: SimplonClient, n_frames: int, *, thread_s: list[float] | None = None) -> float:
-    socket = zmq.Context.instance().socket(zmq.PULL)
-    socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)  # a lost message fails the benchmark, never hangs it
-    socket.connect(endpoint)
-    try:
-        client.command("arm")
-        socket.recv_multipart(copy=False)  # series header
-        cpu_before = time.thread_time()
-        t0 = time.perf_counter()
-        trigger = _triggered(client)
-        for _ in range(n_frames):
-            socket.recv_multipart(copy=False)
-        elapsed = time.perf_counter() - t0
-        if thread_s is not None:
-            thread_s.append(time.thread_time() - cpu_before)
-        trigger.join()
-        client.command("disarm")
-        socket.recv_multipart(copy=False)  # end of series
-    finally:
-        socket.close(linger=0)
-        time.sleep(PEER_GONE_S)
-    return elapsed
-
-
 def _our_receiver(endpoint: str, client: SimplonClient, n_frames: int, *, thread_s: list[float]) -> float:
     """Seconds our receiver takes for the series' frames; appends its receive thread's CPU seconds to ``thread_s``."""
     receiver = StreamReceiver(endpoint)
@@ -103,7 +84,7 @@ def _our_receiver(endpoint: str, client: SimplonClient, n_frames: int, *, thread
         outbox.get(timeout_s=30)  # series header
         cpu_before = thread_cpu_seconds(receiver.thread_id)
         t0 = time.perf_counter()
-        trigger = _triggered(client)
+        trigger = triggered(client)
         for _ in range(n_frames):
             outbox.get(timeout_s=30)
         elapsed = time.perf_counter() - t0

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=None,
                         help=f"4M frames per writer, receiver and end-to-end measurement (default "
-                             f"{FULL.writer_frames} for the writer, {FULL.frames} for the others; smoke {SMOKE.frames})")
+                             f"{FULL.writer_frames} for the writer, {FULL.receiver_frames} for the receiver, "
+                             f"{FULL.frames} for the others; smoke {SMOKE.frames})")
     parser.add_argument("--smoke", action="store_true",
                         help="every benchmark on a few frames, 3 rounds: checks they run, report every key and "
                              "keep each ratio above half its goal (the regression guard make test runs)")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--frames must be at least 1, got {args.frames}")
     size = SMOKE if args.smoke else FULL
     if args.frames is not None:
-        size = replace(size, frames=args.frames, writer_frames=args.frames)
+        size = replace(size, frames=args.frames, receiver_frames=args.frames, writer_frames=args.frames)
     results: dict[str, Measured] = {}
     for bench, keys in BENCHES:
         measured = bench(size)
