@@ -10,9 +10,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class BenchSize:
     frames: int = 500  # 4M frames per end-to-end measurement
-    # 4M frames per receiver measurement: ~0.6 s at the unpaced simulator's rate, so a round is not one scheduling
-    # hiccup of the VM
-    receiver_frames: int = 1500
+    # 4M frames per receiver measurement, ~0.8 s at the unpaced simulator's rate, in 9 rounds: a receiver round
+    # swings by 0.7-1.3 (the simulator and two ZMQ I/O threads share 2 cores), and a round costs ~3 s for 3 arms
+    receiver_frames: int = 2000
+    receiver_rounds: int = 9
     # 4M frames per writer measurement: a 2.4 GB series (a 3,600-image rotation is 4.3 GB), long enough that the
     # per-series cost of creating and closing the files (~20 ms) is what it is in a real series, ~2 %
     writer_frames: int = 2000
@@ -33,6 +34,6 @@ class BenchSize:
 
 FULL = BenchSize()
 # Big enough for the regression guard (goals.py): each ratio the median of 3 rounds of a few tenths of a second.
-SMOKE = BenchSize(frames=300, receiver_frames=300, writer_frames=500, rounds=3, triage_frames=20, triage_rounds=1,
-                  agipd_trains=4, agipd_rounds=3, red_frames=100, scale_frames=10, red_realistic_frames=40,
-                  kernel_repeats=1, accuracy_frames=4, accuracy_trains=1)
+SMOKE = BenchSize(frames=300, receiver_frames=300, receiver_rounds=3, writer_frames=500, rounds=3, triage_frames=20,
+                  triage_rounds=1, agipd_trains=4, agipd_rounds=3, red_frames=100, scale_frames=10,
+                  red_realistic_frames=40, kernel_repeats=1, accuracy_frames=4, accuracy_trains=1)

@@ -51,7 +51,7 @@ def bench_receiver(size: BenchSize) -> dict[str, Measured]:
             in_plain_process,
             lambda: _our_receiver(sim.stream_endpoint, client, n_frames, thread_s=thread_s),
             lambda: bare_pull(sim.stream_endpoint, client, n_frames)[0],
-        ], size.rounds)
+        ], size.receiver_rounds)
     return {
         "receiver.fps": rate(n_frames, ours_s),
         "receiver.bare_pull_fps": rate(n_frames, bare_s),
