@@ -12,6 +12,7 @@ from pathlib import Path
 
 from detpipe.pipeline.core.software_version import detpipe_version
 from detpipe.pipeline.report.run_digest import MAX_PROJECTED_FRAMES
+from detpipe.simulators.cli_options import tcp_port
 from detpipe.simulators.detector_models import DetectorModel
 
 from ..server_names import STARTER_SERVER_NAME
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_start = db_sub.add_parser("start", help="run pytango's DataBaseds on sqlite in the foreground; Ctrl-C stops it")
     db_start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    db_start.add_argument("--port", type=int, default=10000, help="TCP port (default 10000, Tango's; 0 = any free one)")
+    db_start.add_argument("--port", type=tcp_port, default=10000, help="TCP port (default 10000, Tango's; 0 = any free one)")
     db_start.add_argument("--sqlite", type=Path, default=Path("tango_database.db"),
                           help="database file, created if missing (default ./tango_database.db)")
     db_start.set_defaults(func=_db_start)
@@ -246,7 +247,8 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IP address of the one interface to listen on, for requests and events (e.g. 127.0.0.1 "
                              "for this computer only); default: Tango's convention, every interface unless "
                              "omniORB's ORBendPoint says otherwise")
-    parser.add_argument("--port", type=int, default=0, help="TCP port for requests (default 0: chosen by the system)")
+    parser.add_argument("--port", type=tcp_port, default=0,
+                        help="TCP port for requests (default 0: chosen by the system)")
     parser.set_defaults(func=_server, takes_tango_args=True)  # any other option goes to the Tango kernel (-v4)
 
 

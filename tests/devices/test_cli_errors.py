@@ -143,7 +143,10 @@ def test_the_traceback_is_shown_only_with_debug(files: Path) -> None:
     (["geom", "x_master.h5", "--clen=-1"], "detpipe geom: error: argument --clen: needs a positive number, got '-1'"),
     (["reduce", "x_master.h5", "--policy", "p.yaml", "-o", "out", "--workers", "0"],
      "detpipe reduce: error: argument --workers: needs a whole number of at least 1, got '0'"),
-], ids=["demo model", "geom distance", "reduce workers"])
+    (["db", "start", "--port", "-1"], "detpipe db start: error: argument --port: port -1 is not within 0 … 65535"),
+    (["server", "bl01", "--port", "70000"],
+     "detpipe server: error: argument --port: port 70000 is not within 0 … 65535"),
+], ids=["demo model", "geom distance", "reduce workers", "db port", "server port"])
 def test_an_invalid_value_is_argparse_usage_and_one_error_line(argv: list[str], error: str) -> None:
     run = run_detpipe(argv)
     assert run.returncode == 2 and "Traceback" not in run.stderr
