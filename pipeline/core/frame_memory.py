@@ -7,7 +7,7 @@ its mmap threshold follows the largest block freed, and the top of a heap is giv
 being written), so the top of the I/O thread's heap empties every few frames, is trimmed, and the next frames
 are faulted in again page by page: on a 2-core machine a 4M frame cost the receiving process 65–77 page
 faults against 10–55 for a loop that drops each frame at once, and the receiver ran at 0.76–0.84 of that
-loop; with the settings below at 1.05–1.15 (docs/performance.md, "Receiver").
+loop; with the settings below at 0.97–1.15 (docs/performance.md, "Receiver").
 
 Both thresholds are therefore set explicitly (which also ends glibc's adaptation of them): blocks up to
 ``MMAP_THRESHOLD_BYTES`` come from the heap, and up to ``TRIM_THRESHOLD_BYTES`` of free memory at the top of a
