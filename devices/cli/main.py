@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_start = db_sub.add_parser("start", help="run pytango's DataBaseds on sqlite in the foreground; Ctrl-C stops it")
     db_start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    db_start.add_argument("--port", type=tcp_port, default=10000, help="TCP port (default 10000, Tango's; 0 = any free one)")
+    db_start.add_argument("--port", type=tcp_port, default=10000,
+                          help="TCP port (default 10000, Tango's; 0 = any free one)")
     db_start.add_argument("--sqlite", type=Path, default=Path("tango_database.db"),
                           help="database file, created if missing (default ./tango_database.db)")
     db_start.set_defaults(func=_db_start)

@@ -48,7 +48,8 @@ def test_a_put_waiting_for_room_goes_on_when_a_get_frees_some(policy: FullPolicy
     q.put(frame(0))
     q.put(frame(1))
     waiting = EndOfSeries(1) if item == "end" else frame(2)
-    producer = threading.Thread(target=q.put, args=(waiting,), kwargs={"timeout_s": 60, "wait_for_room": wait_for_room})
+    producer = threading.Thread(target=q.put, args=(waiting,),
+                                kwargs={"timeout_s": 60, "wait_for_room": wait_for_room})
     producer.start()
     producer.join(0.2)
     assert producer.is_alive() and q.size == 2
