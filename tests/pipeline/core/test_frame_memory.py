@@ -1,5 +1,5 @@
-"""The malloc settings receivers apply: freed frame-sized buffers stay mapped, so the next frame does not fault
-its pages in again. Each case runs in a fresh interpreter: the settings are process-wide and glibc's own
+"""The malloc settings the stream receiver applies: freed frame-sized buffers stay mapped, so the next frame does
+not fault its pages in again. Each case runs in a fresh interpreter: the settings are process-wide and glibc's own
 thresholds adapt to what a process freed before."""
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the s
 FRAMES_IN_FLIGHT = """
 import ctypes, resource, sys
 from detpipe.pipeline.core.frame_memory import keep_freed_frames_mapped
+from detpipe.pipeline.eiger.stream_receiver import StreamReceiver
 applied = keep_freed_frames_mapped() if sys.argv[1] == "settings" else False
+if sys.argv[1] == "receiver":  # as a server does: a stream receiver started, nothing else
+    receiver = StreamReceiver("tcp://127.0.0.1:9")
+    receiver.start()
+    receiver.close()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -47,6 +52,11 @@ def frames_in_flight(mode: str, **environment: str) -> tuple[bool, int]:
 def test_with_the_settings_freed_frames_are_reused_without_page_faults() -> None:
     applied, faults = frames_in_flight("settings")
     assert applied and faults < PAGES // 10
+
+
+def test_a_started_stream_receiver_applies_them() -> None:
+    _, faults = frames_in_flight("receiver")
+    assert faults < PAGES // 10
 
 
 def test_without_them_glibc_gives_freed_frames_back_and_faults_them_in_again() -> None:
