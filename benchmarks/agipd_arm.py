@@ -1,6 +1,8 @@
 """One arm of the AGIPD benchmark in a process of its own, started the way that arm runs for real: the bare
 ``karabo_bridge.Client`` loop as a user's script, our receiver + EXDF writer as in ``detpipe server``
-(agipd_bench.py chooses the environment). Prints the seconds the trains took, alone on its last line."""
+(agipd_bench.py chooses the environment). Between its warm-up and its timed trains it touches and frees as
+much memory as those trains will put in the page cache (recycled_memory.py); ``--cold`` idles instead, as a
+server may between runs. Prints the seconds the trains took, alone on its last line."""
 
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ from detpipe.pipeline.core.saving_target import SavingParams
 from detpipe.pipeline.core.stage_runner import StageRunner
 from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 
+from .recycled_memory import recycle_memory
+
 CELLS = 64
+TRAIN_BYTES = CELLS * 16 * 2 * 512 * 128 * 2  # one raw train: cells × modules × (analog, digital) × pixels × u2
 # Trains each process takes untimed first, as a server has run before the run that counts: the first run of
 # a fresh process paid ~1 s more than the next (HDF5's and the writer pool's first use, the first huge pages)
 WARM_UP_TRAINS = 2
@@ -64,6 +69,13 @@ def _remove_run(root: Path) -> None:
             path.unlink()
 
 
+def _before_timed_trains(args: argparse.Namespace) -> None:
+    if args.cold is not None:
+        time.sleep(args.cold)
+    else:
+        recycle_memory(args.trains * TRAIN_BYTES)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.agipd_arm", description=__doc__)
     parser.add_argument("arm", choices=("bare", "ours"))
@@ -71,12 +83,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("trains", type=int)
     parser.add_argument("--root", type=Path, help="ours: the data root its run directory goes in")
     parser.add_argument("--run", type=int, default=1, help="ours: the run numbers are RUN (warm-up) and RUN + 1")
+    parser.add_argument("--cold", type=float, metavar="SECONDS",
+                        help="idle SECONDS instead of recycling memory: the page cache then takes memory as the "
+                             "machine has it after idling (on a VM with free page reporting, memory its host took back)")
     args = parser.parse_args(argv)
     if args.arm == "bare":
         bare_client(args.endpoint, WARM_UP_TRAINS)
+        _before_timed_trains(args)
         seconds = bare_client(args.endpoint, args.trains)
     else:
         receive_and_write(args.endpoint, args.root, args.run, WARM_UP_TRAINS)
+        _before_timed_trains(args)
         seconds = receive_and_write(args.endpoint, args.root, args.run + 1, args.trains)
     print(seconds)
 

@@ -22,6 +22,9 @@ class BenchSize:
     triage_rounds: int = 5  # triaged series in one server
     agipd_trains: int = 10  # unpaced 64-cell trains per AGIPD measurement
     agipd_rounds: int = 5
+    # seconds the cold AGIPD arm idles before its trains: on the benchmark VM, memory left free is handed back to
+    # its host over ~16 s (page-cache writes 4.3 GB/s at once, 1.4 after 4 s, 0.44 after 16 s; recycled_memory.py)
+    agipd_idle_s: float = 20.0
     # 4M frames through the data policy stage: a series long enough that writing the RED master's provenance
     # (~60 ms a series) weighs what it does in a real one
     red_frames: int = 1000
@@ -35,5 +38,6 @@ class BenchSize:
 FULL = BenchSize()
 # Big enough for the regression guard (goals.py): each ratio the median of 3 rounds of a few tenths of a second.
 SMOKE = BenchSize(frames=300, receiver_frames=300, receiver_rounds=3, writer_frames=500, rounds=3, triage_frames=20,
-                  triage_rounds=1, agipd_trains=4, agipd_rounds=3, red_frames=100, scale_frames=10,
+                  triage_rounds=1, agipd_trains=4, agipd_rounds=3, agipd_idle_s=1.0,
+                  red_frames=100, scale_frames=10,
                   red_realistic_frames=40, kernel_repeats=1, accuracy_frames=4, accuracy_trains=1)

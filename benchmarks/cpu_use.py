@@ -41,7 +41,8 @@ def cpu_seconds(processes: Sequence[tuple[str, int]]) -> Counter[str]:
                 continue
             for thread in threads:
                 name = python_names.get(thread.id) if process.pid == os.getpid() else None
-                seconds[f"{label}: {name or _kernel_name(process.pid, thread.id)}"] += thread.user_time + thread.system_time
+                cpu_s = thread.user_time + thread.system_time
+                seconds[f"{label}: {name or _kernel_name(process.pid, thread.id)}"] += cpu_s
     return seconds
 
 

@@ -15,7 +15,8 @@ SEND_TIMEOUT_S = 60.0
 
 
 def unpaced_simulator(model: str = "4M") -> ManagedProcess:
-    """A started-on-enter simulator streaming cached frames as fast as it can; see ``.rest_url``/``.stream_endpoint``."""
+    """A started-on-enter simulator streaming cached frames as fast as it can; see ``.rest_url`` and
+    ``.stream_endpoint``."""
     rest_port, stream_port = free_tcp_port(), free_tcp_port()
     process = ManagedProcess(
         [sys.executable, "-m", "detpipe.simulators.eiger_cli", "--model", model, "--unpaced", "--seed", "3",
