@@ -7,6 +7,7 @@ server may between runs. Prints the seconds the trains took, alone on its last l
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import time
 from pathlib import Path
@@ -17,12 +18,14 @@ from detpipe.pipeline.agipd.receiver import AgipdReceiver
 from detpipe.pipeline.core.frame_queue import FrameQueue, FullPolicy
 from detpipe.pipeline.core.saving_target import SavingParams
 from detpipe.pipeline.core.stage_runner import StageRunner
+from detpipe.pipeline.core.train import AGIPD_MODULES, Product
+from detpipe.pipeline.exdf.module_file import PIXEL_KEYS
 from detpipe.pipeline.writers.exdf_writer import ExdfWriter
 
 from .recycled_memory import recycle_memory
 
 CELLS = 64
-TRAIN_BYTES = CELLS * 16 * 2 * 512 * 128 * 2  # one raw train: cells × modules × (analog, digital) × pixels × u2
+TRAIN_BYTES = CELLS * AGIPD_MODULES * sum(math.prod(k.shape) * k.dtype.itemsize for k in PIXEL_KEYS[Product.RAW])
 # Trains each process takes untimed first, as a server has run before the run that counts: the first run of
 # a fresh process paid ~1 s more than the next (HDF5's and the writer pool's first use, the first huge pages)
 WARM_UP_TRAINS = 2

@@ -1,9 +1,9 @@
 """Memory that the machine has already backed, for an arm about to fill the page cache.
 
 A virtual machine whose balloon device reports free pages (virtio-balloon ``VIRTIO_BALLOON_F_REPORTING``, as
-on the Firecracker VMs this project is benchmarked on) hands memory that stayed free for about two seconds back
-to its host, and the next touch of each page waits for the host to back it again: 268 MB trains written into
-the page cache ran at 0.4–1.0 GB/s into such memory and at 3.2–4.3 GB/s into memory freed a moment before
+on the Firecracker VMs this project is benchmarked on) hands memory left free back to its host, gigabytes over
+~16 s, and the next touch of each page waits for the host to back it again: 268 MB trains written into the
+page cache ran at 0.4–1.0 GB/s into such memory and at 3.2–4.3 GB/s into memory freed a moment before
 (docs/performance.md, "AGIPD"). A server that has been writing takes its page cache from memory it recycles;
 an arm started after seconds of idling would pay the host instead, and so would only one arm, the one that
 writes. Touching and freeing that much memory right before the timed part puts every arm in the first state;
