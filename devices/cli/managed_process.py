@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 
+_WAIT_SLICE_S = 0.5  # how late a Ctrl-C that reached another thread is acted on while waiting for a child
+
 
 class ProcessNotReady(RuntimeError):
     def __init__(self, command: Sequence[str], marker: str, output: str, timeout_s: float) -> None:
@@ -102,9 +104,19 @@ class ManagedProcess:
 
     def wait(self, timeout_s: float | None = None) -> int:
         """Block until the child exits by itself (``subprocess.TimeoutExpired`` after ``timeout_s``); returns
-        its exit code."""
+        its exit code.
+
+        Without a timeout it waits in slices: the kernel may hand a Ctrl-C to any thread of the process (a Tango
+        client's ORB threads among them), and Python acts on it in the main thread only, between bytecodes, so a
+        main thread blocked in one ``waitpid`` would never see it (Python's ``signal`` documentation)."""
         assert self._process is not None
-        return self._process.wait(timeout_s)
+        if timeout_s is not None:
+            return self._process.wait(timeout_s)
+        while True:
+            try:
+                return self._process.wait(_WAIT_SLICE_S)
+            except subprocess.TimeoutExpired:
+                continue
 
     def kill(self) -> None:
         """SIGKILL at once: what a crash or a pulled plug looks like to the others."""
