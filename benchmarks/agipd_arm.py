@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=int, default=1, help="ours: the run numbers are RUN (warm-up) and RUN + 1")
     parser.add_argument("--cold", type=float, metavar="SECONDS",
                         help="idle SECONDS instead of recycling memory: the page cache then takes memory as the "
-                             "machine has it after idling (on a VM with free page reporting, memory its host took back)")
+                             "machine has it after idling (on a VM with free page reporting, memory its host "
+                             "took back)")
     args = parser.parse_args(argv)
     if args.arm == "bare":
         bare_client(args.endpoint, WARM_UP_TRAINS)

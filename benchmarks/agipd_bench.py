@@ -26,10 +26,10 @@ from detpipe.devices.cli.embedded_database import free_tcp_port
 from detpipe.devices.cli.huge_page_buffers import HUGE_PAGE_TUNABLE, TUNABLES, with_huge_page_buffers
 from detpipe.devices.cli.managed_process import ManagedProcess
 
+from .agipd_arm import CELLS  # the trains the simulator sends are those the arms expect and size
 from .bench_size import BenchSize
 from .rounds import Measured, interleaved_times, rate, ratio
 
-CELLS = 64
 KEYS = ("agipd.trains_per_s", "agipd.bare_client_trains_per_s", "agipd.ratio_vs_bare_client",
         "agipd.tuned_bare_client_trains_per_s", "agipd.ratio_vs_tuned_bare_client",
         "agipd.cold_memory_trains_per_s", "agipd.cold_memory_ratio_vs_bare_client")
